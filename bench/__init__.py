@@ -1,0 +1,1 @@
+"""Benchmarks: each module defines ``run(out_dir: Path) -> dict`` and is listed in BENCHMARKS."""
