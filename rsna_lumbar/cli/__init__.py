@@ -17,6 +17,7 @@ from rsna_lumbar import __version__
 COMMANDS: tuple[str, ...] = (
     "folds",
     "baseline",
+    "predict",
     "score",
 )
 
@@ -69,4 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, OSError) as error:
+        # Expected failures (bad input files, invalid tables) get one clear line, not a traceback.
+        if args.verbose:
+            raise
+        print(f"rsna-lumbar {args.command}: error: {error}", file=sys.stderr)
+        return 1
