@@ -1,10 +1,17 @@
 """Class priors per target: the baseline every model must beat, and the inference fallback.
 
-The prior of a target (condition, level) is the frequency of each grade among the studies of
-``train.csv`` where that target is labelled, with one pseudo-count per grade (Laplace smoothing)
-so that no grade gets probability 0 — a zero would cost ``−log(eps) ≈ 36`` the first time that
-grade occurs. Priors are stored as JSON (``priors.json`` in a model folder) so the inference path
-can fall back on them without ``train.csv``.
+The prior of a target (condition, level) comes from the counts ``n_k`` of each grade among the
+studies of ``train.csv`` where that target is labelled, plus one pseudo-count per grade so that no
+grade gets probability 0 (a zero costs ``−log(eps) ≈ 36`` the first time that grade occurs).
+
+By default the counts are weighted by the metric's sample weights ``w_k`` = 1, 2, 4:
+``p_k ∝ w_k·n_k``. That is the constant prediction that minimises the weighted log loss
+``Σ_k w_k·n_k·(−log p_k)`` (Lagrange: ``p_k = w_k n_k / Σ_j w_j n_j``). Plain frequencies
+(``weighted=False``) under-predict Moderate and Severe so badly that, on the real class balance,
+they score *worse than uniform probabilities*; the weighted prior is the honest floor.
+
+Priors are stored as JSON (``priors.json`` in a model folder) so the inference path can fall back
+on them without ``train.csv``.
 """
 
 from __future__ import annotations
@@ -23,13 +30,23 @@ from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS, SEVERITIES, TARGET_COLUM
 PSEUDO_COUNT = 1.0
 
 
-def class_priors(train: pd.DataFrame, pseudo_count: float = PSEUDO_COUNT) -> np.ndarray:
-    """Per-target grade frequencies, shape (25, 3), rows in ``TARGET_COLUMNS`` order, summing to 1."""
+def class_priors(
+    train: pd.DataFrame, weighted: bool = True, pseudo_count: float = PSEUDO_COUNT
+) -> np.ndarray:
+    """Per-target grade priors, shape (25, 3), rows in ``TARGET_COLUMNS`` order, summing to 1.
+
+    Args:
+        train: a ``train.csv`` frame (:func:`rsna_lumbar.tables.read_train`).
+        weighted: multiply the smoothed counts by the metric's weights 1/2/4 (see module doc).
+        pseudo_count: added to every grade's count.
+    """
+    weights = np.array([s.weight for s in SEVERITIES]) if weighted else np.ones(len(SEVERITIES))
     priors = np.empty((len(TARGET_COLUMNS), len(SEVERITIES)))
     for t, column in enumerate(TARGET_COLUMNS):
         values = train[column]
         counts = np.array([(values == s.value).sum() for s in SEVERITIES], dtype=np.float64)
-        priors[t] = (counts + pseudo_count) / (counts.sum() + pseudo_count * len(SEVERITIES))
+        mass = (counts + pseudo_count) * weights
+        priors[t] = mass / mass.sum()
     return priors
 
 

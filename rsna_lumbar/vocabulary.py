@@ -196,7 +196,7 @@ def study_row_ids(study_id: int) -> list[str]:
     return [row_id(study_id, c, lv) for c, lv in TARGETS]
 
 
-_ROW_ID = re.compile(r"^(\d+)_([a-z_]+)$")
+_ROW_ID = re.compile(r"^(\d+)_([a-z0-9_]+)$")
 
 
 def parse_row_id(text: str) -> tuple[int, Condition, Level]:
