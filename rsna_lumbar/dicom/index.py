@@ -1,0 +1,300 @@
+"""Header index: one header-only pass over a split → a per-instance table (CSV).
+
+``index_split(data, "train")`` reads every ``{split}_images/{study}/{series}/*.dcm`` with the
+pixel data deferred (never read; its declared length is only compared with the file size to
+catch truncated copies) on all cores, and returns one row per readable instance:
+
+=========================  =================================================================
+column                     meaning
+=========================  =================================================================
+study_id, series_id        from the folder names (int)
+series_description         from ``{split}_series_descriptions.csv`` ('' when unlisted)
+instance_number            the header's InstanceNumber (file stem if the tag is absent)
+path                       file path relative to the data folder (POSIX)
+ipp_x, ipp_y, ipp_z        ImagePositionPatient, LPS mm (centre of pixel (0, 0))
+iop_0 … iop_5              ImageOrientationPatient (row cosine, then column cosine)
+row_spacing, col_spacing   PixelSpacing [0] (between rows) and [1] (between columns), mm
+slice_thickness            SliceThickness mm (NaN when absent)
+spacing_between_slices     SpacingBetweenSlices mm (NaN when absent; never used for geometry)
+rows, columns              Rows, Columns
+photometric                PhotometricInterpretation
+transfer_syntax            TransferSyntaxUID
+rescale_slope/intercept    RescaleSlope / RescaleIntercept (1 and 0 when absent)
+=========================  =================================================================
+
+Problems are :class:`~rsna_lumbar.dicom.errors.Issue` s (see ``ISSUE_COLUMNS``): unreadable or
+truncated files, missing geometry tags, empty series folders, series listed in the CSV but
+absent on disk and the reverse. None is fatal for the split under the ``warn``/``skip`` policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+
+from rsna_lumbar.atomic import write_csv
+from rsna_lumbar.dicom.errors import ISSUE_COLUMNS, Issue, IssueCode, ReadPolicy, report
+
+_LOG = logging.getLogger(__name__)
+
+INDEX_COLUMNS: tuple[str, ...] = (
+    "study_id", "series_id", "series_description", "instance_number", "path",
+    "ipp_x", "ipp_y", "ipp_z", "iop_0", "iop_1", "iop_2", "iop_3", "iop_4", "iop_5",
+    "row_spacing", "col_spacing", "slice_thickness", "spacing_between_slices",
+    "rows", "columns", "photometric", "transfer_syntax", "rescale_slope", "rescale_intercept",
+)  # fmt: skip
+IPP_COLUMNS = ("ipp_x", "ipp_y", "ipp_z")
+IOP_COLUMNS = tuple(f"iop_{i}" for i in range(6))
+
+_TAGS = [
+    "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
+    "SliceThickness", "SpacingBetweenSlices", "Rows", "Columns", "PhotometricInterpretation",
+    "RescaleSlope", "RescaleIntercept", "BitsAllocated", "SamplesPerPixel", "NumberOfFrames",
+    "PixelData",
+]  # fmt: skip
+_REQUIRED = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
+_PIXEL_DATA = 0x7FE00010
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def _float_or_nan(value) -> float:
+    try:
+        return float(value) if value not in (None, "") else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def read_header(path: Path, root: Path, study_id: int = -1, series_id: int = -1) -> dict:
+    """Header row of one file (see module table); pixel data is not read.
+
+    Raises:
+        UnreadableFileError / MissingTagError (via :func:`report` with policy ``raise``).
+    """
+    rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+    def fail(code: IssueCode, message: str):
+        report(Issue(code, message, study_id, series_id, rel), ReadPolicy.RAISE)
+
+    try:
+        ds = pydicom.dcmread(path, defer_size=1024, specific_tags=_TAGS)
+    except Exception as exc:  # pydicom raises many types for damaged files
+        fail(IssueCode.UNREADABLE_FILE, f"not a readable DICOM file ({exc}); re-copy or delete it")
+    missing = [tag for tag in _REQUIRED if ds.get(tag) in (None, "")]
+    if missing:
+        fail(IssueCode.MISSING_TAG, f"missing {', '.join(missing)}; the slice cannot be placed")
+    pixel = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+    if pixel is None:
+        fail(IssueCode.UNREADABLE_FILE, "no PixelData element (truncated or not an image)")
+    size = path.stat().st_size
+    tell = getattr(pixel, "value_tell", None)
+    if pixel.length != _UNDEFINED_LENGTH and tell is not None and tell + pixel.length > size:
+        fail(
+            IssueCode.UNREADABLE_FILE,
+            f"truncated: pixel data needs {pixel.length} bytes but the file ends "
+            f"{size - tell} bytes after its start; re-copy the file",
+        )
+    try:
+        instance = int(ds.InstanceNumber)
+    except (AttributeError, TypeError, ValueError):
+        instance = int(path.stem) if path.stem.isdigit() else -1
+    ipp = [float(v) for v in ds.ImagePositionPatient]
+    iop = [float(v) for v in ds.ImageOrientationPatient]
+    spacing = [float(v) for v in ds.PixelSpacing]
+    if len(ipp) != 3 or len(iop) != 6 or len(spacing) != 2:
+        fail(IssueCode.MISSING_TAG, f"malformed geometry IPP={ipp} IOP={iop} spacing={spacing}")
+    return {
+        "study_id": study_id, "series_id": series_id, "series_description": "",
+        "instance_number": instance, "path": rel,
+        "ipp_x": ipp[0], "ipp_y": ipp[1], "ipp_z": ipp[2],
+        **{f"iop_{i}": iop[i] for i in range(6)},
+        "row_spacing": spacing[0], "col_spacing": spacing[1],
+        "slice_thickness": _float_or_nan(ds.get("SliceThickness")),
+        "spacing_between_slices": _float_or_nan(ds.get("SpacingBetweenSlices")),
+        "rows": int(ds.Rows), "columns": int(ds.Columns),
+        "photometric": str(ds.get("PhotometricInterpretation", "")),
+        "transfer_syntax": str(ds.file_meta.get("TransferSyntaxUID", "")),
+        "rescale_slope": _float_or_nan(ds.get("RescaleSlope", 1.0)),
+        "rescale_intercept": _float_or_nan(ds.get("RescaleIntercept", 0.0)),
+    }  # fmt: skip
+
+
+def index_series(
+    folder: Path, root: Path, study_id: int, series_id: int
+) -> tuple[list[dict], list[Issue]]:
+    """Header rows of one series folder, plus the issues met (never raises for bad files)."""
+    rows, issues = [], []
+    files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    for path in files:
+        try:
+            rows.append(read_header(path, root, study_id, series_id))
+        except Exception as exc:
+            issue = getattr(exc, "issue", None)
+            issues.append(issue or Issue(IssueCode.UNREADABLE_FILE, str(exc), study_id, series_id,
+                                         str(path)))  # fmt: skip
+    if not rows:
+        what = "no files" if not files else f"none of its {len(files)} files is usable"
+        issues.append(Issue(IssueCode.EMPTY_SERIES, f"series folder has {what}", study_id,
+                            series_id, str(folder)))  # fmt: skip
+    elif any(np.isnan(r["slice_thickness"]) for r in rows):
+        issues.append(Issue(IssueCode.MISSING_OPTIONAL_TAG, "SliceThickness absent on some files",
+                            study_id, series_id))  # fmt: skip
+    return rows, issues
+
+
+def _index_task(args: tuple) -> tuple[list[dict], list[Issue]]:
+    return index_series(*args)
+
+
+@dataclass
+class IndexResult:
+    """The per-instance table (columns :data:`INDEX_COLUMNS`) and the issues of the pass."""
+
+    frame: pd.DataFrame
+    issues: list[Issue]
+
+
+def read_descriptions(path: Path) -> pd.DataFrame:
+    """``{split}_series_descriptions.csv`` as study_id:int, series_id:int, series_description:str.
+
+    Uses :func:`rsna_lumbar.tables.read_series_descriptions` when that module exists.
+    """
+    try:
+        from rsna_lumbar.tables import read_series_descriptions
+    except ImportError:
+        frame = pd.read_csv(path, dtype={"series_description": str})
+        frame["study_id"] = frame["study_id"].astype(int)
+        frame["series_id"] = frame["series_id"].astype(int)
+        return frame[["study_id", "series_id", "series_description"]]
+    return read_series_descriptions(path)
+
+
+def _series_on_disk(images: Path) -> tuple[dict[tuple[int, int], Path], list[Issue]]:
+    found, issues = {}, []
+    if not images.is_dir():
+        return found, issues
+    for study in sorted(images.iterdir()):
+        for series in sorted(study.iterdir()) if study.is_dir() else []:
+            if not (study.name.isdigit() and series.name.isdigit() and series.is_dir()):
+                issues.append(Issue(IssueCode.UNREADABLE_FILE, "not a {study}/{series} folder of "
+                                    "digits; ignored", path=str(series)))  # fmt: skip
+                continue
+            found[int(study.name), int(series.name)] = series
+    return found, issues
+
+
+def index_split(
+    data: str | os.PathLike,
+    split: str,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+) -> IndexResult:
+    """Index every DICOM header of ``{data}/{split}_images`` (see the module docstring).
+
+    Args:
+        data: the competition folder.
+        split: ``train`` or ``test`` (any name whose ``{split}_images`` folder exists).
+        workers: processes; default all cores, 1 reads in this process.
+        progress: show a tqdm bar over series.
+    """
+    root = Path(data)
+    images = root / f"{split}_images"
+    csv_path = root / f"{split}_series_descriptions.csv"
+    if not images.is_dir() and not csv_path.is_file():
+        msg = (f"neither {images} nor {csv_path} exists; pass the competition folder as --data "
+               f"and a split that it contains (train or test)")  # fmt: skip
+        raise FileNotFoundError(msg)
+    on_disk, issues = _series_on_disk(images)
+    listed = read_descriptions(csv_path) if csv_path.is_file() else pd.DataFrame(
+        columns=["study_id", "series_id", "series_description"])  # fmt: skip
+    descriptions = {(int(r.study_id), int(r.series_id)): str(r.series_description)
+                    for r in listed.itertuples()}  # fmt: skip
+    for key in descriptions.keys() - on_disk.keys():
+        issues.append(Issue(IssueCode.MISSING_SERIES, f"listed in {csv_path.name} but "
+                            f"{images / str(key[0]) / str(key[1])} does not exist", *key))
+    for key in on_disk.keys() - descriptions.keys():
+        issues.append(Issue(IssueCode.UNLISTED_SERIES, f"not in {csv_path.name}; description "
+                            "left empty", *key))  # fmt: skip
+    tasks = [(folder, root, *key) for key, folder in sorted(on_disk.items())]
+    rows = []
+    for series_rows, series_issues in _run(tasks, workers, progress):
+        rows.extend(series_rows)
+        issues.extend(series_issues)
+    frame = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
+    frame["series_description"] = [
+        descriptions.get((s, r), "") for s, r in zip(frame.study_id, frame.series_id)
+    ]
+    frame = frame.sort_values(["study_id", "series_id", "instance_number", "path"])
+    for issue in issues:
+        report(issue, ReadPolicy.WARN)
+    return IndexResult(frame.reset_index(drop=True), issues)
+
+
+def _run(tasks: list[tuple], workers: int | None, progress: bool) -> Iterable:
+    from tqdm.auto import tqdm
+
+    workers = workers or os.cpu_count() or 1
+    bar = dict(total=len(tasks), desc="index", unit="series", disable=not progress)
+    if workers == 1 or len(tasks) < 4:
+        yield from tqdm(map(_index_task, tasks), **bar)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from tqdm(pool.map(_index_task, tasks, chunksize=4), **bar)
+
+
+def read_index(path: str | os.PathLike) -> pd.DataFrame:
+    """Load an index CSV written by :func:`write_index` with its column types."""
+    frame = pd.read_csv(path, dtype={"series_description": str, "path": str, "photometric": str,
+                                     "transfer_syntax": str}, keep_default_na=False,
+                        na_values={c: ["", "nan", "NaN"] for c in ("slice_thickness",
+                                   "spacing_between_slices")})  # fmt: skip
+    missing = [c for c in INDEX_COLUMNS if c not in frame.columns]
+    if missing:
+        msg = f"{path} is not an index table (missing {missing}); rebuild it with --force"
+        raise ValueError(msg)
+    return frame[list(INDEX_COLUMNS)]
+
+
+def issues_frame(issues: Iterable[Issue]) -> pd.DataFrame:
+    """Issues as a table with columns :data:`~rsna_lumbar.dicom.errors.ISSUE_COLUMNS`."""
+    return pd.DataFrame([i.as_row() for i in issues], columns=list(ISSUE_COLUMNS))
+
+
+def index_paths(work: str | os.PathLike, split: str) -> tuple[Path, Path]:
+    """``(work/index/{split}.csv, work/index/{split}_issues.csv)``."""
+    folder = Path(work) / "index"
+    return folder / f"{split}.csv", folder / f"{split}_issues.csv"
+
+
+def write_index(
+    data: str | os.PathLike,
+    split: str,
+    work: str | os.PathLike = "work",
+    *,
+    force: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """The ``index`` stage: write ``work/index/{split}.csv`` (+ ``_issues.csv``); skip if present.
+
+    Returns the index path. ``force`` rebuilds an existing artefact.
+    """
+    table, issues_path = index_paths(work, split)
+    if table.is_file() and not force:
+        _LOG.info("index %s exists; skipping (use --force to rebuild)", table)
+        return table
+    result = index_split(data, split, workers=workers, progress=progress)
+    write_csv(issues_frame(result.issues), issues_path)
+    write_csv(result.frame, table)
+    _LOG.info("indexed %d instances in %d series; %d issues → %s", len(result.frame),
+              result.frame.groupby(["study_id", "series_id"]).ngroups, len(result.issues),
+              issues_path)  # fmt: skip
+    return table

@@ -1,0 +1,189 @@
+"""Decode stacks into Volumes: pixels (S, R, C) float32 with their patient affine.
+
+Per slice: ``stored × RescaleSlope + RescaleIntercept`` (1 and 0 when absent). A MONOCHROME1
+stack (low values displayed bright) is inverted over the whole stack, ``v → min + max − v``, so
+every Volume reads "bright = high signal" and keeps its value range. Uncompressed little-endian
+pixel data is read straight from the element (sign-extended or masked to BitsStored as pydicom
+does); everything else goes through ``Dataset.pixel_array`` and therefore pydicom's decoders and
+the installed pylibjpeg plugins (JPEG, JPEG-LS, JPEG 2000; RLE is native).
+
+A slice that cannot be decoded is zero-filled and recorded as ``DECODE_FAILED`` (policy
+``warn``/``skip``) or raises :class:`~rsna_lumbar.dicom.errors.DecodeError` (``raise``); a stack
+whose every slice fails raises regardless, since nothing usable is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from rsna_lumbar.dicom.errors import DicomReadError, Issue, IssueCode, ReadPolicy, report
+from rsna_lumbar.dicom.index import index_series
+from rsna_lumbar.dicom.stacks import Stack, build_stacks
+from rsna_lumbar.dicom.volume import Volume
+
+_LOG = logging.getLogger(__name__)
+_NATIVE_LE = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+_INT_TYPES = {(8, 0): "u1", (8, 1): "i1", (16, 0): "<u2", (16, 1): "<i2", (32, 0): "<u4",
+              (32, 1): "<i4"}  # fmt: skip
+
+
+def _stored_values(ds: pydicom.Dataset) -> np.ndarray:
+    """Stored pixel values (R, C) of a single-frame greyscale dataset."""
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    bits, signed = int(ds.BitsAllocated), int(ds.get("PixelRepresentation", 0))
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    dtype = _INT_TYPES.get((bits, signed))
+    if syntax not in _NATIVE_LE or dtype is None or frames != 1 or ds.get("SamplesPerPixel", 1) != 1:
+        return ds.pixel_array
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    raw = ds.PixelData
+    count = rows * cols
+    if len(raw) < count * bits // 8:
+        msg = f"pixel data has {len(raw)} bytes, {rows}×{cols}×{bits // 8} expected"
+        raise ValueError(msg)
+    values = np.frombuffer(raw, dtype=dtype, count=count).reshape(rows, cols)
+    stored = int(ds.get("BitsStored", bits))
+    if stored < bits:  # same as pydicom: mask unsigned, sign-extend signed
+        shift = bits - stored
+        values = (values << shift) >> shift if signed else values & ((1 << stored) - 1)
+    return values
+
+
+def decode_slice(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+    """Read one file → (rescaled float32 pixels (R, C), PhotometricInterpretation)."""
+    ds = pydicom.dcmread(path)
+    values = _stored_values(ds)
+    if values.ndim != 2:
+        msg = f"expected one greyscale frame, got pixel array of shape {values.shape}"
+        raise ValueError(msg)
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    pixels = values.astype(np.float32)
+    if slope != 1.0:
+        pixels *= np.float32(slope)
+    if intercept != 0.0:
+        pixels += np.float32(intercept)
+    return pixels, str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+
+
+def read_stack(
+    stack: Stack, root: str | os.PathLike = ".", policy: ReadPolicy | str = ReadPolicy.WARN
+) -> Volume:
+    """Decode every slice of ``stack`` (paths relative to ``root``) into a :class:`Volume`.
+
+    Raises:
+        DecodeError: every slice failed, or one failed under policy ``raise``.
+    """
+    root = Path(root)
+    pixels = np.zeros((stack.n_slices, stack.rows, stack.columns), dtype=np.float32)
+    issues = list(stack.issues)
+    photometric = set()
+    failed = 0
+    for k, rel in enumerate(stack.paths):
+        try:
+            image, kind = decode_slice(root / rel)
+            if image.shape != pixels.shape[1:]:
+                msg = f"decoded shape {image.shape} differs from the header's {pixels.shape[1:]}"
+                raise ValueError(msg)
+        except Exception as exc:
+            failed += 1
+            issue = Issue(IssueCode.DECODE_FAILED, f"{type(exc).__name__}: {exc}; slice "
+                          "zero-filled. Install pylibjpeg plugins for compressed data, or "
+                          "re-copy the file", stack.study_id, stack.series_id, rel)  # fmt: skip
+            issues.append(report(issue, policy))
+            continue
+        pixels[k] = image
+        photometric.add(kind)
+    if failed == stack.n_slices:
+        issue = Issue(IssueCode.DECODE_FAILED, f"none of the {failed} slices could be decoded",
+                      stack.study_id, stack.series_id)  # fmt: skip
+        raise DicomReadError(issue)
+    if "MONOCHROME1" in photometric:
+        pixels = np.float32(pixels.min() + pixels.max()) - pixels
+    return Volume(
+        pixels=pixels, affine=stack.affine, study_id=stack.study_id, series_id=stack.series_id,
+        description=stack.description, instance_numbers=stack.instance_numbers.copy(),
+        stack_index=stack.stack_index, issues=tuple(issues),
+    )  # fmt: skip
+
+
+def _read_task(args: tuple) -> tuple[Volume | None, list[Issue]]:
+    stack, root, policy = args
+    try:
+        return read_stack(stack, root, policy), []
+    except DicomReadError as exc:
+        return None, [exc.issue]
+
+
+def read_volumes(
+    stacks: Iterable[Stack],
+    root: str | os.PathLike = ".",
+    *,
+    workers: int | None = None,
+    policy: ReadPolicy | str = ReadPolicy.WARN,
+    progress: bool = False,
+) -> Iterator[tuple[Stack, Volume | None, list[Issue]]]:
+    """Decode many stacks with a process pool; yields ``(stack, volume or None, issues)`` in order.
+
+    A stack that cannot be read yields ``None`` and its issues (policy ``raise`` re-raises).
+    ``workers`` defaults to all cores; 1 decodes in this process.
+    """
+    from tqdm.auto import tqdm
+
+    stacks = list(stacks)
+    tasks = [(stack, Path(root), ReadPolicy.parse(policy)) for stack in stacks]
+    workers = workers or os.cpu_count() or 1
+    bar = dict(total=len(tasks), desc="volumes", unit="stack", disable=not progress)
+    if workers == 1 or len(tasks) < 2:
+        results = map(_read_task, tasks)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_read_task, tasks, chunksize=1)
+    try:
+        for stack, (volume, issues) in zip(stacks, tqdm(results, **bar)):
+            for issue in issues:
+                report(issue, policy)
+            yield stack, volume, issues
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def load_series(
+    folder: str | os.PathLike,
+    *,
+    study_id: int = -1,
+    series_id: int = -1,
+    description: str = "",
+    policy: ReadPolicy | str = ReadPolicy.WARN,
+) -> list[Volume]:
+    """Read a folder of DICOM slices into Volumes, one per stack (library entry point).
+
+    Bad files are reported and left out under ``warn``/``skip``; under ``raise`` the first
+    problem raises. An empty or unusable folder gives ``[]`` (or raises under ``raise``).
+    """
+    folder = Path(folder)
+    rows, issues = index_series(folder, folder, study_id, series_id)
+    for issue in issues:
+        report(issue, policy)
+    if not rows:
+        return []
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    frame["series_description"] = description
+    return [read_stack(stack, folder, policy) for stack in build_stacks(frame)]
+
+
+def load_stacks(stacks: Sequence[Stack], root: str | os.PathLike, **kwargs) -> list[Volume]:
+    """Volumes of the stacks that could be read (others reported and skipped)."""
+    return [volume for _, volume, _ in read_volumes(stacks, root, **kwargs) if volume is not None]
