@@ -36,3 +36,32 @@ bench: $(VENV)/.installed  ## benchmarks; results in bench/results/*.json and qu
 
 clean:  ## remove work outputs (keeps .venv)
 	rm -rf $(WORK) .pytest_cache
+
+# --- Kaggle: offline wheelhouse, weights dataset, inference kernel (kernels/README.md) ---------
+# Your Kaggle user: KAGGLE_USER (default: KAGGLE_USERNAME, else the username in kaggle.json).
+# Slugs: WEIGHTS_DATASET / KERNEL_SLUG (default: the ids in dataset-metadata.json and
+# kernels/kernel-metadata.json). Credentials stay with the kaggle CLI's usual configuration.
+KAGGLE_USER     ?=
+WEIGHTS_DATASET ?=
+KERNEL_SLUG     ?=
+WHEELHOUSE      ?= wheelhouse
+KAGGLE_BUILD    ?= build
+# Packages the Kaggle GPU image lacks (pins from requirements.txt), fetched as cp310/cp311 wheels.
+KAGGLE_WHEELS   ?= pydicom pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg
+KAGGLE_PYTHON   ?= 3.10 3.11
+PUBLISH = $(PY) -m rsna_lumbar.kaggle_publish
+KAGGLE_ARGS = $(if $(KAGGLE_USER),--owner $(KAGGLE_USER)) $(if $(WEIGHTS_DATASET),--dataset $(WEIGHTS_DATASET))
+
+.PHONY: wheels kit-wheel push-weights push-kernel
+
+wheels: $(VENV)/.installed  ## offline wheelhouse/: the kit's wheel + the KAGGLE_WHEELS the Kaggle image lacks
+	$(PUBLISH) wheels --out $(WHEELHOUSE) --python $(KAGGLE_PYTHON) --download $(KAGGLE_WHEELS)
+
+kit-wheel: $(VENV)/.installed  ## rebuild only the kit's wheel in wheelhouse/ (offline)
+	$(PUBLISH) wheels --out $(WHEELHOUSE)
+
+push-weights: kit-wheel  ## publish weights/ + wheelhouse/ as your Kaggle dataset (version, or create)
+	$(PUBLISH) push-weights $(KAGGLE_ARGS) --wheelhouse $(WHEELHOUSE) --out $(KAGGLE_BUILD)/kaggle-dataset
+
+push-kernel: $(VENV)/.installed  ## push the inference kernel (kernels/) to Kaggle: GPU on, internet off
+	$(PUBLISH) push-kernel $(KAGGLE_ARGS) $(if $(KERNEL_SLUG),--kernel $(KERNEL_SLUG)) --out $(KAGGLE_BUILD)/kaggle-kernel
