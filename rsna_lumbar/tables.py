@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rsna_lumbar.layout import CompetitionFolder
 from rsna_lumbar.vocabulary import (
     SUBMISSION_COLUMNS,
     TARGET_COLUMNS,
@@ -190,3 +191,13 @@ def labels_long(train: pd.DataFrame) -> pd.DataFrame:
     frame["level"] = [lv.value for _, _, lv in parsed]
     return frame[["row_id", "study_id", "condition", "level", "severity"]]
 
+
+
+def split_study_ids(data: str | os.PathLike, split: str) -> list[int]:
+    """Study ids of a split of a competition folder, from its series-descriptions CSV.
+
+    That file lists every study Kaggle scores, including studies whose images are missing or
+    unreadable, so it (not the image folders) defines the rows of a submission.
+    """
+    frame = read_series_descriptions(CompetitionFolder(data).series_descriptions_csv(split))
+    return sorted(int(s) for s in frame["study_id"].unique())

@@ -15,6 +15,9 @@ import sys
 from rsna_lumbar import __version__
 
 COMMANDS: tuple[str, ...] = (
+    "index",
+    "register",
+    "crops",
     "folds",
     "baseline",
     "predict",

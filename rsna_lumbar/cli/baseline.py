@@ -33,11 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from rsna_lumbar.inference.predict import split_study_ids
     from rsna_lumbar.layout import CompetitionFolder
     from rsna_lumbar.priors import class_priors, prior_submission, save_priors
     from rsna_lumbar.submission import write_submission
-    from rsna_lumbar.tables import read_train
+    from rsna_lumbar.tables import read_train, split_study_ids
 
     labels = args.labels or CompetitionFolder(args.data).train_csv
     priors = class_priors(read_train(labels), weighted=not args.unweighted)

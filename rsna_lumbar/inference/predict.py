@@ -14,19 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from rsna_lumbar.layout import CompetitionFolder
 from rsna_lumbar.priors import load_priors, prior_submission, uniform_priors
 from rsna_lumbar.submission import write_submission
-from rsna_lumbar.tables import read_series_descriptions
+from rsna_lumbar.tables import split_study_ids
 
 LOGGER = logging.getLogger(__name__)
 PRIORS_FILE = "priors.json"
-
-
-def split_study_ids(data: str | os.PathLike, split: str) -> list[int]:
-    """Study ids of a split, from its series-descriptions CSV (the list Kaggle scores)."""
-    frame = read_series_descriptions(CompetitionFolder(data).series_descriptions_csv(split))
-    return sorted(int(s) for s in frame["study_id"].unique())
 
 
 def fallback_priors(models: str | os.PathLike | None):

@@ -1,0 +1,39 @@
+"""``rsna-lumbar crops``: cut and cache the 2.5D patches of every study of a split."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "cut oriented fixed-mm 2.5D crops around each level (cached, resumable)"
+DESCRIPTION = """\
+For every study of the split, cut the patches the severity models read: the spinal canal on
+sagittal T2 and on the level's axial slice, each foramen on sagittal T1 (right mirrored onto
+left), each lateral recess on the axial (right mirrored). Points come from
+DIR/train_label_coordinates.csv (train) or --points (the output of 'rsna-lumbar localize').
+Finished studies are skipped on a re-run; --force recomputes. Writes OUT/index.csv,
+OUT/{study}.npz and OUT/{study}.json (layout: rsna_lumbar/crops/__init__.py).
+
+example:
+  rsna-lumbar crops --data DIR --split train --out work/crops/train
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="competition folder")
+    parser.add_argument("--split", choices=("train", "test"), default="train")
+    parser.add_argument("--out", type=Path, required=True, help="crop cache folder")
+    parser.add_argument("--points", type=Path, metavar="CSV",
+                        help="points in train_label_coordinates.csv's schema (default: the labels)")
+    parser.add_argument("--work", type=Path, default=Path("work"),
+                        help="work folder for the header index (default: work)")
+    parser.add_argument("--workers", type=int, help="processes (default: all cores)")
+    parser.add_argument("--force", action="store_true", help="recompute cached studies")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rsna_lumbar.crops.stage import build_crops
+
+    build_crops(args.data, args.split, args.out, points=args.points, work=args.work,
+                workers=args.workers, force=args.force)  # fmt: skip
+    return 0

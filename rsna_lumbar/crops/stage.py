@@ -1,0 +1,250 @@
+"""The ``crops`` stage: every study of a split → its patches, cached, atomic and resumable.
+
+Input points come from a table in ``train_label_coordinates.csv``'s schema: the real labels
+(the default for the train split) or the output of ``rsna-lumbar localize``. Each labelled point
+becomes a world point through the stack that holds its instance; the spinal point is also
+registered into the study's axial stacks (:mod:`rsna_lumbar.registration`) for the axial canal
+view. The layout written is documented in :mod:`rsna_lumbar.crops`.
+
+A study is written as ``{study}.npz`` + ``{study}.json`` (the JSON last, so its presence marks a
+finished study); a re-run skips finished studies unless ``force``. ``index.csv`` is rebuilt from
+the JSON files at the end. Nothing about one study can stop the others: failures are logged and
+recorded in the study's JSON, and its samples simply lack the views that failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rsna_lumbar.atomic import atomic_path, write_csv, write_text
+from rsna_lumbar.crops.recipes import recipes_for
+from rsna_lumbar.crops.sampling import extract_patch, intensity_scale
+from rsna_lumbar.dicom.index import read_index, write_index
+from rsna_lumbar.dicom.reader import read_stack
+from rsna_lumbar.dicom.stacks import Stack, build_stacks
+from rsna_lumbar.layout import CompetitionFolder
+from rsna_lumbar.registration import choose, competition_to_world, place_in_stack
+from rsna_lumbar.tables import read_train, split_study_ids
+from rsna_lumbar.vocabulary import TARGETS, Condition, Level, SeriesDescription, Severity
+
+LOGGER = logging.getLogger(__name__)
+INDEX_COLUMNS = ("study_id", "condition", "level", "family", "side", "file", "label", "views")
+POINT_COLUMNS = ("study_id", "series_id", "instance_number", "condition", "level", "x", "y")
+
+
+def read_points(path: str | os.PathLike) -> pd.DataFrame:
+    """A points table (real labels or ``localize`` output) with conditions and levels checked."""
+    frame = pd.read_csv(path)
+    missing = [c for c in POINT_COLUMNS if c not in frame.columns]
+    if missing:
+        msg = f"{path} lacks columns {missing}; expected train_label_coordinates.csv's schema"
+        raise ValueError(msg)
+    frame["condition"] = [Condition.from_title(c).value for c in frame["condition"]]
+    frame["level"] = [Level.from_title(lv).value for lv in frame["level"]]
+    return frame
+
+
+class _Study:
+    """One study's stacks, volumes (decoded on first use) and normalisations."""
+
+    def __init__(self, data: Path, index_rows: pd.DataFrame):
+        self.data = data
+        self.stacks: dict[int, list[Stack]] = {
+            int(series): build_stacks(rows) for series, rows in index_rows.groupby("series_id")
+        }
+        self._volumes: dict[tuple[int, int], tuple] = {}
+
+    def of_type(self, description: SeriesDescription) -> list[Stack]:
+        return [s for stacks in self.stacks.values() for s in stacks
+                if s.description == description.value]  # fmt: skip
+
+    def volume(self, stack: Stack):
+        key = (stack.series_id, stack.stack_index)
+        if key not in self._volumes:
+            volume = read_stack(stack, self.data)
+            self._volumes[key] = (volume, intensity_scale(volume))
+        return self._volumes[key]
+
+
+def _place(study: _Study, point: dict, description: SeriesDescription):
+    """(stack, world point) for a view, or raise ``LookupError`` saying why there is none."""
+    series = int(point["series_id"])
+    world = point["world"]
+    own = study.stacks.get(series, [])
+    if own and own[0].description == description.value:
+        holder = [s for s in own if int(point["instance_number"]) in s]
+        if holder:
+            return holder[0], world
+    candidates = [s for s in study.of_type(description) if s.n_slices > 0]
+    placements = [(s, choose(place_in_stack(world[None], s))) for s in candidates]
+    placements = [(s, p) for s, p in placements if p is not None]
+    if not placements:
+        msg = f"no {description.value} stack shows the point"
+        raise LookupError(msg)
+    stack, best = min(placements, key=lambda sp: abs(sp[1].distance_mm))
+    if abs(best.distance_mm) > best.slice_spacing / 2 + 0.5:
+        msg = f"{description.value} does not cover the point ({abs(best.distance_mm):.1f} mm away)"
+        raise LookupError(msg)
+    return stack, world
+
+
+def _world_points(study: _Study, points: pd.DataFrame, issues: list[str]) -> dict:
+    """(condition, level) → {world, series_id, instance_number} for every usable point."""
+    found = {}
+    has_world = {"world_x", "world_y", "world_z"} <= set(points.columns)
+    for row in points.itertuples(index=False):
+        key = (row.condition, row.level)
+        try:
+            if has_world and np.isfinite(row.world_x):
+                world = np.array([row.world_x, row.world_y, row.world_z], dtype=np.float64)
+            else:
+                stacks = study.stacks.get(int(row.series_id))
+                if not stacks:
+                    raise LookupError(f"series {row.series_id} is not on disk or unreadable")
+                world = competition_to_world(stacks, int(row.instance_number), row.x, row.y)
+        except (LookupError, ValueError) as error:
+            issues.append(f"{row.condition}/{row.level}: point unusable: {error}")
+            continue
+        found[key] = {"world": world, "series_id": int(row.series_id),
+                      "instance_number": int(row.instance_number)}  # fmt: skip
+    return found
+
+
+def crop_study(data: Path, study_id: int, index_rows: pd.DataFrame, points: pd.DataFrame):
+    """Cut every view of every target of one study.
+
+    Returns:
+        ``(arrays, meta)``: ``{condition/level/view: float16 (S, H, W)}`` and a JSON-able dict
+        with per-view provenance and the issues met.
+    """
+    issues: list[str] = []
+    arrays: dict[str, np.ndarray] = {}
+    views: dict[str, dict] = {}
+    study = _Study(data, index_rows)
+    world_points = _world_points(study, points, issues)
+    for condition, level in TARGETS:
+        for recipe in recipes_for(condition):
+            if recipe.point_family is condition.family:
+                point = world_points.get((condition.value, level.value))
+            else:
+                point = world_points.get((Condition.SPINAL_CANAL_STENOSIS.value, level.value))
+            key = f"{condition.value}/{level.value}/{recipe.view}"
+            if point is None:
+                continue
+            try:
+                stack, world = _place(study, point, recipe.series)
+                volume, scale = study.volume(stack)
+                patch, info = extract_patch(
+                    volume, world, recipe.spec, recipe.axes(condition.side), normalisation=scale
+                )
+            except Exception as error:  # noqa: BLE001 - one view must never stop the study
+                issues.append(f"{key}: {type(error).__name__}: {error}")
+                continue
+            arrays[key] = patch.astype(np.float16)
+            views[key] = {"series_id": stack.series_id, "stack": stack.stack_index,
+                          "center_lps": [round(float(c), 3) for c in world], **info}  # fmt: skip
+    return arrays, {"study_id": study_id, "views": views, "issues": issues}
+
+
+def _task(args) -> tuple[int, list[str]]:
+    data, out, study_id, index_rows, points = args
+    npz, meta_path = out / f"{study_id}.npz", out / f"{study_id}.json"
+    try:
+        arrays, meta = crop_study(data, study_id, index_rows, points)
+    except Exception as error:  # noqa: BLE001 - a study must never stop the split
+        arrays, meta = {}, {"study_id": study_id, "views": {},
+                            "issues": [f"study failed: {type(error).__name__}: {error}"]}  # fmt: skip
+    with atomic_path(npz) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    write_text(meta_path, json.dumps(meta, indent=1) + "\n")
+    return study_id, meta["issues"]
+
+
+def _index_rows(study_id: int, meta: dict, labels: dict) -> list[dict]:
+    rows = []
+    for condition, level in TARGETS:
+        prefix = f"{condition.value}/{level.value}/"
+        views = sorted(k[len(prefix):] for k in meta["views"] if k.startswith(prefix))
+        rows.append({
+            "study_id": study_id, "condition": condition.value, "level": level.value,
+            "family": condition.family.value, "side": condition.side.value if condition.side else "",
+            "file": f"{study_id}.npz", "label": labels.get((study_id, condition.value, level.value), -1),
+            "views": ";".join(views),
+        })  # fmt: skip
+    return rows
+
+
+def _labels(folder: CompetitionFolder, split: str) -> dict:
+    if split != "train" or not folder.train_csv.is_file():
+        return {}
+    train = read_train(folder.train_csv)
+    grade = {s.value: s.index for s in Severity}
+    return {(int(row["study_id"]), c.value, lv.value): grade[row[f"{c.value}_{lv.value}"]]
+            for _, row in train.iterrows() for c, lv in TARGETS
+            if isinstance(row[f"{c.value}_{lv.value}"], str)}  # fmt: skip
+
+
+def build_crops(
+    data: str | os.PathLike,
+    split: str,
+    out: str | os.PathLike,
+    *,
+    points: str | os.PathLike | None = None,
+    work: str | os.PathLike = "work",
+    workers: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Run the stage; returns the path of ``index.csv``. See the module docstring."""
+    from tqdm.auto import tqdm
+
+    folder = CompetitionFolder(data)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    points_path = Path(points) if points else folder.label_coordinates_csv
+    if not points_path.is_file():
+        msg = (f"{points_path} not found: crops need points; pass --points with the output of "
+               "'rsna-lumbar localize' (train_label_coordinates.csv's schema)")  # fmt: skip
+        raise FileNotFoundError(msg)
+    table = read_points(points_path)
+    index = read_index(write_index(data, split, work, workers=workers, progress=progress))
+    studies = split_study_ids(data, split)
+    todo = [s for s in studies if force or not (out / f"{s}.json").is_file()]
+    LOGGER.info("crops: %d studies, %d to cut, %d cached in %s",
+                len(studies), len(todo), len(studies) - len(todo), out)  # fmt: skip
+    by_study = dict(iter(index.groupby("study_id")))
+    points_by_study = dict(iter(table.groupby("study_id")))
+    empty_points = table.iloc[:0]
+    tasks = [(folder.root, out, s, by_study.get(s, index.iloc[:0]),
+              points_by_study.get(s, empty_points)) for s in todo]  # fmt: skip
+    workers = workers or os.cpu_count() or 1
+    bar = dict(total=len(tasks), desc="crops", unit="study", disable=not progress)
+    if workers == 1 or len(tasks) < 2:
+        results = map(_task, tasks)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_task, tasks, chunksize=1)
+    try:
+        for study_id, issues in tqdm(results, **bar):
+            for issue in issues:
+                LOGGER.warning("study %s: %s", study_id, issue)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    labels = _labels(folder, split)
+    rows = []
+    for study_id in studies:
+        meta = json.loads((out / f"{study_id}.json").read_text())
+        rows.extend(_index_rows(study_id, meta, labels))
+    index_path = out / "index.csv"
+    write_csv(pd.DataFrame(rows, columns=list(INDEX_COLUMNS)), index_path)
+    return index_path
