@@ -7,8 +7,10 @@ from rsna_lumbar.geometry.affine import (
     apply_affine,
     lps_to_ras_affine,
     plane_normal,
+    ras_to_lps_affine,
     slice_affine,
     stack_affine,
+    voxel_spacing,
     voxel_to_world,
     world_to_voxel,
 )
@@ -17,8 +19,10 @@ __all__ = [
     "apply_affine",
     "lps_to_ras_affine",
     "plane_normal",
+    "ras_to_lps_affine",
     "slice_affine",
     "stack_affine",
+    "voxel_spacing",
     "voxel_to_world",
     "world_to_voxel",
 ]

@@ -117,3 +117,18 @@ def world_to_voxel(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
 def lps_to_ras_affine(affine: np.ndarray) -> np.ndarray:
     """The NIfTI (RAS) affine of a voxel grid whose LPS affine is ``affine``."""
     return LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
+
+
+def ras_to_lps_affine(affine: np.ndarray) -> np.ndarray:
+    """The LPS affine of a voxel grid whose NIfTI (RAS) affine is ``affine``.
+
+    Inverse of :func:`lps_to_ras_affine` (the flip is its own inverse). Use it on every affine
+    read from a NIfTI file (``nibabel``'s ``img.affine``) before mapping its voxel indices to
+    DICOM world points; the voxel index order stays that of the NIfTI array.
+    """
+    return LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
+
+
+def voxel_spacing(affine: np.ndarray) -> np.ndarray:
+    """Voxel size along each index axis, float64 (3,) mm: the norms of the affine's columns."""
+    return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
