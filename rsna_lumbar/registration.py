@@ -31,6 +31,7 @@ from rsna_lumbar.dicom.index import read_index, write_index
 from rsna_lumbar.dicom.stacks import Stack, iter_series_stacks, stacks_containing
 from rsna_lumbar.geometry.affine import voxel_to_world
 from rsna_lumbar.geometry.planes import Plane, inside_image, project_to_slices
+from rsna_lumbar.tables import COORDINATE_COLUMNS
 from rsna_lumbar.vocabulary import Condition, Level, SeriesDescription
 
 _LOG = logging.getLogger(__name__)
@@ -164,9 +165,7 @@ def _row(study: int, level: str, best: SlicePlacement | None, covered: bool) -> 
 def read_points(path: str | os.PathLike, condition: Condition) -> pd.DataFrame:
     """Rows of a label-coordinates CSV (real or ``localize`` output) for one condition."""
     frame = pd.read_csv(path)
-    missing = {"study_id", "series_id", "instance_number", "condition", "level", "x", "y"} - set(
-        frame.columns
-    )
+    missing = set(COORDINATE_COLUMNS) - set(frame.columns)
     if missing:
         msg = f"{path} lacks columns {sorted(missing)}; expected train_label_coordinates.csv's"
         raise ValueError(msg)

@@ -141,8 +141,9 @@ def index_series(
                                          str(path)))  # fmt: skip
     if not rows:
         what = "no files" if not files else f"none of its {len(files)} files is usable"
+        where = folder.relative_to(root) if folder.is_relative_to(root) else folder
         issues.append(Issue(IssueCode.EMPTY_SERIES, f"series folder has {what}", study_id,
-                            series_id, str(folder)))  # fmt: skip
+                            series_id, where.as_posix()))  # fmt: skip
     elif any(np.isnan(r["slice_thickness"]) for r in rows):
         issues.append(Issue(IssueCode.MISSING_OPTIONAL_TAG, "SliceThickness absent on some files",
                             study_id, series_id))  # fmt: skip
@@ -162,17 +163,9 @@ class IndexResult:
 
 
 def read_descriptions(path: Path) -> pd.DataFrame:
-    """``{split}_series_descriptions.csv`` as study_id:int, series_id:int, series_description:str.
+    """``{split}_series_descriptions.csv``, validated (:func:`rsna_lumbar.tables.read_series_descriptions`)."""
+    from rsna_lumbar.tables import read_series_descriptions
 
-    Uses :func:`rsna_lumbar.tables.read_series_descriptions` when that module exists.
-    """
-    try:
-        from rsna_lumbar.tables import read_series_descriptions
-    except ImportError:
-        frame = pd.read_csv(path, dtype={"series_description": str})
-        frame["study_id"] = frame["study_id"].astype(int)
-        frame["series_id"] = frame["series_id"].astype(int)
-        return frame[["study_id", "series_id", "series_description"]]
     return read_series_descriptions(path)
 
 

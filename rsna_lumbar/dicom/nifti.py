@@ -30,7 +30,7 @@ def to_nifti(volume: Volume) -> nib.Nifti1Image:
     return image
 
 
-def save_nifti(volume: Volume, path: str | os.PathLike) -> Path:
+def write_nifti(volume: Volume, path: str | os.PathLike) -> Path:
     """Write ``volume`` to ``path`` (``.nii`` or ``.nii.gz``) atomically; returns the path."""
     path = Path(path)
     if not (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):
@@ -47,3 +47,7 @@ def save_nifti(volume: Volume, path: str | os.PathLike) -> Path:
 def nifti_lps_affine(image: nib.Nifti1Image) -> np.ndarray:
     """The LPS affine of a NIfTI image (inverse of the export's RAS flip), float64 (4, 4)."""
     return lps_to_ras_affine(image.affine)  # the x/y flip is its own inverse
+
+
+save_nifti = write_nifti
+"""Alias of :func:`write_nifti`."""
