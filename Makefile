@@ -46,8 +46,10 @@ WEIGHTS_DATASET ?=
 KERNEL_SLUG     ?=
 WHEELHOUSE      ?= wheelhouse
 KAGGLE_BUILD    ?= build
-# Packages the Kaggle GPU image lacks (pins from requirements.txt), fetched as cp310/cp311 wheels.
-KAGGLE_WHEELS   ?= pydicom pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg
+# Packages the Kaggle GPU image lacks, fetched as cp310/cp311 manylinux (glibc <= 2.28) wheels;
+# unpinned names take their pin from requirements.txt. pydicom: the kit needs 3.x; pylibjpeg*:
+# JPEG-LS/JPEG 2000 DICOM decoders. libjpeg 2.5.0 has only manylinux_2_31 wheels, hence 2.4.0.
+KAGGLE_WHEELS   ?= pydicom pylibjpeg pylibjpeg-libjpeg==2.4.0 pylibjpeg-openjpeg
 KAGGLE_PYTHON   ?= 3.10 3.11
 PUBLISH = $(PY) -m rsna_lumbar.kaggle_publish
 KAGGLE_ARGS = $(if $(KAGGLE_USER),--owner $(KAGGLE_USER)) $(if $(WEIGHTS_DATASET),--dataset $(WEIGHTS_DATASET))
@@ -65,3 +67,24 @@ push-weights: kit-wheel  ## publish weights/ + wheelhouse/ as your Kaggle datase
 
 push-kernel: $(VENV)/.installed  ## push the inference kernel (kernels/) to Kaggle: GPU on, internet off
 	$(PUBLISH) push-kernel $(KAGGLE_ARGS) $(if $(KERNEL_SLUG),--kernel $(KERNEL_SLUG)) --out $(KAGGLE_BUILD)/kaggle-kernel
+
+# --- TotalSpineSeg in its own environment (it pins timm<1.0.23; the kit's .venv keeps its timm) --
+# TSS_VENV: where it lives (CI keeps it in a cache folder). The adapter finds its executable via
+# RSNA_TSS_BIN, else ./.tss-venv/bin/totalspineseg. Weights: TOTALSPINESEG_DATA (README).
+TSS_VENV  ?= .tss-venv
+TSS_TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: tss-env test-live
+
+$(TSS_VENV)/.installed: requirements-tss.txt
+	test -x $(TSS_VENV)/bin/python || $(PYTHON) -m venv $(TSS_VENV)
+	$(TSS_VENV)/bin/pip install --quiet --upgrade pip
+	$(TSS_VENV)/bin/pip install --quiet $(TSS_TORCH)
+	$(TSS_VENV)/bin/pip install --quiet -r requirements-tss.txt
+	$(TSS_VENV)/bin/python -c "import totalspineseg.inference, nnunetv2, auglab"
+	touch $@
+
+tss-env: $(TSS_VENV)/.installed  ## TotalSpineSeg + nnU-Net in their own venv (.tss-venv, ~6.4 GB)
+
+test-live: $(VENV)/.installed $(TSS_VENV)/.installed  ## live TotalSpineSeg test: real command, hand-set weights (~3-5 min)
+	RSNA_TSS_BIN=$(abspath $(TSS_VENV))/bin/totalspineseg $(PY) -m pytest -q -m live -s tests/test_tss_live.py
