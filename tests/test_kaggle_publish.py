@@ -159,6 +159,7 @@ def test_committed_templates_pass_the_cli_validation(tmp_path, command):
     assert done.returncode == 0, done.stdout + done.stderr
     sent = stub.calls("SaveKernel" if command == "kernels" else "CreateDataset")
     assert len(sent) == 1 and "error" not in done.stdout.lower()
+    assert "does not resolve" not in done.stdout  # title and slug agree
     assert kp.PLACEHOLDER_OWNER in json.dumps(sent[0].json)
 
 
