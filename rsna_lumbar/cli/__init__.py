@@ -15,6 +15,7 @@ import sys
 from rsna_lumbar import __version__
 
 COMMANDS: tuple[str, ...] = (
+    "synth",
     "index",
     "register",
     "crops",

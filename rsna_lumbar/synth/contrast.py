@@ -1,0 +1,84 @@
+"""MR signal of the phantom's tissues: T1, T2 and STIR contrast, texture, coil bias and noise.
+
+Signal levels are relative to CSF on T2 (= 1). The T2 values sit inside the ranges measured on
+the five real exams by :mod:`rsna_lumbar.synth.realism` (disc, nucleus, marrow, fat, muscle as
+ratios to CSF); T1 and STIR follow textbook relations: on T1 CSF is dark, fat and fatty marrow
+bright; on STIR fat and marrow are dark and fluid bright. Each study draws its own jitter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rsna_lumbar.synth.phantom import Tissue
+
+SEQUENCES = ("T1", "T2", "STIR")
+
+#                 T1     T2     STIR   texture amplitude
+_TABLE = {
+    Tissue.AIR: (0.00, 0.00, 0.00, 0.0),
+    Tissue.FAT: (1.00, 0.85, 0.07, 0.05),
+    Tissue.MUSCLE: (0.30, 0.17, 0.22, 0.10),
+    Tissue.MARROW: (0.68, 0.36, 0.12, 0.14),
+    Tissue.CORTEX: (0.05, 0.04, 0.04, 0.0),
+    Tissue.POST_BONE: (0.55, 0.28, 0.12, 0.15),
+    Tissue.ANNULUS: (0.28, 0.12, 0.18, 0.05),
+    Tissue.CSF: (0.12, 1.00, 1.00, 0.02),
+    Tissue.NERVE: (0.36, 0.30, 0.35, 0.03),
+    Tissue.LIGAMENT: (0.08, 0.07, 0.08, 0.05),
+    Tissue.VESSEL: (0.07, 0.05, 0.08, 0.0),
+    Tissue.VISCERA: (0.40, 0.32, 0.35, 0.35),
+    Tissue.FACET_FLUID: (0.18, 0.70, 0.75, 0.0),
+}
+_NUCLEUS_HEALTHY = (0.38, 0.62, 0.75)
+_NUCLEUS_DEGENERATE = (0.28, 0.16, 0.22)
+
+
+def intensity_table(
+    rng: np.random.Generator, sequence: str, degeneration: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-tissue-code mean signal and texture amplitude for one series, shapes (256,) each.
+
+    Args:
+        rng: the series' generator (per-study and per-series jitter).
+        sequence: ``T1``, ``T2`` or ``STIR``.
+        degeneration: (8,) disc degeneration in [0, 1], darkening nucleus ``NUCLEUS + j`` on
+            T2/STIR and shrinking its T1 contrast.
+    """
+    col = SEQUENCES.index(sequence)
+    mean = np.zeros(256, np.float32)
+    amp = np.zeros(256, np.float32)
+    for tissue, row in _TABLE.items():
+        mean[tissue] = row[col] * rng.uniform(0.9, 1.1)
+        amp[tissue] = row[3]
+    if sequence == "T2":
+        mean[Tissue.FAT] = rng.uniform(0.55, 1.45)  # fast spin echo fat: bright, varies a lot
+    for j, deg in enumerate(degeneration):
+        healthy, worn = _NUCLEUS_HEALTHY[col], _NUCLEUS_DEGENERATE[col]
+        mean[Tissue.NUCLEUS + j] = (healthy + (worn - healthy) * deg) * rng.uniform(0.9, 1.1)
+        amp[Tissue.NUCLEUS + j] = 0.06
+    return mean, amp
+
+
+def texture(points: np.ndarray, waves: np.ndarray) -> np.ndarray:
+    """Smooth zero-mean texture in [-1, 1] at LPS points (..., 3); same field in every series.
+
+    ``waves`` (K, 4): wave vector in rad/mm (LPS) and phase; the field is the mean of the
+    cosines, so a tissue looks the same wherever a slice cuts it.
+    """
+    phase = points.astype(np.float32) @ waves[:, :3].T.astype(np.float32) + waves[:, 3].astype(np.float32)
+    return np.cos(phase).mean(axis=-1) * np.sqrt(2.0, dtype=np.float32)
+
+
+def bias_field(points: np.ndarray, coil_centre: np.ndarray, reach: float) -> np.ndarray:
+    """Multiplicative receive-coil sensitivity at LPS points (...,3): bright near a posterior
+    spine coil at ``coil_centre`` (LPS), falling off over ``reach`` mm (about 110–200)."""
+    dist = np.linalg.norm(points - coil_centre, axis=-1)
+    return (0.55 + 0.6 * np.exp(-((dist / reach) ** 2))).astype(np.float32)
+
+
+def add_rician_noise(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Magnitude of signal plus complex Gaussian noise of standard deviation ``sigma``."""
+    real = signal + rng.normal(0.0, sigma, signal.shape).astype(np.float32)
+    imag = rng.normal(0.0, sigma, signal.shape).astype(np.float32)
+    return np.hypot(real, imag)

@@ -1,0 +1,141 @@
+"""Measure lumbar proportions and T2 contrast on a sagittal volume: real exams and the phantom alike.
+
+The five real exams of ``shared/data/real-lumbar`` and the phantom (rendered into the same layout by
+:func:`phantom_volume`) go through the same :func:`measure`, so the figures in the README compare
+like with like.
+
+Layout of a measured volume (the real exams' layout): ``image[z, y, x]`` with 1 mm voxels, axis 0
+superior → inferior, axis 1 anterior → posterior, axis 2 lateral. ``discs`` has the same shape with
+1 = L5/S1 … 5 = L1/L2 (0 elsewhere).
+
+Figures (mm, degrees, ratios), each the mean over the levels it applies to:
+
+* ``disc_height``: area of the disc's mid-sagittal section divided by its depth (mean height).
+* ``disc_depth``: extent of that section along its principal (antero-posterior) axis.
+* ``body_height``: centroid distance of adjacent discs minus their mean half heights (L2–L5).
+* ``canal_ap``: length of the bright (CSF) run behind each disc's posterior edge, along the
+  disc's axis, at half-maximum between the dark annulus edge and the CSF peak.
+* ``lordosis``: angle between the L1/L2 and L5/S1 disc axes.
+* ``t2_disc`` (median of the mid-sagittal disc sections), ``t2_nucleus`` (their 90th percentile),
+  ``t2_marrow``, ``t2_fat``, ``t2_muscle``: intensities as ratios to the CSF behind the discs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+REAL_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real-lumbar"
+
+FIGURES = (
+    "disc_height", "disc_depth", "body_height", "canal_ap", "lordosis",
+    "t2_disc", "t2_nucleus", "t2_marrow", "t2_fat", "t2_muscle",
+)
+
+
+def _disc_section(discs: np.ndarray, label: int, x_mid: int):
+    """Points (z, y) of one disc's section on slice ``x_mid``, its centroid and principal axes."""
+    zy = np.argwhere(discs[:, :, x_mid] == label).astype(float)
+    if len(zy) < 10:
+        return None
+    centre = zy.mean(axis=0)
+    cov = np.cov((zy - centre).T)
+    vals, vecs = np.linalg.eigh(cov)
+    major = vecs[:, 1]
+    if major[1] < 0:  # point the major axis posteriorly (+y)
+        major = -major
+    proj = (zy - centre) @ major
+    depth = proj.max() - proj.min() + 1.0
+    height = len(zy) / depth
+    return {"centre": centre, "major": major, "depth": depth, "height": height,
+            "posterior": proj.max()}
+
+
+def _profile(image2d: np.ndarray, start: np.ndarray, direction: np.ndarray, length: int):
+    steps = np.arange(length, dtype=float)
+    pts = start[:, None] + direction[:, None] * steps[None]
+    return ndimage.map_coordinates(image2d.astype(np.float32), pts, order=1, mode="nearest")
+
+
+def measure(image: np.ndarray, discs: np.ndarray) -> dict[str, float]:
+    """Figures of one volume (layout in the module docstring); NaN where a figure cannot be had."""
+    x_mid = int(round(np.median(np.nonzero(discs)[2])))
+    sections = {k: _disc_section(discs, k, x_mid) for k in range(1, 6)}
+    sections = {k: s for k, s in sections.items() if s is not None}
+    img = image[:, :, x_mid].astype(np.float32)
+    out: dict[str, float] = {f: float("nan") for f in FIGURES}
+    if len(sections) < 5:
+        return out
+    out["disc_height"] = float(np.mean([s["height"] for s in sections.values()]))
+    out["disc_depth"] = float(np.mean([s["depth"] for s in sections.values()]))
+    bodies = []
+    for k in range(1, 5):
+        lo, hi = sections[k], sections[k + 1]
+        gap = np.linalg.norm(lo["centre"] - hi["centre"])
+        bodies.append(gap - (lo["height"] + hi["height"]) / 2)
+    out["body_height"] = float(np.mean(bodies))
+    a1, a5 = sections[5]["major"], sections[1]["major"]
+    out["lordosis"] = float(np.degrees(np.arccos(np.clip(abs(a1 @ a5), -1, 1))))
+    canal, csf = [], []
+    for s in sections.values():
+        edge = s["centre"] + s["major"] * s["posterior"]
+        prof = _profile(img, edge, s["major"], 30)
+        peak_i = int(np.argmax(prof[:25]))
+        low = float(prof[:3].min())
+        thr = low + 0.5 * (prof[peak_i] - low)
+        above = prof >= thr
+        i0, i1 = peak_i, peak_i
+        while i0 > 0 and above[i0 - 1]:
+            i0 -= 1
+        while i1 < len(prof) - 1 and above[i1 + 1]:
+            i1 += 1
+        canal.append(i1 - i0 + 1)
+        csf.append(float(np.median(prof[i0 : i1 + 1])))
+    out["canal_ap"] = float(np.mean(canal))
+    csf_value = float(np.median(csf))
+    disc_vals = img[discs[:, :, x_mid] > 0]
+    marrow = []
+    for k in range(1, 5):
+        c = (sections[k]["centre"] + sections[k + 1]["centre"]) / 2
+        z, y = int(round(c[0])), int(round(c[1]))
+        marrow.append(np.median(img[z - 4 : z + 5, y - 4 : y + 5]))
+    # Posterior soft tissues between L1/L2 and L4/L5, on the midline slice: the last bright run
+    # before the air is subcutaneous fat; muscle lies between the canal and that fat.
+    z0 = int(round(sections[5]["centre"][0]))
+    z1 = int(round(sections[2]["centre"][0]))
+    canal_back = int(round(max(s["centre"][1] + s["posterior"] for s in sections.values()))) + 25
+    fat, muscle = [], []
+    lateral = [x for x in (x_mid - 15, x_mid + 15) if 0 <= x < image.shape[2]]
+    for z in range(z0, z1, 3):
+        row = ndimage.uniform_filter1d(img[z].astype(np.float32), 3)
+        tissue = np.nonzero(row > 0.25 * np.percentile(img, 99))[0]
+        if len(tissue) == 0:
+            continue
+        skin = tissue.max()
+        fat_run = row[max(skin - 12, 0) : skin + 1]
+        fat.append(float(np.percentile(fat_run, 80)))
+        for x in lateral:
+            lat = image[z, :, x].astype(np.float32)
+            seg = lat[canal_back : max(skin - 15, canal_back + 1)]
+            if len(seg) > 5:
+                muscle.append(float(np.percentile(seg, 30)))
+    out["t2_disc"] = float(np.median(disc_vals)) / csf_value
+    out["t2_nucleus"] = float(np.percentile(disc_vals, 90)) / csf_value
+    out["t2_marrow"] = float(np.median(marrow)) / csf_value
+    out["t2_fat"] = float(np.median(fat)) / csf_value if fat else float("nan")
+    out["t2_muscle"] = float(np.median(muscle)) / csf_value if muscle else float("nan")
+    return out
+
+
+def real_exams(folder: Path | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{name: (image, discs)}`` of the real exams found in ``folder`` (empty if absent)."""
+    folder = Path(folder) if folder is not None else REAL_DIR
+    return {
+        p.stem: (np.load(p)["image"], np.load(p)["discs"]) for p in sorted(folder.glob("ivd_*.npz"))
+    }
+
+
+def measure_real(folder: Path | None = None) -> dict[str, dict[str, float]]:
+    return {name: measure(img, discs) for name, (img, discs) in real_exams(folder).items()}
