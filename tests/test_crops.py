@@ -135,6 +135,7 @@ def test_crops_stage_writes_cache_and_resumes(tmp_path):
     view = meta["views"]["spinal_canal_stenosis/l3_l4/axial"]
     assert view["series_id"] == 13 and abs(view["distance_mm"]) <= 2.0
     assert (index[index.label >= 0].shape[0]) == 50
+    assert (out / "1.png").read_bytes()[:4] == b"\x89PNG"  # the per-study montage
 
     before = (out / "1.npz").stat().st_mtime_ns
     (out / "2.json").unlink()

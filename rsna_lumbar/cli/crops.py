@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work", type=Path, default=Path("work"),
                         help="work folder for the header index (default: work)")
     parser.add_argument("--workers", type=int, help="processes (default: all cores)")
+    parser.add_argument("--montages", type=int, default=3, metavar="N",
+                        help="write OUT/{study}.png for the first N studies (default 3)")
     parser.add_argument("--force", action="store_true", help="recompute cached studies")
 
 
@@ -35,5 +37,5 @@ def run(args: argparse.Namespace) -> int:
     from rsna_lumbar.crops.stage import build_crops
 
     build_crops(args.data, args.split, args.out, points=args.points, work=args.work,
-                workers=args.workers, force=args.force)  # fmt: skip
+                workers=args.workers, force=args.force, montages=args.montages)  # fmt: skip
     return 0

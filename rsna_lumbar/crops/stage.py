@@ -202,8 +202,13 @@ def build_crops(
     workers: int | None = None,
     force: bool = False,
     progress: bool = True,
+    montages: int = 3,
 ) -> Path:
-    """Run the stage; returns the path of ``index.csv``. See the module docstring."""
+    """Run the stage; returns the path of ``index.csv``. See the module docstring.
+
+    ``montages``: write ``{study}.png`` (every crop's middle slice, see
+    :mod:`rsna_lumbar.crops.montage`) for the first that many studies.
+    """
     from tqdm.auto import tqdm
 
     folder = CompetitionFolder(data)
@@ -240,6 +245,11 @@ def build_crops(
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    from rsna_lumbar.crops.montage import save_montage
+
+    for study_id in studies[:montages]:
+        if force or not (out / f"{study_id}.png").is_file():
+            save_montage(out / f"{study_id}.npz", out / f"{study_id}.png", f"study {study_id}")
     labels = _labels(folder, split)
     rows = []
     for study_id in studies:
