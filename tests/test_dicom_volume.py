@@ -18,7 +18,7 @@ from pydicom.data import get_testdata_file
 from rsna_lumbar.dicom import DicomReadError, ReadPolicy, Volume, load_series, read_volumes
 from rsna_lumbar.dicom.errors import DecodeError
 from rsna_lumbar.dicom.index import index_series
-from rsna_lumbar.dicom.reader import read_stack
+from rsna_lumbar.dicom.reader import decode_slice, read_stack
 from rsna_lumbar.dicom.stacks import build_stacks
 from tests.dicom_factory import (
     SAGITTAL,
@@ -129,9 +129,11 @@ def test_bits_stored_below_allocated_like_pydicom(tmp_path, signed):
     write_series(tmp_path, SeriesSpec(SAGITTAL, np.zeros((1, 3)), pixels=stored,
                                       extra={"BitsStored": 12, "HighBit": 11,
                                              "PixelRepresentation": signed}))
-    (volume,) = load_series(tmp_path)
+    (volume,) = load_series(tmp_path)  # reads raw bytes at the indexed offset
     expected = pydicom.dcmread(tmp_path / "1.dcm").pixel_array.astype(np.float32)
     np.testing.assert_array_equal(volume.pixels[0], expected)
+    parsed, _ = decode_slice(tmp_path / "1.dcm")  # parses the file itself
+    np.testing.assert_array_equal(parsed, expected)
 
 
 def test_truncated_slice_zero_filled_or_raised(tmp_path):

@@ -3,9 +3,10 @@
 Per slice: ``stored × RescaleSlope + RescaleIntercept`` (1 and 0 when absent). A MONOCHROME1
 stack (low values displayed bright) is inverted over the whole stack, ``v → min + max − v``, so
 every Volume reads "bright = high signal" and keeps its value range. Uncompressed little-endian
-pixel data is read straight from the element (sign-extended or masked to BitsStored as pydicom
-does); everything else goes through ``Dataset.pixel_array`` and therefore pydicom's decoders and
-the installed pylibjpeg plugins (JPEG, JPEG-LS, JPEG 2000; RLE is native).
+pixel data is read straight from the file at the offset the header index recorded (masked or
+sign-extended to BitsStored exactly as pydicom does), so the header is parsed once per file;
+everything else goes through ``Dataset.pixel_array`` and therefore pydicom's decoders and the
+installed pylibjpeg plugins (JPEG, JPEG-LS, JPEG 2000; RLE is native).
 
 A slice that cannot be decoded is zero-filled and recorded as ``DECODE_FAILED`` (policy
 ``warn``/``skip``) or raises :class:`~rsna_lumbar.dicom.errors.DecodeError` (``raise``); a stack
@@ -35,43 +36,76 @@ _INT_TYPES = {(8, 0): "u1", (8, 1): "i1", (16, 0): "<u2", (16, 1): "<i2", (32, 0
               (32, 1): "<i4"}  # fmt: skip
 
 
-def _stored_values(ds: pydicom.Dataset) -> np.ndarray:
-    """Stored pixel values (R, C) of a single-frame greyscale dataset."""
+def _fix_bits(values: np.ndarray, bits: int, stored: int, signed: int) -> np.ndarray:
+    """Mask unsigned / sign-extend signed values to BitsStored, as pydicom does."""
+    if stored >= bits:
+        return values
+    shift = bits - stored
+    return (values << shift) >> shift if signed else values & ((1 << stored) - 1)
+
+
+def _raw_values(path: Path, h: dict) -> np.ndarray | None:
+    """Stored values (R, C) read at the offset the header index recorded, or None when the
+    slice needs pydicom (compressed, big endian, multi-frame, colour, or no offset known)."""
+    bits, signed = int(h.get("bits_allocated", 0)), int(h.get("pixel_representation", 0))
+    dtype = _INT_TYPES.get((bits, signed))
+    if (h.get("transfer_syntax") not in _NATIVE_LE or dtype is None
+            or int(h.get("pixel_offset", -1)) < 0 or int(h.get("frames", 1)) != 1
+            or int(h.get("samples_per_pixel", 1)) != 1):  # fmt: skip
+        return None
+    rows, cols = int(h["rows"]), int(h["columns"])
+    size = rows * cols * bits // 8
+    if int(h["pixel_length"]) < size:
+        msg = f"pixel data has {h['pixel_length']} bytes, {rows}×{cols}×{bits // 8} expected"
+        raise ValueError(msg)
+    with open(path, "rb") as handle:
+        handle.seek(int(h["pixel_offset"]))
+        buffer = handle.read(size)
+    if len(buffer) < size:
+        msg = f"truncated: {len(buffer)} of {size} pixel bytes present"
+        raise ValueError(msg)
+    values = np.frombuffer(buffer, dtype=dtype).reshape(rows, cols)
+    return _fix_bits(values, bits, int(h.get("bits_stored", bits)), signed)
+
+
+def _dataset_values(ds: pydicom.Dataset) -> np.ndarray:
+    """Stored values (R, C) of a parsed single-frame greyscale dataset."""
     syntax = ds.file_meta.get("TransferSyntaxUID")
     bits, signed = int(ds.BitsAllocated), int(ds.get("PixelRepresentation", 0))
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
     dtype = _INT_TYPES.get((bits, signed))
-    if syntax not in _NATIVE_LE or dtype is None or frames != 1 or ds.get("SamplesPerPixel", 1) != 1:
-        return ds.pixel_array
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    raw = ds.PixelData
-    count = rows * cols
-    if len(raw) < count * bits // 8:
-        msg = f"pixel data has {len(raw)} bytes, {rows}×{cols}×{bits // 8} expected"
-        raise ValueError(msg)
-    values = np.frombuffer(raw, dtype=dtype, count=count).reshape(rows, cols)
-    stored = int(ds.get("BitsStored", bits))
-    if stored < bits:  # same as pydicom: mask unsigned, sign-extend signed
-        shift = bits - stored
-        values = (values << shift) >> shift if signed else values & ((1 << stored) - 1)
-    return values
+    if syntax in _NATIVE_LE and dtype is not None and int(ds.get("NumberOfFrames", 1) or 1) == 1:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        raw = ds.PixelData
+        if len(raw) >= rows * cols * bits // 8 and ds.get("SamplesPerPixel", 1) == 1:
+            values = np.frombuffer(raw, dtype=dtype, count=rows * cols).reshape(rows, cols)
+            return _fix_bits(values, bits, int(ds.get("BitsStored", bits)), signed)
+    return ds.pixel_array
 
 
-def decode_slice(path: str | os.PathLike) -> tuple[np.ndarray, str]:
-    """Read one file → (rescaled float32 pixels (R, C), PhotometricInterpretation)."""
+def _number(value, default: float) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return default
+    return value if np.isfinite(value) else default
+
+
+def decode_slice(path: str | os.PathLike, header: dict | None = None) -> tuple[np.ndarray, dict]:
+    """Stored values (R, C) of one file and the header fields needed to rescale them.
+
+    With ``header`` (a Stack's per-slice :data:`~.stacks.DECODE_FIELDS`) uncompressed
+    little-endian pixels are read straight at the indexed offset; otherwise the file is parsed
+    with pydicom and decoded through its decoders/plugins.
+    """
+    path = Path(path)
+    values = _raw_values(path, header) if header else None
+    if values is not None:
+        return values, header
     ds = pydicom.dcmread(path)
-    values = _stored_values(ds)
-    if values.ndim != 2:
-        msg = f"expected one greyscale frame, got pixel array of shape {values.shape}"
-        raise ValueError(msg)
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    pixels = values.astype(np.float32)
-    if slope != 1.0:
-        pixels *= np.float32(slope)
-    if intercept != 0.0:
-        pixels += np.float32(intercept)
-    return pixels, str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    fields = {"rescale_slope": ds.get("RescaleSlope", 1.0),
+              "rescale_intercept": ds.get("RescaleIntercept", 0.0),
+              "photometric": str(ds.get("PhotometricInterpretation", "MONOCHROME2"))}
+    return _dataset_values(ds), fields
 
 
 def read_stack(
@@ -87,11 +121,12 @@ def read_stack(
     issues = list(stack.issues)
     photometric = set()
     failed = 0
-    for k, rel in enumerate(stack.paths):
+    headers = stack.headers or ({},) * stack.n_slices
+    for k, (rel, header) in enumerate(zip(stack.paths, headers)):
         try:
-            image, kind = decode_slice(root / rel)
-            if image.shape != pixels.shape[1:]:
-                msg = f"decoded shape {image.shape} differs from the header's {pixels.shape[1:]}"
+            values, fields = decode_slice(root / rel, header)
+            if values.shape != pixels.shape[1:]:
+                msg = f"decoded shape {values.shape} differs from the header's {pixels.shape[1:]}"
                 raise ValueError(msg)
         except Exception as exc:
             failed += 1
@@ -100,8 +135,14 @@ def read_stack(
                           "re-copy the file", stack.study_id, stack.series_id, rel)  # fmt: skip
             issues.append(report(issue, policy))
             continue
-        pixels[k] = image
-        photometric.add(kind)
+        pixels[k] = values
+        slope = _number(fields.get("rescale_slope"), 1.0)
+        intercept = _number(fields.get("rescale_intercept"), 0.0)
+        if slope != 1.0:
+            pixels[k] *= np.float32(slope)
+        if intercept != 0.0:
+            pixels[k] += np.float32(intercept)
+        photometric.add(str(fields.get("photometric", "")))
     if failed == stack.n_slices:
         issue = Issue(IssueCode.DECODE_FAILED, f"none of the {failed} slices could be decoded",
                       stack.study_id, stack.series_id)  # fmt: skip
@@ -131,16 +172,21 @@ def read_volumes(
     policy: ReadPolicy | str = ReadPolicy.WARN,
     progress: bool = False,
 ) -> Iterator[tuple[Stack, Volume | None, list[Issue]]]:
-    """Decode many stacks with a process pool; yields ``(stack, volume or None, issues)`` in order.
+    """Decode many stacks; yields ``(stack, volume or None, issues)`` in input order.
 
     A stack that cannot be read yields ``None`` and its issues (policy ``raise`` re-raises).
-    ``workers`` defaults to all cores; 1 decodes in this process.
+    ``workers=None`` picks the pool only where it pays: all cores when some slice needs a
+    codec (compressed transfer syntax), else this process, since a raw read is cheaper than
+    sending the float32 volume back from a worker. 1 forces in-process, N a pool of N.
     """
     from tqdm.auto import tqdm
 
     stacks = list(stacks)
     tasks = [(stack, Path(root), ReadPolicy.parse(policy)) for stack in stacks]
-    workers = workers or os.cpu_count() or 1
+    if workers is None:
+        compressed = any(h.get("transfer_syntax") not in _NATIVE_LE
+                         for stack in stacks for h in (stack.headers or ({},)))  # fmt: skip
+        workers = (os.cpu_count() or 1) if compressed else 1
     bar = dict(total=len(tasks), desc="volumes", unit="stack", disable=not progress)
     if workers == 1 or len(tasks) < 2:
         results = map(_read_task, tasks)

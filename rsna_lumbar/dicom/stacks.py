@@ -29,6 +29,12 @@ from rsna_lumbar.dicom.index import IOP_COLUMNS, IPP_COLUMNS
 from rsna_lumbar.geometry.affine import plane_normal, slice_affine, stack_affine
 from rsna_lumbar.geometry.planes import Plane, classify_plane, normal_offsets
 
+DECODE_FIELDS: tuple[str, ...] = (
+    "transfer_syntax", "photometric", "rescale_slope", "rescale_intercept", "rows", "columns",
+    "bits_allocated", "bits_stored", "pixel_representation", "samples_per_pixel", "frames",
+    "pixel_offset", "pixel_length",
+)  # fmt: skip
+"""Per-slice index columns a Stack carries so the reader can skip re-parsing headers."""
 DUPLICATE_MM = 0.01
 UNEVEN_MM = 0.1
 
@@ -44,6 +50,8 @@ class Stack:
         orientation: ImageOrientationPatient (6,) shared by the slices (their mean).
         pixel_spacing: ``(row spacing, column spacing)`` mm.
         rows, columns: matrix size; a Volume of this stack has shape (S, rows, columns).
+        headers: per slice, same order, the index's :data:`DECODE_FIELDS` (may be empty dicts
+            when the index lacks them; the reader then parses the file's header).
     """
 
     study_id: int
@@ -60,6 +68,7 @@ class Stack:
     slice_thickness: float = float("nan")
     spacing_between_slices: float = float("nan")
     issues: tuple[Issue, ...] = field(default=())
+    headers: tuple[dict, ...] = field(default=())
 
     @property
     def n_slices(self) -> int:
@@ -179,13 +188,14 @@ def build_stacks(
         return []
     where = (int(series.study_id.iloc[0]), int(series.series_id.iloc[0]))
     iops = series[list(IOP_COLUMNS)].to_numpy(dtype=float)
-    keys = pd.DataFrame({
-        "o": _orientation_groups(iops, orientation_tol),
-        "r": series["rows"].to_numpy(), "c": series["columns"].to_numpy(),
-        "sr": series.row_spacing.round(4).to_numpy(), "sc": series.col_spacing.round(4).to_numpy(),
-    }, index=series.index)  # fmt: skip
+    keys = np.column_stack([
+        _orientation_groups(iops, orientation_tol), series["rows"], series["columns"],
+        series.row_spacing.round(4), series.col_spacing.round(4),
+    ])  # fmt: skip
+    _, group_of_row = np.unique(keys, axis=0, return_inverse=True)
     runs: list[tuple[pd.DataFrame, np.ndarray, list[Issue]]] = []
-    for _, members in series.groupby([keys[k] for k in keys.columns], sort=False):
+    for group in np.unique(group_of_row):
+        members = series.iloc[np.flatnonzero(group_of_row.ravel() == group)]
         orientation = members[list(IOP_COLUMNS)].to_numpy(dtype=float).mean(axis=0)
         pieces, issues = _split_runs(members, orientation, gap_factor, where)
         runs.extend((piece, orientation, issues) for piece in pieces)
@@ -219,6 +229,7 @@ def _make_stack(rows: pd.DataFrame, orientation: np.ndarray, k: int, issues: lis
         slice_thickness=_median_or_nan(rows.slice_thickness),
         spacing_between_slices=_median_or_nan(rows.spacing_between_slices),
         issues=tuple(issues),
+        headers=tuple(rows[[c for c in DECODE_FIELDS if c in rows.columns]].to_dict("records")),
     )  # fmt: skip
 
 
