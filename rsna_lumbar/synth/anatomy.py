@@ -41,9 +41,9 @@ BODY_TSS = (30, 31, 32, 41, 42, 43, 44, 45, 50)
 
 # Typical sizes (mm) of bodies b = 0..8 and discs j = 0..7 before per-study scaling; tuned so
 # that :mod:`rsna_lumbar.synth.realism` measures the phantom inside the real exams' range.
-_BODY_HEIGHT = np.array([23.0, 24.0, 25.0, 26.0, 26.8, 27.2, 27.0, 26.0, 0.0])
-_DISC_HEIGHT = np.array([6.0, 6.5, 7.5, 9.0, 10.0, 10.8, 11.2, 10.0])
-_BODY_HALF_DEPTH = np.array([13.5, 14.0, 14.5, 15.2, 15.8, 16.3, 16.6, 16.6, 15.5])
+_BODY_HEIGHT = np.array([25.0, 26.0, 27.0, 28.5, 29.3, 29.7, 29.5, 28.5, 0.0])
+_DISC_HEIGHT = np.array([5.5, 6.0, 6.8, 8.0, 8.8, 9.5, 9.8, 8.8])
+_BODY_HALF_DEPTH = np.array([13.0, 13.5, 14.0, 14.6, 15.2, 15.6, 15.9, 15.9, 15.0])
 _BODY_HALF_WIDTH = np.array([17.0, 18.0, 19.0, 20.5, 21.5, 23.0, 24.0, 25.0, 24.0])
 _TRANSVERSE_REACH = np.array([30.0, 30.0, 28.0, 34.0, 42.0, 50.0, 46.0, 44.0, 0.0])
 
@@ -114,23 +114,36 @@ class Spine:
         d = np.where(along > 0, (q[..., 1] - py) * tz - (q[..., 2] - pz) * ty, d)
         return q[..., 0].astype(np.float32), t.astype(np.float32), d.astype(np.float32)
 
-    def outline_coords(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """LPS points (..., 3) → ``(u, d)`` of a nearly straight body frame (float32 each).
+    def frame_coords(self, points: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Fast float32 ``u, t, d`` plus the outline depth ``d_body`` of LPS points (N, 3).
 
-        ``d`` is the antero-posterior distance from the L3 body centre, bent towards the spine
-        curve by 35 %: the patient's outline follows the lordosis only loosely.
+        Same ``u, t, d`` as :meth:`to_local` (to ~0.01 mm). ``d_body`` is the antero-posterior
+        distance from the L3 body centre, bent towards the spine curve by 35 %: the patient's
+        outline follows the lordosis only loosely.
         """
-        q = (np.asarray(points, dtype=np.float64) - self.origin) @ self.rotation
-        rho = 1.0 / self.kappa
-        cy, cz = np.cos(self.theta0) * rho, -np.sin(self.theta0) * rho
-
-        def spine_y(z):
-            return cy - np.sqrt(np.maximum(rho**2 - (z - cz) ** 2, 0.0))
-
+        shift = (np.asarray(points, np.float32) - self.origin.astype(np.float32))
+        rot = self.rotation.astype(np.float32)
+        qx, qy, qz = (shift @ rot[:, i] for i in range(3))
+        kappa = np.float32(self.kappa)
+        rho = np.float32(1.0 / self.kappa)
+        cy, cz = np.float32(np.cos(self.theta0) * rho), np.float32(-np.sin(self.theta0) * rho)
+        vy, vz = qy - cy, qz - cz
+        t = (np.arctan2(vz, -vy) - np.float32(self.theta0)) / kappa
+        r = np.hypot(vy, vz)
+        d = rho - r
+        end = self.arc_range[1]
+        (py, pz), theta, _ = self._curve(np.float64(end), self.kappa)
+        ty, tz = np.float32(np.sin(theta)), np.float32(np.cos(theta))
+        dy, dz = qy - np.float32(py), qz - np.float32(pz)
+        along = dy * ty + dz * tz
+        up = along > 0
+        t[up] = end + along[up]
+        d[up] = (dy * tz - dz * ty)[up]
         l3 = (self.to_world(0.0, self.body_t[5], 0.0) - self.origin) @ self.rotation
-        y_ref = l3[1]
-        d = q[..., 1] - (y_ref + 0.35 * (spine_y(q[..., 2]) - y_ref))
-        return q[..., 0].astype(np.float32), d.astype(np.float32)
+        vz_near = np.clip(vz, np.float32(l3[2] - cz - 90), np.float32(l3[2] - cz + 90))
+        spine_y = cy - np.sqrt(np.maximum(rho**2 - vz_near**2, 0.0))
+        d_body = qy - np.float32(0.75 * l3[1]) - np.float32(0.25) * spine_y
+        return qx, t, d, d_body
 
     def to_world(self, u, t, d) -> np.ndarray:
         """Spine frame ``u, t, d`` (broadcastable arrays) → LPS points (..., 3) float64."""
@@ -211,8 +224,8 @@ def sample_spine(rng: np.random.Generator, latent: np.ndarray, degeneration: np.
         canal_half_width=rng.uniform(10.5, 12.5) * size,
         canal_depth=rng.uniform(15.0, 19.0) * size,
         sac_half_width=rng.uniform(8.5, 10.5) * size,
-        sac_half_depth=rng.uniform(5.0, 6.5) * size,
-        back_depth=rng.uniform(62.0, 88.0),
+        sac_half_depth=rng.uniform(6.0, 7.5) * size,
+        back_depth=rng.uniform(95.0, 125.0),
         body_half_width=body_half_width,
         body_half_depth=rng.uniform(105.0, 130.0),
         fat=rng.uniform(8.0, 30.0),

@@ -19,10 +19,10 @@ _TABLE = {
     Tissue.AIR: (0.00, 0.00, 0.00, 0.0),
     Tissue.FAT: (1.00, 0.85, 0.07, 0.05),
     Tissue.MUSCLE: (0.30, 0.17, 0.22, 0.10),
-    Tissue.MARROW: (0.68, 0.36, 0.12, 0.14),
+    Tissue.MARROW: (0.68, 0.33, 0.12, 0.14),
     Tissue.CORTEX: (0.05, 0.04, 0.04, 0.0),
-    Tissue.POST_BONE: (0.55, 0.28, 0.12, 0.15),
-    Tissue.ANNULUS: (0.28, 0.12, 0.18, 0.05),
+    Tissue.POST_BONE: (0.45, 0.26, 0.12, 0.15),
+    Tissue.ANNULUS: (0.28, 0.20, 0.22, 0.05),
     Tissue.CSF: (0.12, 1.00, 1.00, 0.02),
     Tissue.NERVE: (0.36, 0.30, 0.35, 0.03),
     Tissue.LIGAMENT: (0.08, 0.07, 0.08, 0.05),
@@ -79,6 +79,6 @@ def bias_field(points: np.ndarray, coil_centre: np.ndarray, reach: float) -> np.
 
 def add_rician_noise(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Magnitude of signal plus complex Gaussian noise of standard deviation ``sigma``."""
-    real = signal + rng.normal(0.0, sigma, signal.shape).astype(np.float32)
-    imag = rng.normal(0.0, sigma, signal.shape).astype(np.float32)
-    return np.hypot(real, imag)
+    noise = rng.standard_normal((2, *signal.shape), dtype=np.float32)
+    noise *= np.float32(sigma)
+    return np.hypot(signal + noise[0], noise[1])

@@ -94,7 +94,8 @@ def write_series(
                 ds.RescaleIntercept = "0"
                 ds.RescaleType = "US"
             image = np.ascontiguousarray(pixels[k])
-            ds.WindowCenter = int(np.percentile(image, 60))
-            ds.WindowWidth = max(int(np.percentile(image, 99.5)), 2)
+            sample = image[::4, ::4]
+            ds.WindowCenter = int(np.percentile(sample, 60))
+            ds.WindowWidth = max(int(np.percentile(sample, 99.5)), 2)
             ds.PixelData = image.tobytes()
             ds.save_as(series_dir / f"{inst}.dcm", enforce_file_format=True)

@@ -41,9 +41,8 @@ class Tissue(enum.IntEnum):
 
 
 _ROOTS = np.array(  # cauda equina roots in the sac's unit disc: (u, d, radius); lie posteriorly
-    [[-0.55, 0.15, 0.10], [-0.32, 0.45, 0.10], [-0.1, 0.62, 0.09], [0.12, 0.6, 0.09],
-     [0.35, 0.42, 0.10], [0.56, 0.12, 0.10], [-0.3, 0.08, 0.08], [0.28, 0.1, 0.08],
-     [0.0, 0.3, 0.08]]
+    [[-0.55, 0.15, 0.10], [-0.36, 0.45, 0.10], [-0.17, 0.72, 0.09], [0.18, 0.72, 0.09],
+     [0.38, 0.42, 0.10], [0.56, 0.12, 0.10], [-0.32, 0.05, 0.08], [0.3, 0.08, 0.08]]
 )
 
 
@@ -55,15 +54,28 @@ def _superellipse(a, b, p):
     return np.abs(a) ** p + np.abs(b) ** p
 
 
+CHUNK = 262_144
+
+
 def label_points(spine: Spine, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Tissue codes and TSS labels of LPS points (..., 3); both uint8 arrays of shape (...)."""
     shape = points.shape[:-1]
-    u, t, d = spine.to_local(points.reshape(-1, 3))
+    flat = points.reshape(-1, 3)
+    if len(flat) > CHUNK:  # cache-sized pieces
+        parts = [_label(spine, flat[i : i + CHUNK]) for i in range(0, len(flat), CHUNK)]
+        return (np.concatenate([p[0] for p in parts]).reshape(shape),
+                np.concatenate([p[1] for p in parts]).reshape(shape))
+    tissue, tss = _label(spine, flat)
+    return tissue.reshape(shape), tss.reshape(shape)
+
+
+def _label(spine: Spine, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    u, t, d, dsoft = spine.frame_coords(points.reshape(-1, 3))
     tissue = np.zeros(u.size, np.uint8)
     tss = np.zeros(u.size, np.uint8)
     s = spine
     # -- outline, subcutaneous fat, abdominal wall, viscera -------------------------------
-    us, dsoft = spine.outline_coords(points.reshape(-1, 3))
+    us = u
     dc = s.back_depth - s.body_half_depth
     outer = (us / s.body_half_width) ** 2 + ((dsoft - dc) / s.body_half_depth) ** 2
     wall = s.body_half_width - s.fat, s.body_half_depth - s.fat
@@ -79,14 +91,14 @@ def label_points(spine: Spine, points: np.ndarray) -> tuple[np.ndarray, np.ndarr
     _paint_soft_tissue(s, ub, tb, db, tis)
     _paint_spine(s, ub, tb, db, tis, lab)
     tissue[box], tss[box] = tis, lab
-    return tissue.reshape(shape), tss.reshape(shape)
+    return tissue, tss
 
 
 def _paint_soft_tissue(s: Spine, u, t, d, tis) -> None:
     ad = float(np.mean(s.half_depth[3:8]))
     aw = float(np.mean(s.half_width[3:8]))
     top, l5s1 = s.disc_t[3], s.disc_t[7]
-    retro = (u / 95.0) ** 2 + ((d - 0.0) / (ad + 40.0)) ** 2 <= 1
+    retro = (u / 80.0) ** 2 + ((d + 4.0) / (ad + 16.0)) ** 2 <= 1
     tis[retro] = Tissue.FAT
     # Erector spinae and multifidus behind the arches, with a fatty fascial plane between.
     back = s.back_depth - s.fat
@@ -119,9 +131,11 @@ def _paint_spine(s: Spine, u, t, d, tis, lab) -> None:
     ad = np.interp(t, bt[order], s.half_depth[order]).astype(np.float32)
     aw = np.interp(t, bt[order], s.half_width[order]).astype(np.float32)
     # nearest disc and the body a point's band belongs to
-    j = np.abs(t[:, None] - s.disc_t[None, :]).argmin(axis=1)
-    dt = t - s.disc_t[j]
-    b = np.searchsorted(-s.disc_t, -t)  # number of discs above = body index
+    b = np.searchsorted(-s.disc_t.astype(np.float32), -t)  # number of discs above = body index
+    lo = np.clip(b - 1, 0, N_DISCS - 1)
+    hi = np.clip(b, 0, N_DISCS - 1)
+    j = np.where(np.abs(t - s.disc_t[lo]) < np.abs(t - s.disc_t[hi]), lo, hi)
+    dt = (t - s.disc_t[j]).astype(np.float32)
     hh = s.disc_h[j] / 2
     level = np.full(N_DISCS, -1)
     level[list(LUMBAR_DISCS)] = np.arange(5)

@@ -139,3 +139,73 @@ def real_exams(folder: Path | None = None) -> dict[str, tuple[np.ndarray, np.nda
 
 def measure_real(folder: Path | None = None) -> dict[str, dict[str, float]]:
     return {name: measure(img, discs) for name, (img, discs) in real_exams(folder).items()}
+
+
+def phantom_volume(seed: int, size: tuple[int, int, int] = (221, 221, 37)):
+    """A phantom study rendered as T2 into the real exams' layout (1 mm, see module docstring).
+
+    Returns ``(image float32 (Z, Y, X), discs uint8 (Z, Y, X) with 1 = L5/S1 … 5 = L1/L2)``.
+    Axis 1 is LPS +y (anterior → posterior), axis 0 is −z (superior → inferior), axis 2 is +x.
+    """
+    from rsna_lumbar.synth import severity
+    from rsna_lumbar.synth.anatomy import sample_spine
+    from rsna_lumbar.synth.contrast import add_rician_noise, intensity_table, texture
+    from rsna_lumbar.synth.phantom import label_points
+
+    rng = np.random.default_rng([seed, 7])
+    latent = severity.sample_latent(rng)
+    spine = sample_spine(rng, latent, severity.degeneration_from_latent(latent))
+    centre = spine.to_world(0.0, spine.body_t[5], 10.0)
+    nz, ny, nx = size
+    z = centre[2] - (np.arange(nz) - nz / 2)
+    y = centre[1] + (np.arange(ny) - ny / 2)
+    x = centre[0] + (np.arange(nx) - nx // 2)
+    grid = np.stack(np.meshgrid(z, y, x, indexing="ij"), -1)[..., ::-1]  # (Z, Y, X, [x, y, z])
+    tissue, tss = label_points(spine, grid.reshape(-1, 3))
+    mean, amp = intensity_table(rng, "T2", spine.degeneration)
+    image = mean[tissue] * (1 + amp[tissue] * texture(grid.reshape(-1, 3), spine.waves))
+    image = add_rician_noise(image, 0.02, rng).reshape(size)
+    discs = np.zeros(tss.shape, np.uint8)
+    for value, label in zip((100, 95, 94, 93, 92), (1, 2, 3, 4, 5)):
+        discs[tss == value] = label
+    return image.astype(np.float32), discs.reshape(size)
+
+
+def measure_phantoms(seeds=range(5)) -> dict[str, dict[str, float]]:
+    return {f"phantom_{s}": measure(*phantom_volume(s)) for s in seeds}
+
+
+def figure(out_png: str | Path, seed: int = 0, real_name: str = "ivd_20") -> Path:
+    """Side-by-side mid-sagittal T2 of a real exam and a phantom, with both sets of figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    real = real_exams()
+    table = pd.DataFrame({**{n: measure(*v) for n, v in real.items()}, **measure_phantoms()}).T
+    img_r, discs_r = real[real_name]
+    img_p, discs_p = phantom_volume(seed)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1, 1, 1.25]})
+    for ax, (img, discs, name) in zip(axes, [(img_r, discs_r, f"real {real_name}"),
+                                             (img_p, discs_p, f"phantom seed {seed}")]):
+        k = int(round(np.median(np.nonzero(discs)[2])))
+        sl = img[:, :, k]
+        ax.imshow(sl, cmap="gray", clim=(0, np.percentile(sl, 99.5)))
+        ax.contour(discs[:, :, k] > 0, levels=[0.5], colors="r", linewidths=0.5)
+        ax.set_title(f"{name}: mid-sagittal T2, 1 mm", fontsize=9)
+        ax.set_axis_off()
+    is_real = table.index.str.startswith("ivd")
+    summary = pd.DataFrame({
+        "real min": table[is_real].min(), "real max": table[is_real].max(),
+        "phantom min": table[~is_real].min(), "phantom max": table[~is_real].max()}).round(2)
+    axes[2].set_axis_off()
+    axes[2].table(cellText=summary.values, rowLabels=summary.index, colLabels=summary.columns,
+                  loc="center", fontsize=8)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=70)
+    plt.close(fig)
+    return out_png

@@ -26,7 +26,7 @@ from rsna_lumbar.synth.contrast import add_rician_noise, bias_field, intensity_t
 from rsna_lumbar.synth.phantom import label_points
 from rsna_lumbar.vocabulary import SeriesDescription
 
-RENDER_MM = 0.8  # the phantom is sampled at this spacing (or coarser pixels) and resized
+RENDER_MM = 1.1  # the phantom is sampled at this spacing (or coarser pixels) and resized
 
 
 @dataclass
@@ -74,7 +74,9 @@ def _matrix(rng, fov: float, options, scale: float) -> tuple[int, float]:
 
 def _stack(rng, centre, row, col, offsets, fov_r, fov_c, options, scale, thickness, spacing):
     rows, p_r = _matrix(rng, fov_r, options, scale)
-    cols, p_c = (rows, p_r) if rng.random() < 0.8 else _matrix(rng, fov_c, options, scale)
+    cols, p_c = rows, p_r
+    if rng.random() < 0.2:  # rectangular field of view, square pixels
+        cols = max(int(rows * fov_c / fov_r / 16) * 16, 64)
     normal = np.cross(row, col)
     corner = centre - (cols - 1) / 2 * p_c * row - (rows - 1) / 2 * p_r * col
     positions = corner[None] + offsets[:, None] * normal[None]

@@ -51,7 +51,7 @@ def _write_nifti(path: Path, data: np.ndarray, affine_ras: np.ndarray) -> None:
     img.header["xyzt_units"] = 10  # mm, seconds
     raw = img.to_bytes()
     with atomic_path(path) as tmp:
-        tmp.write_bytes(gzip.compress(raw, compresslevel=6, mtime=0))
+        tmp.write_bytes(gzip.compress(raw, compresslevel=1, mtime=0))
 
 
 def write_label_maps(truth_dir: Path, name: str, stack: Stack, labels: np.ndarray) -> str:
