@@ -67,23 +67,30 @@ def _naive(files: list[Path]) -> tuple[int, float]:
     return len(files), total
 
 
-def _kit(root: Path, split: str, workers: int | None) -> tuple[int, float]:
+def _kit(root: Path, split: str, workers: int | None) -> tuple[int, float, dict]:
+    started = time.perf_counter()
     index = index_split(root, split, workers=workers, progress=False).frame
+    indexed = time.perf_counter()
     stacks = [s for _, series in iter_series_stacks(index) for s in series]
+    grouped = time.perf_counter()
     slices, total = 0, 0.0
     for _, volume, _ in read_volumes(stacks, root, workers=workers):
         slices += volume.shape[0]
         total += float(volume.pixels.sum(dtype=np.float64))
-    return slices, total
+    parts = {"index_s": indexed - started, "stacks_s": grouped - indexed,
+             "volumes_s": time.perf_counter() - grouped}  # fmt: skip
+    return slices, total, parts
 
 
 def _best(fn, *args) -> tuple[float, tuple]:
-    times, result = [], None
+    best, result = float("inf"), None
     for _ in range(REPEATS):
         started = time.perf_counter()
-        result = fn(*args)
-        times.append(time.perf_counter() - started)
-    return min(times), result
+        outcome = fn(*args)
+        elapsed = time.perf_counter() - started
+        if elapsed < best:
+            best, result = elapsed, outcome
+    return best, result
 
 
 def run(work: Path) -> dict:
@@ -103,8 +110,8 @@ def run(work: Path) -> dict:
         for path in files:  # warm the page cache for every contender alike
             path.read_bytes()
         t_naive, (n_naive, sum_naive) = _best(_naive, files)
-        t_one, (n_one, sum_one) = _best(_kit, root, name, 1)
-        t_all, (n_all, sum_all) = _best(_kit, root, name, None)
+        t_one, (n_one, sum_one, parts_one) = _best(_kit, root, name, 1)
+        t_all, (n_all, sum_all, parts_all) = _best(_kit, root, name, None)
         if not (n_naive == n_one == n_all and np.isclose(sum_naive, sum_one)
                 and np.isclose(sum_naive, sum_all)):  # fmt: skip
             msg = f"{name}: kit and naive disagree ({n_naive}/{n_one}/{n_all} slices)"
@@ -116,6 +123,10 @@ def run(work: Path) -> dict:
             "kit_slices_per_s": round(n_all / t_all, 1),
             "speedup_1_worker": round(t_naive / t_one, 2),
             "speedup": round(t_naive / t_all, 2),
+            "naive_s": round(t_naive, 3),
+            "kit_1_worker_parts_s": {k: round(v, 3) for k, v in parts_one.items()},
+            "kit_parts_s": {k: round(v, 3) for k, v in parts_all.items()},
+            "volumes_only_speedup": round(t_naive / parts_all["volumes_s"], 2),
         }  # fmt: skip
     out["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     return out

@@ -200,7 +200,7 @@ class IndexResult:
 
 
 def read_descriptions(path: Path) -> pd.DataFrame:
-    """``{split}_series_descriptions.csv``, validated (:func:`rsna_lumbar.tables.read_series_descriptions`)."""
+    """``{split}_series_descriptions.csv``, validated by :mod:`rsna_lumbar.tables`."""
     from rsna_lumbar.tables import read_series_descriptions
 
     return read_series_descriptions(path)
