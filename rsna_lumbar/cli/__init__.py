@@ -23,11 +23,13 @@ COMMANDS: tuple[str, ...] = (
     "baseline",
     "predict",
     "score",
+    "demo",
 )
 
 _EPILOG = """\
 stages, in the order data flows:
-  synth → index → register → folds → baseline/train → predict → score
+  synth → index → register → localize → crops → folds → baseline/train → report
+  → predict → score          (demo runs them all on synthetic data)
 
 Run 'rsna-lumbar COMMAND --help' for the options of one command.
 """
