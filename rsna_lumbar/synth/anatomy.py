@@ -42,7 +42,7 @@ BODY_TSS = (30, 31, 32, 41, 42, 43, 44, 45, 50)
 # Typical sizes (mm) of bodies b = 0..8 and discs j = 0..7 before per-study scaling; tuned so
 # that :mod:`rsna_lumbar.synth.realism` measures the phantom inside the real exams' range.
 _BODY_HEIGHT = np.array([25.0, 26.0, 27.0, 28.5, 29.3, 29.7, 29.5, 28.5, 0.0])
-_DISC_HEIGHT = np.array([5.5, 6.0, 6.8, 8.0, 8.8, 9.5, 9.8, 8.8])
+_DISC_HEIGHT = np.array([5.0, 5.4, 6.0, 7.0, 7.7, 8.3, 8.6, 7.8])
 _BODY_HALF_DEPTH = np.array([13.0, 13.5, 14.0, 14.6, 15.2, 15.6, 15.9, 15.9, 15.0])
 _BODY_HALF_WIDTH = np.array([17.0, 18.0, 19.0, 20.5, 21.5, 23.0, 24.0, 25.0, 24.0])
 _TRANSVERSE_REACH = np.array([30.0, 30.0, 28.0, 34.0, 42.0, 50.0, 46.0, 44.0, 0.0])

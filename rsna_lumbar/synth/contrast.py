@@ -30,7 +30,7 @@ _TABLE = {
     Tissue.VISCERA: (0.40, 0.32, 0.35, 0.35),
     Tissue.FACET_FLUID: (0.18, 0.70, 0.75, 0.0),
 }
-_NUCLEUS_HEALTHY = (0.38, 0.62, 0.75)
+_NUCLEUS_HEALTHY = (0.38, 0.52, 0.70)
 _NUCLEUS_DEGENERATE = (0.28, 0.16, 0.22)
 
 

@@ -141,8 +141,12 @@ def measure_real(folder: Path | None = None) -> dict[str, dict[str, float]]:
     return {name: measure(img, discs) for name, (img, discs) in real_exams(folder).items()}
 
 
-def phantom_volume(seed: int, size: tuple[int, int, int] = (221, 221, 37)):
+def phantom_volume(seed: int, size: tuple[int, int, int] = (221, 221, 37), healthy: bool = True):
     """A phantom study rendered as T2 into the real exams' layout (1 mm, see module docstring).
+
+    ``healthy`` draws the latent severity one standard deviation below its mean at every
+    level (little degeneration, no stenosis), like the asymptomatic young adults of the real
+    exams; ``False`` draws it as the generator does.
 
     Returns ``(image float32 (Z, Y, X), discs uint8 (Z, Y, X) with 1 = L5/S1 … 5 = L1/L2)``.
     Axis 1 is LPS +y (anterior → posterior), axis 0 is −z (superior → inferior), axis 2 is +x.
@@ -154,6 +158,9 @@ def phantom_volume(seed: int, size: tuple[int, int, int] = (221, 221, 37)):
 
     rng = np.random.default_rng([seed, 7])
     latent = severity.sample_latent(rng)
+    if healthy:
+        mu, sd = severity.latent_parameters()
+        latent = mu - sd
     spine = sample_spine(rng, latent, severity.degeneration_from_latent(latent))
     centre = spine.to_world(0.0, spine.body_t[5], 10.0)
     nz, ny, nx = size

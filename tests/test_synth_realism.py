@@ -1,0 +1,28 @@
+"""The phantom's proportions and T2 contrast fall in the range measured on real lumbar MRI."""
+
+import numpy as np
+import pytest
+
+from rsna_lumbar.synth import realism
+
+pytestmark = pytest.mark.skipif(not realism.REAL_DIR.exists(), reason="real exams not present")
+
+
+def test_measure_reads_real_exams_plausibly():
+    figures = realism.measure_real()
+    assert len(figures) == 5
+    for f in figures.values():
+        assert 25 < f["disc_depth"] < 45 and 20 < f["body_height"] < 40
+        assert 5 < f["canal_ap"] < 20 and 15 < f["lordosis"] < 70
+
+
+def test_phantom_within_real_range():
+    real = realism.measure_real()
+    phantoms = realism.measure_phantoms(seeds=range(2))
+    for name in realism.FIGURES:
+        values = [f[name] for f in real.values()]
+        lo, hi = min(values), max(values)
+        span = hi - lo
+        for ph in phantoms.values():
+            assert lo - 0.35 * span - 0.1 * abs(lo) <= ph[name] <= hi + 0.35 * span + 0.1 * abs(hi), (
+                name, ph[name], lo, hi)
