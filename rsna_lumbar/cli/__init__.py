@@ -18,6 +18,7 @@ COMMANDS: tuple[str, ...] = (
     "synth",
     "index",
     "register",
+    "localize",
     "crops",
     "folds",
     "baseline",

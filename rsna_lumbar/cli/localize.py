@@ -1,0 +1,62 @@
+"""``rsna-lumbar localize``: the learned keypoint localiser (train out of fold, or predict)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "learned localiser: label points (slice, x, y, world) for every study"
+DESCRIPTION = """\
+Predicts label coordinates in the schema of train_label_coordinates.csv (study_id, series_id,
+instance_number, condition, level, x, y) plus world_x, world_y, world_z (LPS mm), source and
+confidence: Spinal Canal Stenosis on the Sagittal T2/STIR series, both Neural Foraminal
+Narrowing sides on the Sagittal T1 series, both Subarticular Stenosis sides on the axial slice
+registered from the predicted canal point. One row per (study, condition, level) it could place.
+
+--split train: trains one heatmap model per task and fold (folds from --folds, a CSV written
+  by 'rsna-lumbar folds', else made here with --n-folds), writes the out-of-fold predictions
+  to --out, OUT.metrics.json (median / 95th-percentile error in mm per point type, level
+  accuracy, axial-slice disagreement) and the fold models to --model.
+--split test (or any other): loads --model and predicts every study of the split.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="competition folder")
+    parser.add_argument("--split", default="test", help="train (OOF training) or a split to predict")
+    parser.add_argument("--out", type=Path, required=True, help="CSV to write")
+    parser.add_argument("--model", type=Path, default=Path("weights/localizer"),
+                        help="localiser folder to write (train) or read (default weights/localizer)")
+    parser.add_argument("--work", type=Path, default=Path("work"), help="artefact folder (index)")
+    parser.add_argument("--folds", type=Path, default=None, help="folds CSV (study_id, fold)")
+    parser.add_argument("--n-folds", type=int, default=5, help="folds made here without --folds")
+    parser.add_argument("--steps", type=int, default=300, help="training steps per model")
+    parser.add_argument("--batch", type=int, default=16, help="training batch size")
+    parser.add_argument("--backbone", default="resnet18", help="timm encoder (features_only)")
+    parser.add_argument("--tasks", default="sag_t2,sag_t1,axial",
+                        help="comma-separated tasks to train: sag_t2, sag_t1, axial")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--workers", type=int, default=None, help="processes for the index")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from rsna_lumbar.localize.keypoints.stage import predict_split, train_oof
+    from rsna_lumbar.localize.keypoints.train import TrainConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.split == "train":
+        cfg = TrainConfig(backbone=args.backbone, steps=args.steps, batch=args.batch)
+        tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+        metrics = train_oof(args.data, args.out, args.model, work=args.work, folds=args.folds,
+                            n_folds=args.n_folds, cfg=cfg, tasks=tasks, workers=args.workers)
+        print(json.dumps(metrics, indent=2))
+    else:
+        table = predict_split(args.data, args.split, args.out, args.model, work=args.work,
+                              workers=args.workers)
+        print(f"{len(table)} rows for {table.study_id.nunique()} studies → {args.out}")
+    return 0

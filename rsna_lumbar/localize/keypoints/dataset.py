@@ -1,0 +1,227 @@
+"""Tasks, the fixed-millimetre slice grid, and heatmap training samples.
+
+Frames. A series is a :class:`~rsna_lumbar.dicom.Volume` (``pixels[slice, row, col]``, voxel
+``(col, row, slice)``). Every slice is resampled, in its own plane, onto a square *canonical
+grid* of ``canon_px`` pixels of ``canon_mm`` mm centred on the image centre
+(:func:`canonical_stack`); ``grid_to_voxel`` (2×3) maps grid ``(u, v)`` to voxel ``(col, row)``
+of the slice. Model inputs (``input_px``) are drawn from the canonical grid by a further 2×3
+map (identity scale ``input_mm / canon_mm`` at test time, jittered in training), and the
+input's channels are the slices ``k-1, k, k+1`` (edge-clamped) — a 2.5D input.
+
+Targets. For a labelled point of channel ``c`` lying at fractional slice ``s`` the heatmap of
+slice ``k`` holds a Gaussian (``sigma_px`` input pixels) scaled by
+``exp(-((k - s) * spacing)² / (2 * slice_sigma_mm²))``: the peak value says "this point is on
+this slice", which is how prediction chooses the slice (a per-slice score).
+
+Tasks (:data:`TASKS`): ``sag_t2`` (Spinal Canal Stenosis, channel = level), ``sag_t1`` (both
+Neural Foraminal Narrowing sides in one channel per level; side decided by geometry at
+prediction) and ``axial`` (Subarticular Stenosis, channel = side: 0 left, 1 right; level
+decided by registration at prediction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from rsna_lumbar.vocabulary import Condition, Level, SeriesDescription
+
+
+@dataclass(frozen=True)
+class Task:
+    """One keypoint task: which series, which conditions, and the grid it is seen on."""
+
+    name: str
+    description: str
+    conditions: tuple[str, ...]  # Condition values
+    channel: str  # "level" or "side"
+    canon_px: int
+    canon_mm: float
+    input_px: int
+    input_mm: float
+    sigma_px: float = 2.0
+    slice_sigma_mm: float = 2.5
+
+    @property
+    def n_points(self) -> int:
+        return 2 if self.channel == "side" else 5
+
+    def channel_of(self, condition: Condition, level: Level) -> int:
+        if self.channel == "level":
+            return level.index
+        return 0 if condition.side.value == "left" else 1
+
+    def as_config(self) -> dict:
+        return {**asdict(self), "in_chans": 3, "n_points": self.n_points}
+
+
+TASKS: dict[str, Task] = {
+    "sag_t2": Task("sag_t2", SeriesDescription.SAGITTAL_T2.value,
+                   (Condition.SPINAL_CANAL_STENOSIS.value,), "level", 224, 1.4, 128, 2.2),
+    "sag_t1": Task("sag_t1", SeriesDescription.SAGITTAL_T1.value,
+                   (Condition.LEFT_NEURAL_FORAMINAL_NARROWING.value,
+                    Condition.RIGHT_NEURAL_FORAMINAL_NARROWING.value), "level", 224, 1.4, 128, 2.2),
+    "axial": Task("axial", SeriesDescription.AXIAL_T2.value,
+                  (Condition.LEFT_SUBARTICULAR_STENOSIS.value,
+                   Condition.RIGHT_SUBARTICULAR_STENOSIS.value), "side", 192, 1.0, 128, 1.25),
+}  # fmt: skip
+
+
+def normalise(pixels: np.ndarray) -> np.ndarray:
+    """Robust per-series scaling to about [0, 1]: 0.5th percentile → 0, 99.5th → 1 (float32)."""
+    lo, hi = np.percentile(pixels[:, ::2, ::2], [0.5, 99.5])
+    return np.clip((pixels - lo) / max(hi - lo, 1e-6), 0.0, 1.5).astype(np.float32)
+
+
+def grid_to_voxel(volume, px: int, mm: float) -> np.ndarray:
+    """2×3 map from a ``px``-pixel square grid of ``mm`` mm (centred) to voxel ``(col, row)``."""
+    col_mm, row_mm = volume.spacing[:2]
+    rows, cols = volume.shape[1:]
+    centre = (px - 1) / 2
+    return np.array([[mm / col_mm, 0.0, (cols - 1) / 2 - centre * mm / col_mm],
+                     [0.0, mm / row_mm, (rows - 1) / 2 - centre * mm / row_mm]])  # fmt: skip
+
+
+def warp(images: np.ndarray, dst_to_src: np.ndarray, px: int) -> np.ndarray:
+    """Resample ``(N, H, W)`` images onto a ``px`` square grid; ``dst_to_src`` is 2×3."""
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    out = [cv2.warpAffine(np.ascontiguousarray(im), dst_to_src, (px, px), flags=flags,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0) for im in images]  # fmt: skip
+    return np.stack(out).astype(np.float32) if out else np.zeros((0, px, px), np.float32)
+
+
+def canonical_stack(volume, task: Task) -> tuple[np.ndarray, np.ndarray]:
+    """All slices on the task's canonical grid → ``(float16 (S, canon_px, canon_px), 2×3 map)``."""
+    m = grid_to_voxel(volume, task.canon_px, task.canon_mm)
+    return warp(normalise(volume.pixels), m, task.canon_px).astype(np.float16), m
+
+
+def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """2×3 affine ``a ∘ b`` (apply ``b`` first)."""
+    a3, b3 = np.vstack([a, [0, 0, 1]]), np.vstack([b, [0, 0, 1]])
+    return (a3 @ b3)[:2]
+
+
+def invert(a: np.ndarray) -> np.ndarray:
+    return np.linalg.inv(np.vstack([a, [0, 0, 1]]))[:2]
+
+
+def input_to_canon(task: Task, scale: float = 1.0, angle_deg: float = 0.0,
+                   shift_mm: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:  # fmt: skip
+    """2×3 map input pixel → canonical pixel; ``scale`` > 1 zooms out (more mm per pixel)."""
+    s = task.input_mm / task.canon_mm * scale
+    c, si = np.cos(np.radians(angle_deg)) * s, np.sin(np.radians(angle_deg)) * s
+    ci, cc = (task.input_px - 1) / 2, (task.canon_px - 1) / 2
+    tx = cc + shift_mm[0] / task.canon_mm - (c * ci - si * ci)
+    ty = cc + shift_mm[1] / task.canon_mm - (si * ci + c * ci)
+    return np.array([[c, -si, tx], [si, c, ty]])
+
+
+def three_slices(stack: np.ndarray, k: int) -> np.ndarray:
+    """Slices ``k-1, k, k+1`` (edge-clamped) of ``(S, H, W)`` → ``(3, H, W)``."""
+    idx = np.clip([k - 1, k, k + 1], 0, len(stack) - 1)
+    return stack[idx].astype(np.float32)
+
+
+@dataclass
+class SeriesSample:
+    """One labelled series ready for training: canonical stack + points in canonical pixels.
+
+    ``points``: float64 ``(P, 4)`` rows ``(channel, u, v, slice)`` — canonical grid column and
+    row, fractional slice index. ``spacing``: slice spacing (mm).
+    """
+
+    study_id: int
+    series_id: int
+    stack: np.ndarray
+    points: np.ndarray
+    spacing: float
+
+
+def series_sample(volume, labels, task: Task) -> SeriesSample:
+    """Build a :class:`SeriesSample` from a Volume and its label rows (competition schema)."""
+    stack, m = canonical_stack(volume, task)
+    back = invert(m)
+    pts = []
+    for row in labels.itertuples():
+        if int(row.instance_number) not in set(volume.instance_numbers.tolist()):
+            continue
+        k = volume.slice_of(int(row.instance_number))
+        u, v = back @ np.array([row.x, row.y, 1.0])
+        ch = task.channel_of(Condition.from_title(row.condition), Level.from_title(row.level))
+        pts.append((ch, u, v, k))
+    return SeriesSample(volume.study_id, volume.series_id, stack,
+                        np.array(pts, float).reshape(-1, 4), float(volume.spacing[2]))  # fmt: skip
+
+
+def heatmap_target(task: Task, points_uv: np.ndarray, weights: np.ndarray, channels: np.ndarray) -> np.ndarray:
+    """``(n_points, input_px/2, input_px/2)`` Gaussians at input-pixel ``points_uv`` (P, 2)."""
+    from rsna_lumbar.localize.keypoints.model import STRIDE
+
+    h = task.input_px // STRIDE
+    target = np.zeros((task.n_points, h, h), np.float32)
+    grid = (np.arange(h) * STRIDE + (STRIDE - 1) / 2)[None]
+    for (u, v), w, ch in zip(points_uv, weights, channels):
+        gu = np.exp(-((grid - u) ** 2) / (2 * task.sigma_px**2))
+        gv = np.exp(-((grid - v) ** 2) / (2 * task.sigma_px**2))
+        target[int(ch)] = np.maximum(target[int(ch)], w * (gv.T @ gu))
+    return target
+
+
+def augment_intensity(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Heavy, label-free intensity changes on ``(3, H, W)`` in about [0, 1]: gamma, a smooth
+    multiplicative bias field, contrast stretch, blur/sharpen, Rician-like noise, and now and
+    then a remap that swaps the order of intensity ranges (fat/fluid contrast differences)."""
+    c, h, w = x.shape
+    x = np.clip(x, 0, None) ** np.exp(rng.normal(0, 0.35))
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    a = rng.normal(0, 0.5, 5)
+    field = np.exp(a[0] * (xx - 0.5) + a[1] * (yy - 0.5) + a[2] * (xx - 0.5) * (yy - 0.5)
+                   + a[3] * (xx - 0.5) ** 2 + a[4] * (yy - 0.5) ** 2)  # fmt: skip
+    x = x * field[None] * np.exp(rng.normal(0, 0.25))
+    if rng.random() < 0.3:  # piecewise-linear remap: random monotone-or-not intensity curve
+        knots = np.sort(rng.uniform(0, 1, 4))
+        values = rng.uniform(0, 1, 6)
+        values[0], values[-1] = 0.0, max(values[-1], 0.6)
+        x = np.interp(x, np.r_[0.0, knots, 1.5], values).astype(np.float32)
+    if rng.random() < 0.3:
+        x = np.stack([cv2.GaussianBlur(ch.astype(np.float32), (0, 0), rng.uniform(0.5, 1.5)) for ch in x])
+    sigma = rng.uniform(0, 0.08)
+    noisy = np.sqrt((x + rng.normal(0, sigma, x.shape)) ** 2 + rng.normal(0, sigma, x.shape) ** 2)
+    return noisy.astype(np.float32)
+
+
+def draw(sample: SeriesSample, task: Task, rng: np.random.Generator, augment: bool = True,
+         k: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """One training pair ``(input (3, px, px), target (n_points, px/2, px/2))`` from a series.
+
+    Half the draws pick a slice within one slice of a labelled point, the rest any slice.
+    Geometric augmentation: scale 0.8–1.25, rotation ±12°, shift ±25 mm, and a random crop of
+    the field of view (real series are often narrower than ours).
+    """
+    n = len(sample.stack)
+    if k is None:
+        if len(sample.points) and rng.random() < 0.6:
+            k = int(np.clip(np.rint(rng.choice(sample.points[:, 3]) + rng.integers(-1, 2)), 0, n - 1))
+        else:
+            k = int(rng.integers(0, n))
+    if augment:
+        a = input_to_canon(task, float(np.exp(rng.uniform(np.log(0.8), np.log(1.25)))),
+                           float(rng.normal(0, 6)), tuple(rng.uniform(-25, 25, 2)))  # fmt: skip
+    else:
+        a = input_to_canon(task)
+    x = warp(three_slices(sample.stack, k), a, task.input_px)
+    if augment:
+        x = augment_intensity(x, rng)
+        if rng.random() < 0.5:  # narrower field of view: blank a random border
+            lo = rng.integers(0, task.input_px // 5, 2)
+            hi = task.input_px - rng.integers(0, task.input_px // 5, 2)
+            mask = np.zeros(x.shape[1:], bool)
+            mask[lo[1]:hi[1], lo[0]:hi[0]] = True
+            x = x * mask[None]
+    w = np.exp(-(((k - sample.points[:, 3]) * sample.spacing) ** 2) / (2 * task.slice_sigma_mm**2))
+    keep = w > 0.05
+    uv = (invert(a) @ np.c_[sample.points[keep, 1:3], np.ones(keep.sum())].T).T
+    return x, heatmap_target(task, uv, w[keep], sample.points[keep, 0])

@@ -1,0 +1,122 @@
+"""The keypoint network: a timm encoder (``features_only``) + a light FPN decoder → heatmaps.
+
+Shapes: input float32 ``(B, in_chans, H, W)`` (``H = W = input_px`` of the task, a multiple of
+32); output logits ``(B, n_points, H / 2, W / 2)`` (stride 2). A point's heatmap peak is
+decoded with :func:`decode_peaks` into input-pixel coordinates ``(u = column, v = row)``.
+
+A trained localiser is a self-describing folder: ``config.json`` (the tasks, their grids and
+the backbone) and one ``{task}_fold{k}.safetensors`` per trained fold model; predictions
+average the heatmaps of a task's fold models. timm is always built with ``pretrained=False``
+(offline), see ``reference/environment-facts.md`` §3.4.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+STRIDE = 2
+
+
+class HeatmapNet(nn.Module):
+    """timm encoder (strides 2…32) + top-down FPN to stride 2 + a 3×3 head per point channel."""
+
+    def __init__(self, backbone: str = "resnet18", in_chans: int = 3, n_points: int = 5,
+                 width: int = 64):  # fmt: skip
+        super().__init__()
+        import timm
+
+        self.encoder = timm.create_model(backbone, pretrained=False, features_only=True,
+                                         in_chans=in_chans, out_indices=(0, 1, 2, 3, 4))  # fmt: skip
+        chans = self.encoder.feature_info.channels()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in chans)
+        self.smooth = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+        )  # fmt: skip
+        self.head = nn.Conv2d(width, n_points, 3, padding=1)
+        nn.init.constant_(self.head.bias, -4.0)  # start from "no point here"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(x)  # strides 2, 4, 8, 16, 32
+        y = self.lateral[-1](feats[-1])
+        for lateral, feat in zip(self.lateral[-2::-1], feats[-2::-1]):
+            y = F.interpolate(y, size=feat.shape[-2:], mode="bilinear", align_corners=False)
+            y = y + lateral(feat)
+        return self.head(self.smooth(y))
+
+
+def decode_peaks(prob: torch.Tensor, radius: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Peak of each heatmap, refined by the centroid of its neighbourhood.
+
+    Args:
+        prob: ``(..., h, w)`` probabilities (sigmoid of the logits), stride :data:`STRIDE`.
+
+    Returns:
+        ``(uv, score)``: ``uv`` ``(..., 2)`` input-pixel ``(column, row)`` of the peak,
+        ``score`` ``(...)`` the peak probability.
+    """
+    h, w = prob.shape[-2:]
+    flat = prob.reshape(-1, h, w)
+    score, idx = flat.reshape(len(flat), -1).max(dim=1)
+    rows, cols = idx // w, idx % w
+    uv = torch.zeros(len(flat), 2)
+    for n in range(len(flat)):
+        r0, r1 = max(int(rows[n]) - radius, 0), min(int(rows[n]) + radius + 1, h)
+        c0, c1 = max(int(cols[n]) - radius, 0), min(int(cols[n]) + radius + 1, w)
+        patch = flat[n, r0:r1, c0:c1].float()
+        patch = torch.clamp(patch - 0.5 * patch.max(), min=0)
+        rr, cc = torch.meshgrid(torch.arange(r0, r1).float(), torch.arange(c0, c1).float(),
+                                indexing="ij")  # fmt: skip
+        total = patch.sum().clamp_min(1e-9)
+        uv[n, 0] = (patch * cc).sum() / total
+        uv[n, 1] = (patch * rr).sum() / total
+    # output cell (i) covers input pixels [S*i, S*i + S): its centre is S*i + (S-1)/2
+    uv = uv * STRIDE + (STRIDE - 1) / 2
+    return uv.reshape(*prob.shape[:-2], 2), score.reshape(prob.shape[:-2])
+
+
+def save_models(folder: str | os.PathLike, config: dict, models: dict[str, list[nn.Module]]) -> Path:
+    """Write ``config.json`` and ``{task}_fold{k}.safetensors`` for every trained model."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = dict(config)
+    config["files"] = {}
+    for task, fold_models in models.items():
+        names = []
+        for k, model in enumerate(fold_models):
+            name = f"{task}_fold{k}.safetensors"
+            state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+            save_file(state, str(folder / name))
+            names.append(name)
+        config["files"][task] = names
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return folder
+
+
+def load_models(folder: str | os.PathLike) -> tuple[dict, dict[str, list[HeatmapNet]]]:
+    """Read a localiser folder written by :func:`save_models` → ``(config, {task: models})``."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    path = folder / "config.json"
+    if not path.is_file():
+        msg = (f"{path} not found: train a localiser first with 'rsna-lumbar localize --split "
+               f"train --data DIR --model {folder}', or pass --model with a trained folder")
+        raise FileNotFoundError(msg)
+    config = json.loads(path.read_text())
+    models: dict[str, list[HeatmapNet]] = {}
+    for task, names in config["files"].items():
+        spec = config["tasks"][task]
+        for name in names:
+            model = HeatmapNet(config["backbone"], spec["in_chans"], spec["n_points"])
+            model.load_state_dict(load_file(str(folder / name)))
+            models.setdefault(task, []).append(model.eval())
+    return config, models

@@ -1,0 +1,127 @@
+"""Training the keypoint models: labelled series → :class:`SeriesSample` → fold models.
+
+``load_samples`` reads, for every study of a split, the series each task is annotated on (by
+``series_description``) and turns them into samples with their label coordinates. ``fit``
+trains one :class:`~.model.HeatmapNet` on some samples for a fixed number of steps
+(weighted BCE on Gaussian heatmaps, AdamW, cosine schedule). CPU-sized defaults: resnet18,
+128 px inputs, batch 16.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn import functional as F
+
+from rsna_lumbar.dicom.index import read_index, write_index
+from rsna_lumbar.dicom.reader import read_stack
+from rsna_lumbar.dicom.stacks import iter_series_stacks
+from rsna_lumbar.localize.keypoints.dataset import Task, SeriesSample, draw, series_sample
+from rsna_lumbar.localize.keypoints.model import HeatmapNet
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    backbone: str = "resnet18"
+    steps: int = 300
+    batch: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    pos_weight: float = 30.0
+    seed: int = 0
+
+
+def study_stacks(data: str | os.PathLike, split: str, work: str | os.PathLike,
+                 workers: int | None = None) -> dict[tuple[int, int], list]:  # fmt: skip
+    """``{(study_id, series_id): [Stack, ...]}`` from the (cached) header index."""
+    index = read_index(write_index(data, split, work, workers=workers, progress=False))
+    return dict(iter_series_stacks(index))
+
+
+def best_stack(stacks: list, instances: set[int]):
+    """The stack holding most of ``instances`` (the first one when none are given)."""
+    if not stacks:
+        return None
+    return max(stacks, key=lambda s: (len(instances & set(s.instance_numbers.tolist())), -s.stack_index))
+
+
+def load_samples(data: str | os.PathLike, task: Task, coords: pd.DataFrame,
+                 stacks: dict[tuple[int, int], list]) -> list[SeriesSample]:  # fmt: skip
+    """One :class:`SeriesSample` per series of the task's description that has labels."""
+    mine = coords[coords.condition.isin([_title(c) for c in task.conditions])]
+    out = []
+    for (study, series), rows in mine.groupby(["study_id", "series_id"], sort=True):
+        stack = best_stack(stacks.get((int(study), int(series)), []), set(rows.instance_number.astype(int)))
+        if stack is None or stack.description != task.description:
+            continue
+        try:
+            volume = read_stack(stack, data)
+        except Exception as exc:  # one unreadable series must not stop training
+            _LOG.warning("study %s series %s: unreadable (%s); skipped", study, series, exc)
+            continue
+        out.append(series_sample(volume, rows, task))
+    return out
+
+
+def _title(condition_value: str) -> str:
+    from rsna_lumbar.vocabulary import Condition
+
+    return Condition(condition_value).title
+
+
+def _batch(samples: list[SeriesSample], task: Task, rng: np.random.Generator, size: int):
+    xs, ys = zip(*(draw(samples[int(rng.integers(len(samples)))], task, rng) for _ in range(size)))
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+
+def heatmap_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float) -> torch.Tensor:
+    """BCE on soft Gaussian targets, pixels near a point weighted ``1 + pos_weight * target``."""
+    weight = 1.0 + pos_weight * target
+    return (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).mean()
+
+
+def fit(samples: list[SeriesSample], task: Task, cfg: TrainConfig, log_every: int = 25) -> HeatmapNet:
+    """Train one model for ``cfg.steps`` steps on ``samples``; returns it in eval mode."""
+    if not samples:
+        msg = f"no labelled {task.description!r} series to train the {task.name} model on"
+        raise ValueError(msg)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = HeatmapNet(cfg.backbone, 3, task.n_points).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
+                                                pct_start=0.15)  # fmt: skip
+    model.train()
+    start, running = time.time(), 0.0
+    for step in range(cfg.steps):
+        x, y = _batch(samples, task, rng, cfg.batch)
+        loss = heatmap_loss(model(x.to(memory_format=torch.channels_last)), y, cfg.pos_weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        running += float(loss.detach())
+        if (step + 1) % log_every == 0:
+            _LOG.info("%s step %d/%d loss %.4f (%.0f s)", task.name, step + 1, cfg.steps,
+                      running / log_every, time.time() - start)  # fmt: skip
+            running = 0.0
+    return model.eval()
+
+
+def read_or_make_folds(data: Path, folds: Path | None, n_folds: int, seed: int = 42) -> pd.DataFrame:
+    """``study_id, fold`` from ``folds`` (``rsna-lumbar folds`` output) or made here."""
+    from rsna_lumbar.folds import make_folds, read_folds
+    from rsna_lumbar.tables import read_train
+
+    if folds is not None:
+        return read_folds(folds)
+    return make_folds(read_train(Path(data) / "train.csv"), k=n_folds, seed=seed)
