@@ -74,7 +74,7 @@ push-kernel: $(VENV)/.installed  ## push the inference kernel (kernels/) to Kagg
 TSS_VENV  ?= .tss-venv
 TSS_TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: tss-env test-live
+.PHONY: tss-env test-live tss-wheels
 
 $(TSS_VENV)/.installed: requirements-tss.txt
 	test -x $(TSS_VENV)/bin/python || $(PYTHON) -m venv $(TSS_VENV)
@@ -88,3 +88,6 @@ tss-env: $(TSS_VENV)/.installed  ## TotalSpineSeg + nnU-Net in their own venv (.
 
 test-live: $(VENV)/.installed $(TSS_VENV)/.installed  ## live TotalSpineSeg test: real command, hand-set weights (~3-5 min)
 	RSNA_TSS_BIN=$(abspath $(TSS_VENV))/bin/totalspineseg $(PY) -m pytest -q -m live -s tests/test_tss_live.py
+
+tss-wheels: $(TSS_VENV)/.installed  ## Kaggle: offline wheels of the TotalSpineSeg env in $(WHEELHOUSE)/tss (after `make wheels`)
+	$(PY) tools/tss_wheelhouse.py --venv $(TSS_VENV) --out $(WHEELHOUSE)/tss --python $(KAGGLE_PYTHON)

@@ -89,7 +89,7 @@ def test_numbering_one_level_too_high_is_detected_against_the_sacrum(tmp_path, m
     result = points_from_labels(_load(tmp_path, seg))
     assert Flag.OFF_BY_ONE in result.flags and Flag.MISSING_LEVEL in result.flags
     assert any("nearest the sacrum is labelled L4/L5" in n for n in result.notes)
-    # with step-1 style bone (all 50) the sacrum is still found as the lowest bone component
+    # with step-1 style bone (all 50): the bone below the lowest disc stands for the sacrum
     seg[np.isin(seg, fx.VERTEBRAE)] = 50
     assert Flag.OFF_BY_ONE in points_from_labels(_load(tmp_path, seg, "s1.nii.gz")).flags
 

@@ -95,23 +95,26 @@ def expected_points() -> dict[str, np.ndarray]:
 
     Disc centre: the middle of the disc box. Posterior edge: its last column (touching the
     canal), centred on the canal's slices. Foramina: the posterior edge moved by half the
-    canal width (4 mm + half a voxel) plus the 5 mm margin, towards the patient's left (+x)
-    and right.
+    canal width (8 mm) plus the 6 mm margin towards the patient's left (+x) and right, 0.3 of
+    the 30 mm disc gap up (rows run inferior) and 0.3 of the 10 mm canal depth back.
     """
     from rsna_lumbar.geometry.affine import voxel_to_world
 
     out: dict[str, list] = {k: [] for k in ("disc_centre", "disc_posterior", "foramen_left",
                                             "foramen_right")}
     mid_slice = (CANAL_SLICES[0] + CANAL_SLICES[1] - 1) / 2
-    offset = (CANAL_SLICES[1] - CANAL_SLICES[0]) / 2 + 5.0
+    offset = (CANAL_SLICES[1] - CANAL_SLICES[0]) / 2 + 6.0
+    gap = VERTEBRA_H + DISC_H
+    col = BODY_COLS[1] - 1 + 0.3 * (CANAL_COLS[1] - CANAL_COLS[0])
     for n in range(5):
         r0, r1 = disc_rows(n)
         row = (r0 + r1 - 1) / 2
         out["disc_centre"].append([(BODY_COLS[0] + BODY_COLS[1] - 1) / 2, row,
                                    (BODY_SLICES[0] + BODY_SLICES[1] - 1) / 2])
         out["disc_posterior"].append([BODY_COLS[1] - 1, row, mid_slice])
-        out["foramen_left"].append([BODY_COLS[1] - 1, row, mid_slice - offset])  # slices go right
-        out["foramen_right"].append([BODY_COLS[1] - 1, row, mid_slice + offset])
+        up = row - 0.3 * gap
+        out["foramen_left"].append([col, up, mid_slice - offset])  # slices go to the right
+        out["foramen_right"].append([col, up, mid_slice + offset])
     return {k: voxel_to_world(lps_affine(), np.array(v, float)) for k, v in out.items()}
 
 

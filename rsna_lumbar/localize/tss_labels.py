@@ -15,7 +15,9 @@ Per level (disc label 92, 93, 94, 95, 100):
   canal, the disc voxels furthest posterior;
 * **foramina**: the posterior edge moved along the patient's left-right axis (world +x made
   perpendicular to the disc's antero-posterior direction) by half the canal's width at that
-  disc plus :attr:`SanityLimits.foramen_margin_mm`; patient left is +x.
+  disc plus :attr:`SanityLimits.foramen_margin_mm` (patient left is +x), and, as the foramen
+  sits above the disc and behind its edge, towards the next cranial disc by 0.3 of the disc gap
+  and backwards by 0.3 of the canal depth (see :func:`_foramina`).
 
 Sanity rules (each adds a :class:`~rsna_lumbar.localize.levels.Flag` and lowers the
 confidence, see :data:`FLAG_PENALTY`): all five levels present; disc centres strictly
@@ -73,8 +75,11 @@ class SanityLimits:
     max_gap_ratio: float = 1.8  # largest / smallest neighbouring gap (per level step)
     sacrum_max_mm: float = 20.0  # L5/S1 disc centre to the nearest sacrum voxel
     levels_max_mm: float = 6.0  # tool's level point to our posterior edge
-    foramen_margin_mm: float = 5.0  # beyond the canal's half width
+    foramen_margin_mm: float = 6.0  # foramen lateral to the canal: half its width + this
+    foramen_cranial_fraction: float = 0.3  # foramen above the disc: this × the disc gap
+    foramen_posterior_fraction: float = 0.3  # and behind the disc edge: this × canal depth
     default_foramen_offset_mm: float = 15.0  # when the canal width cannot be measured
+    default_gap_mm: float = 35.0  # when only one disc is found
 
 
 @dataclass(frozen=True)
@@ -126,8 +131,14 @@ def _nearest_distance(points: np.ndarray, cloud: np.ndarray) -> np.ndarray:
     return out
 
 
-def _disc_points(seg: LabelMap, disc: np.ndarray, canal: np.ndarray, limits: SanityLimits):
-    """Centre, posterior edge, left and right foramen (each (3,) LPS mm) of one disc mask."""
+def _voxel_extent(affine: np.ndarray, direction: np.ndarray) -> float:
+    """Width (mm) of one voxel measured along a unit world direction."""
+    return float(np.abs(direction @ affine[:3, :3]).sum())
+
+
+def _disc_geometry(seg: LabelMap, disc: np.ndarray, canal: np.ndarray, limits: SanityLimits):
+    """Centre and posterior edge ((3,) LPS mm), unit AP and left axes, lateral offset and canal
+    depth (mm) of one disc mask."""
     spacing = seg.spacing
     pad = np.ceil(40.0 / spacing).astype(int)  # look for the canal within 40 mm of the disc
     idx = np.argwhere(disc)
@@ -148,40 +159,76 @@ def _disc_points(seg: LabelMap, disc: np.ndarray, canal: np.ndarray, limits: San
     ap = ap / np.linalg.norm(ap) if np.linalg.norm(ap) > 1e-6 else np.array([0.0, 1.0, 0.0])
     lr = np.array([1.0, 0.0, 0.0]) - ap[0] * ap  # patient left, perpendicular to AP
     lr /= np.linalg.norm(lr)
-    offset = limits.default_foramen_offset_mm
+    offset, depth = limits.default_foramen_offset_mm, 0.0
     if canal_box.any():
         canal_w = voxel_to_world(seg.affine, (np.argwhere(canal_box) + lo).astype(np.float64))
         near = canal_w[np.linalg.norm(canal_w - posterior, axis=1) <= 15.0]
         if len(near):
-            proj = (near - posterior) @ lr
-            offset = (proj.max() - proj.min() + spacing.max()) / 2 + limits.foramen_margin_mm
-    return centre, posterior, posterior + offset * lr, posterior - offset * lr
+            across = (near - posterior) @ lr
+            width = np.ptp(across) + _voxel_extent(seg.affine, lr)
+            offset = width / 2 + limits.foramen_margin_mm
+            along = (near - posterior) @ ap
+            depth = np.ptp(along) + _voxel_extent(seg.affine, ap)
+    return centre, posterior, ap, lr, offset, depth
+
+
+def _foramina(geo: dict, centres: dict, limits: SanityLimits) -> dict:
+    """Left and right foramen points per level from the disc geometry and the neighbours.
+
+    The foramen lies lateral to the canal (half its width + margin), a little behind the
+    posterior disc edge (``foramen_posterior_fraction`` of the canal depth) and above the
+    disc, towards the next cranial disc (``foramen_cranial_fraction`` of the disc gap).
+    """
+    out = {}
+    present = [lv for lv in LEVELS if lv in centres]
+    for i, level in enumerate(present):
+        _, posterior, ap, lr, offset, depth = geo[level]
+        if i > 0:
+            up = centres[present[i - 1]] - centres[level]
+            gap = np.linalg.norm(up) / (level.index - present[i - 1].index)
+        elif len(present) > 1:
+            up = centres[level] - centres[present[1]]
+            gap = np.linalg.norm(up) / (present[1].index - level.index)
+        else:
+            up, gap = np.array([0.0, 0.0, 1.0]), limits.default_gap_mm
+        up = up / np.linalg.norm(up)
+        base = (posterior + limits.foramen_cranial_fraction * gap * up
+                + limits.foramen_posterior_fraction * depth * ap)
+        out[level] = (base + offset * lr, base - offset * lr)
+    return out
 
 
 def _sacrum_mask(seg: LabelMap, centres: dict[Level, np.ndarray]) -> np.ndarray | None:
     """Boolean mask of the sacrum, or None when it cannot be told apart.
 
     In step2_output and the synthetic truth 50 is the sacrum. In step1_output 50 is every
-    vertebra merged; there the sacrum is the most caudal label-50 component, provided it lies
-    wholly caudal to the lowest disc found.
+    vertebra merged (touching at the facets); there the "sacrum" is the bone within 50 mm of
+    the most caudal disc's centre, on the caudal side of that disc's plane, so the check
+    reduces to "the most caudal disc is labelled L5/S1 and has bone below it".
     """
     bone = seg.labels == SACRUM
     if not bone.any():
         return None
     if seg.values.intersection(LUMBAR_VERTEBRAE):
         return bone
-    comps, n = ndimage.label(bone)
-    if n < 2 or not centres:
+    discs = sorted(seg.values.intersection(ALL_DISC_LABELS))
+    if not discs:
         return None
-    lowest_disc_z = min(c[2] for c in centres.values())
-    best, best_top = None, np.inf
-    for k in range(1, n + 1):
-        top = seg.world(comps == k)[:, 2].max()
-        if top < best_top:
-            best, best_top = k, top
-    if best_top >= lowest_disc_z:
+    lowest = min(discs, key=lambda d: seg.world(seg.labels == d)[:, 2].mean())
+    disc = seg.world(seg.labels == lowest)
+    centre = disc.mean(axis=0)
+    _, _, axes = np.linalg.svd(disc - centre, full_matrices=False)
+    normal = axes[-1] if axes[-1][2] >= 0 else -axes[-1]  # thinnest axis, pointing cranially
+    half = np.ptp((disc - centre) @ normal) / 2
+    idx = np.argwhere(bone)
+    world = voxel_to_world(seg.affine, idx.astype(np.float64))
+    keep = (np.linalg.norm(world - centre, axis=1) <= 50.0) & (
+        (world - centre) @ normal < -half)
+    if keep.sum() * np.prod(seg.spacing) < 1000.0:  # less than 1 cm³ of bone below
         return None
-    return comps == best
+    mask = np.zeros_like(bone)
+    mask[tuple(idx[keep].T)] = True
+    return mask
 
 
 def points_from_labels(
@@ -208,14 +255,15 @@ def points_from_labels(
     flags: list[Flag] = []
     notes: list[str] = []
     canal = np.isin(seg.labels, (CORD, CANAL))
-    centres: dict[Level, np.ndarray] = {}
+    geo: dict[Level, tuple] = {}
     for level, label in DISC_LABELS.items():
         disc = seg.labels == label
-        if not disc.any():
-            continue
-        points[level.index] = np.stack(_disc_points(seg, disc, canal, limits))
-        centres[level] = points[level.index, PointKind.DISC_CENTRE.index]
-        level_conf[level.index] = 1.0
+        if disc.any():
+            geo[level] = _disc_geometry(seg, disc, canal, limits)
+            level_conf[level.index] = 1.0
+    centres = {level: g[0] for level, g in geo.items()}
+    for level, (left, right) in _foramina(geo, centres, limits).items():
+        points[level.index] = np.stack([geo[level][0], geo[level][1], left, right])
 
     def flag(f: Flag, note: str) -> None:
         if f not in flags:
@@ -274,8 +322,8 @@ def _check_sacrum(seg: LabelMap, centres: dict, limits: SanityLimits, flag) -> N
     elif dist.min() > limits.sacrum_max_mm:
         flag(Flag.OFF_BY_ONE, f"L5/S1 disc is {dist.min():.1f} mm from the sacrum "
              f"(> {limits.sacrum_max_mm} mm): a level may be missing or extra")
-    elif (cloud[:, 2].max() > centres[Level.L5_S1][2] + limits.sacrum_max_mm):
-        flag(Flag.OFF_BY_ONE, "sacrum reaches above the L5/S1 disc")
+    elif cloud[:, 2].mean() > centres[Level.L5_S1][2]:
+        flag(Flag.OFF_BY_ONE, "the sacrum's centre lies above the L5/S1 disc")
 
 
 def _check_levels(levels: LabelMap, points, limits: SanityLimits, flag, level_conf) -> None:
