@@ -56,6 +56,7 @@ def test_write_is_atomic_and_validates_first(tmp_path):
         write_submission(good.iloc[:10], path, [5])
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["submission.csv"]  # no temp files left
+    assert path.stat().st_mode & 0o044 == 0o044  # readable by others, like a plain write
 
 
 def _score(train, priors):
