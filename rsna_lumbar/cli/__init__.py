@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "baseline",
     "predict",
     "score",
+    "train", "report", "ablate", "models",
     "demo",
 )
 

@@ -1,0 +1,54 @@
+"""``rsna-lumbar ablate``: CV over config variants, one comparison table."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "cross-validate config variants (backbone, slices, crop size, views) into one table"
+DESCRIPTION = """\
+Train and report every variant of VARIANTS_YAML (dotted keys changed from --config) on the same
+folds, each into OUT/NAME (resumable), then write OUT/comparison.csv and comparison.md sorted by
+the out-of-fold official score. Every variant's config is validated before training starts.
+
+variants file:
+  common: {train.epochs: 4}
+  variants:
+    baseline: {}
+    shared_backbone: {model.shared: true}
+    spinal_sagittal_only: {data.views.spinal: [sag_t2]}
+
+example:
+  rsna-lumbar ablate --crops work/crops --folds work/folds.csv --labels data/train.csv \\
+      --config default --variants rsna_lumbar/configs/ablation.yaml --out work/ablation
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--crops", type=Path, required=True, metavar="DIR")
+    parser.add_argument("--folds", type=Path, required=True, metavar="CSV")
+    parser.add_argument("--labels", type=Path, required=True, metavar="TRAIN_CSV")
+    parser.add_argument("--config", default="default", metavar="YAML")
+    parser.add_argument("--variants", type=Path, required=True, metavar="VARIANTS_YAML")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR")
+    parser.add_argument("--force", action="store_true", help="retrain every variant")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="applied to every variant, after it")
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from rsna_lumbar.training.ablate import run_ablation, to_markdown
+    from rsna_lumbar.training.config import ConfigError, packaged_config
+
+    path = Path(args.config)
+    if not path.is_file() and packaged_config(args.config).is_file():
+        path = packaged_config(args.config)
+    if not path.is_file():
+        raise ConfigError(f"config {args.config} not found; pass a YAML file or default/tiny")
+    base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    table = run_ablation(args.crops, args.folds, args.labels, base, args.variants, args.out,
+                         overrides=args.overrides, force=args.force)
+    print(to_markdown(table))
+    return 0

@@ -1,0 +1,55 @@
+"""``rsna-lumbar train``: cross-validated severity models into a self-describing folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "train the severity models (k-fold CV, out-of-fold predictions, report)"
+DESCRIPTION = """\
+Train one 2.5D timm model per fold of FOLDS_CSV on the crop cache CROPS, with the labels of
+TRAIN_CSV, into MODEL_DIR: config.yaml (resolved), model.json, folds.csv, priors.json,
+fold_k/model.safetensors, oof_logits.csv, oof.csv (submission format), then the report
+(metrics.json, calibration.json, report/*.png). Finished folds are skipped; an interrupted fold
+resumes from its last epoch; --force starts over. KEY=VALUE overrides change the config
+(strictly checked), e.g. train.epochs=4 model.spec=efficientnet_b0_25d.
+Multi-GPU / multi-node: run the same command under torchrun (DistributedDataParallel).
+
+examples:
+  rsna-lumbar train --crops work/crops --folds work/folds.csv --labels data/train.csv \\
+      --config default --out weights/resnet18_25d train.epochs=8
+  torchrun --nproc_per_node 4 -m rsna_lumbar train ... --out weights/effv2s model.spec=efficientnetv2_s_gru
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--crops", type=Path, required=True, metavar="DIR", help="crop cache")
+    parser.add_argument("--folds", type=Path, required=True, metavar="CSV", help="study_id,fold")
+    parser.add_argument("--labels", type=Path, required=True, metavar="TRAIN_CSV")
+    parser.add_argument("--config", default="default", metavar="YAML",
+                        help="config file or packaged name (default, tiny); default: default")
+    parser.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR")
+    parser.add_argument("--force", action="store_true", help="delete MODEL_DIR and retrain")
+    parser.add_argument("--stop-after-epochs", type=int, metavar="N",
+                        help="stop after N epochs in this run (time-sliced sessions); rerun resumes")
+    parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from rsna_lumbar.training.config import load_config
+    from rsna_lumbar.training.loop import train_cv
+
+    config = load_config(args.config, args.overrides)
+    out = train_cv(args.crops, args.folds, args.labels, config, args.out, force=args.force,
+                   stop_after_epochs=args.stop_after_epochs)
+    if out is None:
+        print(f"stopped after {args.stop_after_epochs} epoch(s); rerun the same command to resume")
+        return 0
+    if int(os.environ.get("RANK", "0")) == 0 and not args.no_report:
+        from rsna_lumbar.training.report import build_report, format_report
+
+        print(format_report(build_report(out, args.labels)))
+    return 0

@@ -1,0 +1,15 @@
+"""Severity models: the spec registry, the 2.5D network, offline weights, the fold-ensemble predictor.
+
+Imports torch and timm, never DICOM code.
+"""
+
+from rsna_lumbar.models.registry import ModelSpec, create_model, get_spec, list_models
+
+__all__ = ["ModelSpec", "create_model", "get_spec", "list_models", "load_model_folder"]
+
+
+def load_model_folder(path, device="cpu"):
+    """See :func:`rsna_lumbar.models.predictor.load_model_folder`."""
+    from rsna_lumbar.models.predictor import load_model_folder as _load
+
+    return _load(path, device=device)

@@ -1,0 +1,156 @@
+"""Inference from a model folder: the API ``predict`` calls, rebuilt from the folder alone.
+
+``load_model_folder(path)`` reads ``model.json`` (network description), every
+``fold_*/model.safetensors``, ``calibration.json`` (per-family temperatures; absent → none) and
+``priors.json`` (the fallback), and returns a :class:`FoldEnsemble`. Given one study's crop
+arrays (the crop-cache npz structure: ``{condition}/{level}/{view}`` → ``(S, H, W)``), it returns
+calibrated probabilities ``(25, 3)`` in :data:`rsna_lumbar.vocabulary.TARGETS` order and a bool
+mask ``(25,)``: ``True`` where the networks predicted, ``False`` where the study lacked every view
+of that sample or the folder has no model for its family — those rows hold the fallback
+(the folder's priors unless the caller passes its own).
+
+The fold models' logits are averaged, divided by the family temperature, then softmaxed.
+Weights load from local files only; nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rsna_lumbar.models.network import LumbarNet
+from rsna_lumbar.models.registry import ModelSpec
+from rsna_lumbar.models.weights import load_weights
+from rsna_lumbar.vocabulary import TARGETS
+
+LOGGER = logging.getLogger(__name__)
+
+
+class _Arrays:
+    """A one-off crop 'cache' over in-memory studies (duck-types ``CropCache.arrays``)."""
+
+    def __init__(self, studies: Mapping[int, Mapping[str, np.ndarray]]):
+        self.studies = studies
+
+    def arrays(self, study_id: int):
+        return self.studies[study_id]
+
+
+class FoldEnsemble:
+    """The fold models of one model folder (see module docstring)."""
+
+    def __init__(self, folder: Path, description: dict, models: list[LumbarNet],
+                 temperatures: dict[str, float], priors: np.ndarray | None, device: torch.device):
+        self.folder = folder
+        self.description = description
+        self.models = models
+        self.temperatures = temperatures
+        self.priors = priors
+        self.device = device
+        self.families = tuple(description["families"])
+        self.views = {f: tuple(v) for f, v in description["views"].items()}
+        self.spec = ModelSpec(**description["spec"])
+
+    def __repr__(self) -> str:
+        return (f"FoldEnsemble({self.folder}, spec={self.spec.name}, folds={len(self.models)}, "
+                f"families={self.families}, temperatures={self.temperatures})")
+
+    @torch.no_grad()
+    def predict_studies(self, studies: Mapping[int, Mapping[str, np.ndarray]],
+                        fallback: np.ndarray | None = None, batch_size: int = 8):
+        """``{study: (probabilities (25, 3), mask (25,))}`` for several studies at once.
+
+        Args:
+            studies: study id → its crop arrays.
+            fallback: (25, 3) probabilities for unpredicted rows (default: the folder's priors,
+                else uniform).
+        """
+        from rsna_lumbar.training.dataset import StudyDataset, family_slots
+        from rsna_lumbar.training.oof import predict_logits, softmax
+
+        if fallback is None:
+            fallback = self.priors if self.priors is not None else np.full((len(TARGETS), 3), 1 / 3)
+        ids = list(studies)
+        dataset = StudyDataset(_Arrays(studies), ids, None, self.families, self.views,
+                               self.spec.slices, self.spec.size)
+        summed = None
+        for model in self.models:
+            order, out = predict_logits(model, dataset, self.device, batch_size)
+            if summed is None:
+                summed = {f: out[f][0].astype(np.float64) for f in out}
+                predicted = {f: out[f][1] for f in out}
+            else:
+                for f in out:
+                    summed[f] += out[f][0]
+        target_index = {(c.value, lv.value): t for t, (c, lv) in enumerate(TARGETS)}
+        results = {}
+        for i, study in enumerate(order):
+            probs = np.array(fallback, dtype=np.float64, copy=True)
+            mask = np.zeros(len(TARGETS), bool)
+            for f in self.families:
+                logits = summed[f][i] / len(self.models)
+                p = softmax(logits, self.temperatures.get(f, 1.0))
+                for n, slot in enumerate(family_slots(f)):
+                    if predicted[f][i, n]:
+                        probs[target_index[slot]] = p[n]
+                        mask[target_index[slot]] = True
+            results[study] = (probs, mask)
+        return results
+
+    def predict_study(self, arrays: Mapping[str, np.ndarray] | str | os.PathLike,
+                      fallback: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One study: its crop arrays (or its ``.npz`` path) → ``(probabilities (25, 3), mask (25,))``."""
+        if not isinstance(arrays, Mapping):
+            with np.load(arrays) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        return self.predict_studies({0: arrays}, fallback)[0]
+
+
+def fold_weight_files(folder: Path) -> list[Path]:
+    files = sorted(folder.glob("fold_*/model.safetensors"),
+                   key=lambda p: int(p.parent.name.split("_")[1]))
+    return files
+
+
+def load_model_folder(path: str | os.PathLike, device: str | torch.device = "cpu",
+                      folds: Sequence[int] | None = None) -> FoldEnsemble:
+    """Rebuild the fold ensemble of a model folder written by ``rsna-lumbar train``.
+
+    Raises:
+        FileNotFoundError: the folder lacks ``model.json`` or any ``fold_*/model.safetensors``;
+            the message says which and how to produce it.
+    """
+    from rsna_lumbar.priors import load_priors
+    from rsna_lumbar.training.calibration import load_temperatures
+
+    folder = Path(path)
+    description_file = folder / "model.json"
+    if not description_file.is_file():
+        msg = f"{description_file} not found: {folder} is not a model folder from 'rsna-lumbar train'"
+        raise FileNotFoundError(msg)
+    description = json.loads(description_file.read_text(encoding="utf-8"))
+    files = fold_weight_files(folder)
+    if folds is not None:
+        files = [f for f in files if int(f.parent.name.split("_")[1]) in set(folds)]
+    if not files:
+        msg = f"{folder} has no fold_*/model.safetensors; finish training it ('rsna-lumbar train')"
+        raise FileNotFoundError(msg)
+    device = torch.device(device)
+    spec = ModelSpec(**description["spec"])
+    models = []
+    for file in files:
+        model = LumbarNet(spec, description["families"], description["views"],
+                          shared=description["shared"])
+        load_weights(model, file)
+        models.append(model.to(device).eval())
+    temperatures = load_temperatures(folder / "calibration.json")
+    if not temperatures:
+        LOGGER.info("%s: no calibration.json (run 'rsna-lumbar report'); no temperature scaling", folder)
+    priors = load_priors(folder / "priors.json") if (folder / "priors.json").is_file() else None
+    return FoldEnsemble(folder, description, models, temperatures, priors, device)

@@ -1,0 +1,129 @@
+"""``rsna-lumbar ablate``: cross-validate config variants and write one comparison table.
+
+A variants file names each variant and the dotted keys it changes from the base config::
+
+    common:                      # optional, applied to every variant (e.g. a shorter schedule)
+      train.epochs: 4
+    variants:
+      baseline: {}
+      shared_backbone: {model.shared: true}
+      slices_3: {model.slices: 3}
+      crop_96: {model.size: 96}
+      spinal_sagittal_only: {data.views.spinal: [sag_t2]}
+      efficientnet_b0: {model.spec: efficientnet_b0_25d}
+
+Each variant trains into ``OUT/{name}`` (resumable, skipped when done) on the same folds, is
+reported (``metrics.json``), and ``OUT/comparison.csv`` / ``comparison.md`` list the official
+OOF score and its terms, balanced accuracy and Moderate recall per family, parameters and
+training time, best score first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from rsna_lumbar.atomic import write_csv, write_text
+from rsna_lumbar.training.config import ConfigError, _merge, _set_dotted, config_from_dict
+
+LOGGER = logging.getLogger(__name__)
+FAMILIES = ("spinal", "foraminal", "subarticular")
+
+
+def read_variants(path) -> tuple[dict, dict[str, dict]]:
+    """``(common tree, {name: tree})`` from a variants YAML (module docstring)."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    unknown = set(data) - {"common", "variants"}
+    if unknown or not isinstance(data.get("variants"), dict) or not data["variants"]:
+        msg = (f"{path}: a variants file has 'variants: {{name: {{dotted.key: value}}}}' and "
+               f"optionally 'common:'; found keys {sorted(data)}")
+        raise ConfigError(msg)
+
+    def tree(changes, where) -> dict:
+        out: dict = {}
+        for key, value in (changes or {}).items():
+            _set_dotted(out, str(key), value)
+        return out
+
+    for name in data["variants"]:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)):
+            raise ConfigError(f"{path}: variant name {name!r} must be usable as a folder name")
+    return tree(data.get("common"), "common"), {
+        str(n): tree(v, n) for n, v in data["variants"].items()
+    }
+
+
+def variant_configs(base: dict, variants_file, overrides=()) -> dict:
+    """Validated :class:`Config` of every variant (all checked before any training starts)."""
+    common, variants = read_variants(variants_file)
+    configs = {}
+    for name, changes in variants.items():
+        try:
+            configs[name] = config_from_dict(_merge(_merge(base, common), changes), overrides)
+        except ConfigError as error:
+            raise ConfigError(f"variant {name}: {error}") from None
+    return configs, variants
+
+
+def _flatten(tree: dict, prefix: str = "") -> str:
+    parts = []
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "views":
+            parts.append(_flatten(value, f"{prefix}{key}."))
+        else:
+            parts.append(f"{prefix}{key}={json.dumps(value)}")
+    return " ".join(p for p in parts if p) or "(base)"
+
+
+def run_ablation(crops, folds_csv, labels_csv, base: dict, variants_file, out, *, overrides=(),
+                 force: bool = False) -> pd.DataFrame:
+    """Train + report every variant; write and return the comparison table."""
+    from rsna_lumbar.models.predictor import load_model_folder
+    from rsna_lumbar.training.loop import train_cv
+    from rsna_lumbar.training.report import build_report
+
+    out = Path(out)
+    configs, changes = variant_configs(base, variants_file, overrides)
+    rows = []
+    for name, config in configs.items():
+        folder = out / name
+        started = time.time()
+        LOGGER.info("ablation: variant %s (%s)", name, _flatten(changes[name]))
+        train_cv(crops, folds_csv, labels_csv, config, folder, force=force)
+        elapsed = time.time() - started
+        timing = folder / "train_seconds.txt"
+        if not timing.is_file() or elapsed > 5:  # keep the first full timing of a skipped run
+            write_text(timing, f"{elapsed:.1f}\n")
+        metrics = build_report(folder, labels_csv)
+        params = sum(p.numel() for p in load_model_folder(folder).models[0].parameters())
+        row = {"variant": name, "changes": _flatten(changes[name]),
+               **{k: metrics[k] for k in ("score", "spinal", "foraminal", "subarticular",
+                                          "any_severe_spinal")},
+               "score_uncalibrated": metrics["uncalibrated"]["score"],
+               "prior_score": metrics["prior_baseline"]["score"]}
+        for f in FAMILIES:
+            row[f"bal_acc_{f}"] = metrics["balanced_accuracy"].get(f)
+            row[f"moderate_recall_{f}"] = metrics["recall"].get(f, {}).get("moderate")
+        row["params_m"] = round(params / 1e6, 3)
+        row["train_s"] = float(timing.read_text())
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values("score", kind="stable").reset_index(drop=True)
+    write_csv(table, out / "comparison.csv", float_format="%.4f")
+    write_text(out / "comparison.md", to_markdown(table))
+    return table
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub table (no tabulate dependency)."""
+    columns = list(table.columns)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in table.itertuples(index=False):
+        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

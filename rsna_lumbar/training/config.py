@@ -1,0 +1,295 @@
+"""Typed training configuration: frozen dataclasses are the schema, YAML holds values.
+
+``load_config(path, overrides)`` reads a YAML file (any subset of the keys; the rest take the
+defaults below), applies dotted command-line overrides such as ``train.lr=3e-4`` or
+``data.views.spinal=[sag_t2]``, and checks every key and type against the schema. An unknown
+key, a wrong type or a bad value fails at start-up with a message naming the key, the expected
+type and the close matches. :func:`dump_config` writes the resolved configuration (every key)
+into the model folder; loading has no side effects (no environment changes, no device probing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rsna_lumbar.crops import VIEWS
+
+FAMILIES = ("spinal", "foraminal", "subarticular")
+
+
+class ConfigError(ValueError):
+    """A configuration key, type or value is wrong; the message says how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    spec: str = "resnet18_25d"
+    shared: bool = False  # one backbone with a head per family, or one network per family
+    slices: int | None = None  # None: the spec's default
+    size: int | None = None
+    pooling: str | None = None
+    hidden: int | None = None
+    dropout: float | None = None
+    pretrained: bool = False  # ImageNet init from a local file (models/weights.py)
+    pretrained_file: str | None = None
+    channels_last: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    families: tuple[str, ...] = FAMILIES
+    views: dict[str, tuple[str, ...]] = dataclasses.field(
+        default_factory=lambda: {f: tuple(v) for f, v in VIEWS.items()}
+    )
+    slice_jitter: int = 1  # random shift of the slice window (training only), in slices
+    cache_in_memory: bool = True  # keep decoded studies in RAM after the first epoch
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    enabled: bool = True
+    affine_p: float = 0.7
+    rotate: float = 12.0  # degrees
+    scale: float = 0.1  # ± fraction
+    translate: float = 0.08  # ± fraction of the crop: the localiser's in-plane error
+    brightness_contrast_p: float = 0.5
+    gamma_p: float = 0.3
+    noise_p: float = 0.2
+    blur_p: float = 0.1
+    slice_reverse_p: float = 0.0  # flip slice order (sagittal left–right symmetry)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    folds: tuple[int, ...] | None = None  # None: every fold of the folds file
+    epochs: int = 10
+    batch_size: int = 8  # studies per optimiser step (all their samples of every family)
+    eval_batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_epochs: float = 0.5
+    class_weights: tuple[float, float, float] = (1.0, 2.0, 4.0)
+    any_severe_weight: float = 1.0
+    grad_clip: float = 5.0
+    amp: bool = True  # bfloat16/float16 autocast on CUDA only
+    device: str = "auto"  # auto | cpu | cuda
+    workers: int = 0  # background processes preparing batches (0: in the training process)
+    threads: int | None = None  # torch CPU threads (None: torch's default); 1 on a busy CPU
+    seed: int = 42
+    deterministic: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp, key: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``tp``; raise :class:`ConfigError`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def fail(extra: str = "") -> typing.NoReturn:
+        msg = (f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__}){extra}; "
+               f"fix the YAML or write e.g. {key}=<{_type_name(tp)}>")
+        raise ConfigError(msg)
+
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, str) and value.lower() in ("null", "none") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        fail()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        fail()
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads '3e-4' as a string
+            except ValueError:
+                fail()
+        fail()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        fail()
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            fail(" (a list)")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            fail(f" (a list of {len(args)})")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            fail(" (a mapping)")
+        return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    raise AssertionError(f"unsupported schema type {tp} for {key}")
+
+
+def _build(cls, values: dict, prefix: str):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), names, n=2)
+        hint = f"did you mean {', '.join(prefix + c for c in close)}? " if close else ""
+        msg = f"unknown config key {prefix}{key}; {hint}valid keys here: {', '.join(names)}"
+        raise ConfigError(msg)
+    kwargs = {}
+    for name in names:
+        if name not in values:
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            sub = values[name]
+            if not isinstance(sub, dict):
+                msg = f"{prefix}{name} must be a mapping of its keys, got {sub!r}"
+                raise ConfigError(msg)
+            kwargs[name] = _build(tp, sub, f"{prefix}{name}.")
+        elif name == "views" and isinstance(values[name], dict):
+            # views: a partial mapping updates the defaults family by family.
+            merged = {f: tuple(v) for f, v in VIEWS.items()}
+            merged.update(values[name])
+            kwargs[name] = _coerce(merged, tp, prefix + name)
+        else:
+            kwargs[name] = _coerce(values[name], tp, prefix + name)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            msg = f"override {dotted}: {part} is not a section"
+            raise ConfigError(msg)
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
+    """``["train.lr=3e-4", "data.views.spinal=[sag_t2]"]`` → nested dict (values parsed as YAML)."""
+    tree: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            msg = f"override {item!r} is not KEY=VALUE (e.g. train.epochs=5)"
+            raise ConfigError(msg)
+        key, text = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(text) if text.strip() else None)
+    return tree
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "views":
+            out[key] = _merge(out[key], value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_dict(values: dict | None, overrides=()) -> Config:
+    """Validate ``values`` (+ dotted ``overrides``) into a :class:`Config`."""
+    tree = _merge(values or {}, parse_overrides(list(overrides)))
+    config = _build(Config, tree, "")
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Value checks beyond types (families, views, ranges)."""
+    from rsna_lumbar.models.registry import get_spec
+
+    try:
+        get_spec(config.model.spec)
+    except KeyError as error:
+        raise ConfigError(f"model.spec: {error.args[0]}") from None
+    for family in config.data.families:
+        if family not in FAMILIES:
+            raise ConfigError(f"data.families: {family!r} is not one of {FAMILIES}")
+    for family, views in config.data.views.items():
+        if family not in VIEWS:
+            raise ConfigError(f"data.views.{family}: unknown family; use one of {FAMILIES}")
+        bad = [v for v in views if v not in VIEWS[family]]
+        if bad or not views:
+            msg = f"data.views.{family}={list(views)}: choose a non-empty subset of {list(VIEWS[family])}"
+            raise ConfigError(msg)
+    if config.model.pooling not in (None, "attention", "gru"):
+        raise ConfigError("model.pooling: use attention or gru (or null for the spec's)")
+    if config.train.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError("train.device: use auto, cpu or cuda")
+    if config.train.epochs < 1 or config.train.batch_size < 1:
+        raise ConfigError("train.epochs and train.batch_size must be ≥ 1")
+
+
+def packaged_config(name: str) -> Path:
+    """Path of a config shipped in ``rsna_lumbar/configs`` (``default``, ``tiny``)."""
+    return Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml"
+
+
+def load_config(path: str | os.PathLike | None, overrides=()) -> Config:
+    """Read a YAML config (a path, or the name of a packaged one) and apply overrides."""
+    if path is None:
+        return config_from_dict({}, overrides)
+    path = Path(path)
+    if not path.is_file() and packaged_config(str(path)).is_file():
+        path = packaged_config(str(path))
+    if not path.is_file():
+        msg = f"config {path} not found; pass a YAML file or a packaged name (default, tiny)"
+        raise ConfigError(msg)
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a config is a mapping of sections (model, data, augment, train)")
+    try:
+        return config_from_dict(values, overrides)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def config_to_dict(config: Config) -> dict:
+    """Plain YAML-able dict (tuples → lists)."""
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def dump_config(config: Config) -> str:
+    """The resolved configuration as YAML text (every key)."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

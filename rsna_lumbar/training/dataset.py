@@ -1,0 +1,214 @@
+"""Studies from the crop cache as fixed-shape tensors, with MRI-suited augmentation.
+
+One item is one study: for every family ``f`` with ``N_f`` slots (spinal 5 = levels; foraminal
+and subarticular 10 = left then right × levels, the order of :data:`rsna_lumbar.vocabulary.TARGETS`):
+
+* ``x[f]``: float32 ``(N_f, V_f, S, H, W)`` — the views of ``data.views[f]``, ``S`` slices,
+  resized to ``H = W = size``;
+* ``mask[f]``: bool ``(N_f, V_f)`` — whether the view exists in the cache;
+* ``label[f]``: int64 ``(N_f,)`` — 0/1/2, −1 when unlabelled or without any view.
+
+Keeping the study whole lets the loss see all five spinal levels together (the any-severe term)
+and makes every batch the same shape. Augmentation is per view (albumentations on the
+``(H, W, S)`` stack, so all slices move together): small affine (the localiser's in-plane error),
+brightness/contrast, noise, blur; ``slice_jitter`` shifts the slice window (its through-plane
+error). There is no left–right flip: the crops already mirror right-side samples, and a flip
+would turn them back. Augmentation draws come from ``(seed, epoch, study)`` so a resumed run
+repeats them exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from rsna_lumbar.crops import VIEWS
+from rsna_lumbar.vocabulary import CONDITIONS, LEVELS, SEVERITIES, Family, target_column
+
+INDEX_COLUMNS = ("study_id", "condition", "level", "family", "side", "file", "label")
+
+
+def family_slots(family: str) -> list[tuple[str, str]]:
+    """(condition, level) of each slot of ``family``, in TARGETS order."""
+    return [(c.value, lv.value) for c in CONDITIONS if c.family.value == family for lv in LEVELS]
+
+
+class CropCache:
+    """Read access to a crop cache folder (``index.csv`` + ``{study}.npz``)."""
+
+    def __init__(self, root: str | os.PathLike, keep_in_memory: bool = False):
+        self.root = Path(root)
+        index = self.root / "index.csv"
+        if not index.is_file():
+            msg = f"{index} not found; build the crop cache first ('rsna-lumbar crops')"
+            raise FileNotFoundError(msg)
+        frame = pd.read_csv(index, dtype={"side": str})
+        missing = [c for c in INDEX_COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{index} lacks columns {missing}; rebuild the crop cache")
+        self.index = frame
+        self.files = frame.groupby("study_id")["file"].first().to_dict()
+        self._memory: dict[int, dict[str, np.ndarray]] | None = {} if keep_in_memory else None
+
+    @property
+    def study_ids(self) -> list[int]:
+        return sorted(int(s) for s in self.files)
+
+    def arrays(self, study_id: int) -> dict[str, np.ndarray]:
+        """``{condition}/{level}/{view}`` → float16 ``(S, H, W)`` of one study."""
+        if self._memory is not None and study_id in self._memory:
+            return self._memory[study_id]
+        with np.load(self.root / self.files[study_id]) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        if self._memory is not None:
+            self._memory[study_id] = arrays
+        return arrays
+
+
+def labels_by_study(train: pd.DataFrame) -> dict[int, dict[str, int]]:
+    """``{study: {target column: 0/1/2}}`` from a ``train.csv`` frame (missing labels left out)."""
+    grade = {s.value: s.index for s in SEVERITIES}
+    out = {}
+    for row in train.to_dict("records"):
+        out[int(row["study_id"])] = {
+            k: grade[v] for k, v in row.items() if k != "study_id" and isinstance(v, str)
+        }
+    return out
+
+
+def select_slices(stack: np.ndarray, slices: int, shift: int = 0) -> np.ndarray:
+    """The ``slices`` slices centred on the middle one (+``shift``), edge-padded: ``(S, H, W)``."""
+    n = stack.shape[0]
+    centre = n // 2 + shift
+    idx = np.clip(np.arange(centre - slices // 2, centre - slices // 2 + slices), 0, n - 1)
+    return stack[idx]
+
+
+def build_augmentation(config, seed: int | None = None):
+    """The albumentations pipeline of an ``AugmentConfig`` (``None`` when disabled)."""
+    if not config.enabled:
+        return None
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations as A
+    import cv2
+
+    return A.Compose([
+        A.Affine(scale=(1 - config.scale, 1 + config.scale),
+                 translate_percent=(-config.translate, config.translate),
+                 rotate=(-config.rotate, config.rotate),
+                 border_mode=cv2.BORDER_REFLECT_101, p=config.affine_p),
+        A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.2,
+                                   p=config.brightness_contrast_p),
+        A.GaussNoise(std_range=(0.02, 0.08), p=config.noise_p),
+        A.GaussianBlur(blur_limit=(3, 5), p=config.blur_p),
+    ], seed=seed)
+
+
+def _seed(*parts) -> int:
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=4).digest(), "little")
+
+
+class StudyDataset(torch.utils.data.Dataset):
+    """Studies of a crop cache as tensors (see module docstring).
+
+    Args:
+        cache: the crop cache.
+        study_ids: the studies of this split.
+        labels: ``labels_by_study`` output (``None`` at inference: every label −1).
+        families, views: what to read (``DataConfig``).
+        slices, size: ``S`` and ``H = W``.
+        augment: an ``AugmentConfig`` for training, ``None`` for evaluation.
+        slice_jitter: max slice-window shift when augmenting.
+        seed: with :meth:`set_epoch`, fixes every random draw.
+    """
+
+    def __init__(self, cache: CropCache, study_ids: Sequence[int], labels, families, views,
+                 slices: int, size: int, augment=None, slice_jitter: int = 0, seed: int = 0):
+        self.cache = cache
+        self.study_ids = [int(s) for s in study_ids]
+        self.labels = labels or {}
+        self.families = tuple(families)
+        self.views = {f: tuple(views[f]) for f in self.families}
+        self.slices, self.size = slices, size
+        self.augment_config = augment
+        self.slice_jitter = slice_jitter if augment is not None else 0
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.study_ids)
+
+    @functools.cached_property
+    def transform(self):
+        return build_augmentation(self.augment_config) if self.augment_config is not None else None
+
+    def _prepare(self, stack: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        shift = int(rng.integers(-self.slice_jitter, self.slice_jitter + 1)) if self.slice_jitter else 0
+        view = select_slices(stack, self.slices, shift).astype(np.float32)
+        if view.shape[1:] != (self.size, self.size):
+            import cv2
+
+            view = cv2.resize(view.transpose(1, 2, 0), (self.size, self.size),
+                              interpolation=cv2.INTER_AREA if view.shape[1] > self.size
+                              else cv2.INTER_LINEAR)
+            view = view.reshape(self.size, self.size, -1).transpose(2, 0, 1)
+        if self.transform is not None:
+            self.transform.set_random_seed(int(rng.integers(2**31)))
+            view = self.transform(image=np.ascontiguousarray(view.transpose(1, 2, 0)))["image"]
+            view = view.reshape(self.size, self.size, -1).transpose(2, 0, 1)
+            if self.augment_config.slice_reverse_p and rng.random() < self.augment_config.slice_reverse_p:
+                view = view[::-1]
+        return np.ascontiguousarray(view)
+
+    def __getitem__(self, i: int) -> dict:
+        study_id = self.study_ids[i]
+        arrays = self.cache.arrays(study_id)
+        labels = self.labels.get(study_id, {})
+        rng = np.random.default_rng(_seed(self.seed, self.epoch, study_id))
+        item = {"study_id": study_id, "x": {}, "mask": {}, "label": {}}
+        for family in self.families:
+            slots = family_slots(family)
+            views = self.views[family]
+            x = np.zeros((len(slots), len(views), self.slices, self.size, self.size), np.float32)
+            mask = np.zeros((len(slots), len(views)), bool)
+            label = np.full(len(slots), -1, np.int64)
+            for n, (condition, level) in enumerate(slots):
+                for v, view in enumerate(views):
+                    stack = arrays.get(f"{condition}/{level}/{view}")
+                    if stack is not None and stack.ndim == 3 and stack.shape[0] > 0:
+                        x[n, v] = self._prepare(stack, rng)
+                        mask[n, v] = True
+                if mask[n].any():
+                    label[n] = labels.get(target_column_of(condition, level), -1)
+            item["x"][family] = torch.from_numpy(x)
+            item["mask"][family] = torch.from_numpy(mask)
+            item["label"][family] = torch.from_numpy(label)
+        return item
+
+
+def target_column_of(condition: str, level: str) -> str:
+    return f"{condition}_{level}"
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack items: ``x[f]`` → ``(B, N_f, V_f, S, H, W)``, ``mask[f]`` → ``(B, N_f, V_f)``, …"""
+    families = items[0]["x"].keys()
+    return {
+        "study_id": torch.tensor([it["study_id"] for it in items]),
+        **{key: {f: torch.stack([it[key][f] for it in items]) for f in families}
+           for key in ("x", "mask", "label")},
+    }
+
+
+assert all(f.value in VIEWS for f in Family)
+assert target_column_of("spinal_canal_stenosis", "l1_l2") == target_column(CONDITIONS[0], LEVELS[0])
