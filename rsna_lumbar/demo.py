@@ -77,7 +77,7 @@ def run_demo(plan: DemoPlan) -> dict:
     model_dir = weights / f"severity_{plan.config}"
     summary.update(_train_and_report(plan, crops, folds_csv, data / "train.csv", model_dir))
     _banner(6, total, "learned localiser for the test split")
-    summary.update(_localiser(plan, data, weights))
+    summary.update(_localiser(plan, data, work, weights))
     _banner(7, total, "predict the test split")
     submission = work / "submission.csv"
     predict_split(data, "test", submission, weights, work=work / "predict")
@@ -116,11 +116,12 @@ def _train_and_report(plan, crops, folds_csv, labels_csv, model_dir) -> dict:
     return {"train_oof": {"model": metrics}, "report": str(model_dir)}
 
 
-def _localiser(plan, data, weights) -> dict:
-    from rsna_lumbar.localize.keypoints.train import train_localizer
+def _localiser(plan, data, work, weights) -> dict:
+    from rsna_lumbar.localize.keypoints.stage import train_oof
 
-    metrics = train_localizer(data, weights / "localizer", seed=plan.seed)
-    return {"localizer": metrics}
+    train_oof(data, work / "localize_oof.csv", weights / "localizer", work=work,
+              n_folds=plan.folds)  # fmt: skip
+    return {"localizer": str(weights / "localizer")}
 
 
 def print_summary(summary: dict) -> None:

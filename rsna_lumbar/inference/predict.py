@@ -69,10 +69,10 @@ class _Stages:
 def _points(data: Path, split: str, localizer: Path | None, work: Path) -> Path | None:
     """The points file the crops use, or ``None`` when there is no way to place levels."""
     if localizer is not None and localizer.is_dir():
-        from rsna_lumbar.localize.keypoints.predict import predict_points
+        from rsna_lumbar.localize.keypoints.stage import predict_split as predict_points
 
         out = work / f"points_{split}.csv"
-        predict_points(localizer, data, split, out)
+        predict_points(data, split, out, localizer, work=work)
         return out
     labelled = CompetitionFolder(data).label_coordinates_csv
     if split == "train" and labelled.is_file():
