@@ -73,6 +73,7 @@ push-kernel: $(VENV)/.installed  ## push the inference kernel (kernels/) to Kagg
 # RSNA_TSS_BIN, else ./.tss-venv/bin/totalspineseg. Weights: TOTALSPINESEG_DATA (README).
 TSS_VENV  ?= .tss-venv
 TSS_TORCH ?= torch==2.14.1 torchvision==0.29.1
+TSS_KAGGLE_PYTHON ?= 3.11
 
 .PHONY: tss-env test-live tss-wheels
 
@@ -90,4 +91,4 @@ test-live: $(VENV)/.installed $(TSS_VENV)/.installed  ## live TotalSpineSeg test
 	RSNA_TSS_BIN=$(abspath $(TSS_VENV))/bin/totalspineseg $(PY) -m pytest -q -m live -s tests/test_tss_live.py
 
 tss-wheels: $(TSS_VENV)/.installed  ## Kaggle: offline wheels of the TotalSpineSeg env in $(WHEELHOUSE)/tss (after `make wheels`)
-	$(PY) tools/tss_wheelhouse.py --venv $(TSS_VENV) --out $(WHEELHOUSE)/tss --python $(KAGGLE_PYTHON)
+	$(PY) tools/tss_wheelhouse.py --venv $(TSS_VENV) --out $(WHEELHOUSE)/tss --python $(TSS_KAGGLE_PYTHON)

@@ -197,3 +197,33 @@ def test_weights_layouts_and_read_only_shim(tmp_path):
         assert argv[argv.index("--device") + 1] == "cuda"
     finally:
         os.chmod(kaggle, 0o755)
+
+
+@pytest.fixture(scope="module")
+def synth_set(tmp_path_factory):
+    from rsna_lumbar.synth.generate import generate
+
+    out = tmp_path_factory.mktemp("synth")
+    return generate(out, studies=1, seed=1, test_studies=0, workers=1, scale=4)
+
+
+@pytest.mark.parametrize("step", ["step1_output", "step2_output"])
+def test_synthetic_truth_maps_give_the_true_points(synth_set, step):
+    import pandas as pd
+
+    truth = pd.read_csv(synth_set / "truth" / "points.csv")
+    kinds = {"disc_centre": (PointKind.DISC_CENTRE, 2.5), "disc_posterior": (
+        PointKind.DISC_POSTERIOR, 3.0), "left_foramen": (PointKind.FORAMEN_LEFT, 8.0),
+        "right_foramen": (PointKind.FORAMEN_RIGHT, 8.0)}
+    files = sorted((synth_set / "truth" / "totalspineseg" / step).glob("*.nii.gz"))
+    assert len(files) == 2  # Sagittal T1 and T2 of the one study
+    for path in files:
+        study = int(path.name.split("_")[0])
+        result = points_from_labels(LabelMap.load(path))
+        assert result.flags == () and result.confidence == 1.0, (path.name, result.notes)
+        for structure, (kind, tolerance) in kinds.items():
+            rows = truth[(truth.study_id == study) & (truth.structure == structure)]
+            expected = rows.set_index("level").loc[[lv.title for lv in LEVELS],
+                                                   ["world_x", "world_y", "world_z"]].to_numpy()
+            error = np.linalg.norm(result.kind(kind) - expected, axis=1)
+            assert error.max() < tolerance, (path.name, structure, error.round(1))

@@ -42,6 +42,17 @@ def frozen(venv: Path) -> list[str]:
     return specs
 
 
+def pure(venv: Path, spec: str) -> bool:
+    """Whether the venv's installed ``spec`` is a pure-Python distribution."""
+    name = spec.split("==")[0].lower().replace("-", "_")
+    site = next((venv / "lib").glob("python*/site-packages"))
+    for info in site.glob("*.dist-info"):
+        if info.name.lower().startswith(name + "-"):
+            wheel = (info / "WHEEL").read_text() if (info / "WHEEL").is_file() else ""
+            return "Root-Is-Purelib: true" in wheel
+    return False
+
+
 def download(spec: str, out: Path, python: str) -> bool:
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
            "--implementation", "cp", "--python-version", python, "-d", str(out), spec]
@@ -54,26 +65,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--venv", type=Path, default=Path(".tss-venv"))
     parser.add_argument("--out", type=Path, default=Path("wheelhouse/tss"))
-    parser.add_argument("--python", nargs="+", default=["3.10", "3.11"])
+    parser.add_argument("--python", nargs="+", default=["3.11"])
     args = parser.parse_args(argv)
     if not (args.venv / "bin" / "python").is_file():
         sys.exit(f"no TotalSpineSeg venv at {args.venv}: run `make tss-env` first")
     args.out.mkdir(parents=True, exist_ok=True)
     specs = frozen(args.venv)
-    local = []
+    missing: dict[str, list[str]] = {}
     for spec in specs:
-        ok = [download(spec, args.out, py) for py in args.python]
-        if not all(ok):
-            local.append(spec)
-    for spec in local:  # sdist-only: build a wheel here (works for pure-Python packages)
+        for py in args.python:
+            if not download(spec, args.out, py):
+                missing.setdefault(spec, []).append(py)
+    built = []
+    for spec, pythons in missing.items():  # no binary wheel: build it here if pure Python
+        if len(pythons) != len(args.python) or not pure(args.venv, spec):
+            sys.exit(f"no binary wheel of {spec} for Python {', '.join(pythons)}: choose the "
+                     "Kaggle image's Python with --python (e.g. 3.11), or rebuild the TSS venv "
+                     "with that Python")
         rc = subprocess.run([str(args.venv / "bin" / "python"), "-m", "pip", "wheel", "--quiet",
                              "--no-deps", "-w", str(args.out), spec]).returncode
         if rc != 0:
-            sys.exit(f"could not get a wheel of {spec} for Python {args.python}")
+            sys.exit(f"could not build a wheel of {spec}")
+        built.append(spec)
     lock = args.out / "requirements-tss.lock"
     lock.write_text("# TotalSpineSeg env for Kaggle (torch from the image)\n" + "\n".join(specs)
                     + "\n")
-    print(f"{len(specs)} packages ({len(local)} built locally) in {args.out}; lock: {lock}")
+    print(f"{len(specs)} packages ({len(built)} built locally) in {args.out}; lock: {lock}")
     return 0
 
 

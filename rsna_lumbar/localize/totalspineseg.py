@@ -6,7 +6,8 @@ than the kit, so it lives in its own virtual environment (``make tss-env`` build
 
 Where things come from, in this order:
 
-* **executable**: the ``executable`` argument, ``$RSNA_TSS_BIN``, ``$TOTALSPINESEG_BIN``,
+* **executable**: the ``executable`` argument, else ``$RSNA_TSS_BIN``, else
+  ``$TOTALSPINESEG_BIN`` (the first one set is the only one tried); with none set,
   ``.tss-venv/bin/totalspineseg`` (current directory, then the kit's checkout), then
   ``totalspineseg`` on ``PATH``;
 * **weights**: the ``data_dir`` argument, then ``$TOTALSPINESEG_DATA``. Accepted layouts:
@@ -48,7 +49,7 @@ TotalSpineSeg runs in its own environment (it pins timm<1.0.23; the kit needs a 
   make tss-env                      # builds .tss-venv from requirements-tss.txt (~2 min, 6.4 GB)
 or by hand:
   python3 -m venv .tss-venv && .tss-venv/bin/pip install -r requirements-tss.txt
-  # (= pip install 'rsna-lumbar[totalspineseg]' in a venv of its own, plus kornia==0.8.2)
+  # (the same pins as pip install 'rsna-lumbar[totalspineseg]', in a venv of its own)
 then point the kit at it with RSNA_TSS_BIN=/path/to/venv/bin/totalspineseg (or keep .tss-venv/
 in the working directory). Weights: unpack Dataset101_TotalSpineSeg_step1 and
 Dataset102_TotalSpineSeg_step2 (release zips from github.com/neuropoly/totalspineseg) into
@@ -83,13 +84,16 @@ class TotalSpineSegFailed(TotalSpineSegError):
 def find_executable(explicit: str | os.PathLike | None = None) -> Path:
     """The ``totalspineseg`` console script to run; raises :class:`TotalSpineSegUnavailable`."""
     tried = []
-    candidates = [(str(explicit), "argument")] if explicit else []
-    candidates += [(os.environ[v], f"${v}") for v in BIN_VARS if os.environ.get(v)]
-    candidates += [(str(Path.cwd() / ".tss-venv/bin/totalspineseg"), "./.tss-venv"),
-                   (str(KIT_ROOT / ".tss-venv/bin/totalspineseg"), "kit .tss-venv")]
-    on_path = shutil.which("totalspineseg")
-    if on_path:
-        candidates.append((on_path, "PATH"))
+    named = [(str(explicit), "argument")] if explicit else []
+    named += [(os.environ[v], f"${v}") for v in BIN_VARS if os.environ.get(v)]
+    if named:  # an explicit setting is authoritative: never silently run another copy
+        candidates = named[:1]
+    else:
+        candidates = [(str(Path.cwd() / ".tss-venv/bin/totalspineseg"), "./.tss-venv"),
+                      (str(KIT_ROOT / ".tss-venv/bin/totalspineseg"), "kit .tss-venv")]
+        on_path = shutil.which("totalspineseg")
+        if on_path:
+            candidates.append((on_path, "PATH"))
     for path, where in candidates:
         p = Path(path).expanduser()
         if p.is_file() and os.access(p, os.X_OK):
@@ -139,7 +143,7 @@ def usable_data_dir(models: tuple[Path, Path], scratch: Path) -> Path:
     """
     root = models[0].parent.parent.parent
     if models[0].parent.name == "results" and models[1].parent == models[0].parent \
-            and os.access(root, os.W_OK) and os.access(models[0].parent, os.W_OK):
+            and all(os.access(p, os.W_OK) for p in (root, root / "nnUNet", models[0].parent)):
         return root
     shim = scratch / "tss-data"
     results = shim / "nnUNet" / "results"
@@ -260,8 +264,19 @@ def nifti_key(path: Path, tss: TotalSpineSeg) -> str:
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(np.asanyarray(img.dataobj)).tobytes())
     h.update(np.asarray(img.affine, dtype=np.float64).tobytes())
-    h.update(repr((tss.step1_only, [m.name for m in tss.models])).encode())
+    h.update(repr((tss.step1_only, weights_fingerprint(tss.models))).encode())
     return h.hexdigest()[:16]
+
+
+def weights_fingerprint(models: tuple[Path, Path]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime) of every checkpoint and plans file, so new weights miss the cache."""
+    files = []
+    for model in models:
+        for f in sorted(model.resolve().glob("*__*__*/*.json")) + sorted(
+                model.resolve().glob("*__*__*/fold_*/checkpoint_*.pth")):
+            st = f.stat()
+            files.append((str(f), st.st_size, st.st_mtime_ns))
+    return files
 
 
 def run_cached(tss: TotalSpineSeg, nifti: str | os.PathLike, cache_dir: str | os.PathLike, *,
@@ -315,9 +330,12 @@ def output_name(study_id, series_id) -> str:
     return f"{study_id}_{series_id}"
 
 
-if __name__ == "__main__":  # python -m rsna_lumbar.localize.totalspineseg: where is it?
+def main() -> int:
+    """``python -m rsna_lumbar.localize``: say which TotalSpineSeg and weights would be used."""
     try:
         t = TotalSpineSeg.from_env()
-        print(f"executable: {t.executable}\nstep 1 model: {t.models[0]}\nstep 2 model: {t.models[1]}")
     except TotalSpineSegUnavailable as err:
-        sys.exit(str(err))
+        print(err, file=sys.stderr)
+        return 1
+    print(f"executable: {t.executable}\nstep 1 model: {t.models[0]}\nstep 2 model: {t.models[1]}")
+    return 0

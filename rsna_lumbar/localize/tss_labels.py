@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -116,8 +117,9 @@ class LabelMap:
         """World points (N, 3) LPS mm of the voxels where ``mask`` is true."""
         return voxel_to_world(self.affine, np.argwhere(mask).astype(np.float64))
 
-    @property
+    @cached_property
     def values(self) -> set[int]:
+        """The label values present (computed once)."""
         return {int(v) for v in np.unique(self.labels)}
 
 
