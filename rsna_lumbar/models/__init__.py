@@ -8,8 +8,11 @@ from rsna_lumbar.models.registry import ModelSpec, create_model, get_spec, list_
 __all__ = ["ModelSpec", "create_model", "get_spec", "list_models", "load_model_folder"]
 
 
-def load_model_folder(path, device="cpu"):
-    """See :func:`rsna_lumbar.models.predictor.load_model_folder`."""
+def load_model_folder(path, device="cpu", folds=None):
+    """Fold ensemble of a model folder: ``predict_study(arrays) -> (probs (25, 3), mask (25,))``.
+
+    See :func:`rsna_lumbar.models.predictor.load_model_folder`.
+    """
     from rsna_lumbar.models.predictor import load_model_folder as _load
 
-    return _load(path, device=device)
+    return _load(path, device=device, folds=folds)

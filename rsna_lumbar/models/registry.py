@@ -66,6 +66,8 @@ for _spec in (
               note="timm test_resnet (0.4 M params), for CPU tests only"),
     ModelSpec("tiny_gru", "test_resnet", slices=3, size=32, hidden=32, dropout=0.0,
               pooling="gru", note="tiny with a bi-GRU over slices"),
+    ModelSpec("tiny_gn", "test_efficientnet_gn", slices=3, size=32, hidden=32, dropout=0.0,
+              note="tiny with GroupNorm (no batch statistics): DDP equals one process exactly"),
     ModelSpec("resnet10t_25d", "resnet10t", slices=5, size=64, hidden=128,
               pretrained_tag="c3_in1k", note="CPU-sized: resnet10t, 5×64 px"),
     ModelSpec("resnet18_25d", "resnet18", slices=5, size=64, hidden=128,

@@ -131,6 +131,12 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
     state = strip_prefixes(state)
+    own = model.state_dict()
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+              if k in own and v.shape != own[k].shape]
+    if shapes:
+        msg = f"{path} does not fit the model (shapes differ: {shapes[:3]}); was it trained with another spec?"
+        raise RuntimeError(msg)
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         detail = f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"

@@ -81,6 +81,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     amp: bool = True  # bfloat16/float16 autocast on CUDA only
     device: str = "auto"  # auto | cpu | cuda
+    sync_bn: bool = True  # under multi-GPU DDP, batch statistics over all GPUs (CUDA only)
     workers: int = 0  # background processes preparing batches (0: in the training process)
     threads: int | None = None  # torch CPU threads (None: torch's default); 1 on a busy CPU
     seed: int = 42

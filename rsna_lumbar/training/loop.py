@@ -178,6 +178,8 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
         if d.main:
             LOGGER.info("fold %d: resuming after epoch %d from %s", fold, start_epoch, checkpoint)
     net = model
+    if d.world > 1 and d.device.type == "cuda" and config.train.sync_bn:
+        model = net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if d.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
@@ -298,10 +300,18 @@ def train_cv(crops, folds_csv, labels_csv, config: Config, out, *, force: bool =
 
     Returns the model folder when every requested fold is done, ``None`` if stopped early.
     """
-    out = Path(out)
-    d = setup(config)
+    threads = torch.get_num_threads()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
+    try:
+        return _train_cv(crops, folds_csv, labels_csv, config, Path(out), force, stop_after_epochs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bool,
+              stop_after_epochs: int | None) -> Path | None:
+    d = setup(config)
     if config.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     text = dump_config(config)

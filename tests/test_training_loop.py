@@ -1,0 +1,125 @@
+"""Training on a fake crop cache: learning beats the priors out of fold; resume; predictor; report."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from crop_factory import make_crop_cache
+from safetensors.torch import load_file
+
+from rsna_lumbar.cli import main
+from rsna_lumbar.models import load_model_folder
+from rsna_lumbar.training.config import load_config
+from rsna_lumbar.training.loop import train_cv
+from rsna_lumbar.training.oof import LOGIT_COLUMNS, softmax
+from rsna_lumbar.vocabulary import TARGETS
+
+REQUIRED = ("score", "spinal", "foraminal", "subarticular", "any_severe_spinal")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The tiny config trained by the CLI on 32 studies, folds 0 and 1 of 4 held out."""
+    root = tmp_path_factory.mktemp("learn")
+    crops, train_csv, folds_csv = make_crop_cache(root, n_studies=32, slices=3, size=16, k=4)
+    out = root / "model"
+    code = main(["train", "--crops", str(crops), "--folds", str(folds_csv), "--labels",
+                 str(train_csv), "--config", "tiny", "--out", str(out), "train.folds=[0,1]"])
+    assert code == 0
+    return crops, train_csv, folds_csv, out
+
+
+def test_learns_better_than_the_priors_out_of_fold(trained):
+    _, _, _, out = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    prior = metrics["prior_baseline"]
+    assert metrics["uncalibrated"]["score"] < 0.92 * prior["score"], metrics
+    assert metrics["score"] < 0.92 * prior["score"]
+    assert metrics["any_severe_spinal"] < prior["any_severe_spinal"]
+    # Weighted CE must not collapse Moderate: it is recalled in every family.
+    assert all(metrics["recall"][f]["moderate"] > 0.1 for f in ("spinal", "foraminal", "subarticular"))
+
+
+def test_model_folder_is_self_describing(trained):
+    crops, train_csv, _, out = trained
+    for name in ("config.yaml", "model.json", "folds.csv", "priors.json", "oof.csv",
+                 "oof_logits.csv", "metrics.json", "calibration.json",
+                 "fold_0/model.safetensors", "fold_1/model.safetensors", "fold_0/history.json",
+                 "report/confusion_matrices.png",
+                 "report/confusion_spinal_canal_stenosis.png"):
+        assert (out / name).is_file(), name
+    assert not (out / "fold_0" / "last.pt").exists()
+    assert (out / "report" / "confusion_spinal_canal_stenosis.png").read_bytes()[:4] == b"\x89PNG"
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in REQUIRED:
+        assert np.isfinite(metrics[key])
+    assert set(metrics["balanced_accuracy"]) >= {"spinal_canal_stenosis",
+                                                 "left_subarticular_stenosis", "foraminal"}
+    history = json.loads((out / "fold_0" / "history.json").read_text())
+    assert len(history) == 4 and 0 <= history[0]["data_wait_share"] <= 1
+    # oof.csv is a submission-format file that 'rsna-lumbar score' reads directly.
+    oof = pd.read_csv(out / "oof.csv")
+    assert list(oof.columns) == ["row_id", "normal_mild", "moderate", "severe"]
+    assert len(oof) == 25 * 16
+    assert main(["score", "--labels", str(train_csv), "--submission", str(out / "oof.csv")]) == 0
+
+
+def test_report_cli_prints_and_writes(trained, capsys):
+    _, train_csv, _, out = trained
+    (out / "metrics.json").unlink()
+    assert main(["report", "--model", str(out), "--labels", str(train_csv)]) == 0
+    text = capsys.readouterr().out
+    assert "any_severe_spinal" in text and "balanced" not in text.split("\n")[0]
+    assert "R moderate" in text
+    assert (out / "metrics.json").is_file()
+
+
+def test_predictor_reproduces_the_fold_oof_logits(trained):
+    crops, _, folds_csv, out = trained
+    ensemble = load_model_folder(out, folds=[0])
+    ensemble.temperatures = {}
+    oof = pd.read_csv(out / "oof_logits.csv")
+    oof = oof[oof.fold == 0]
+    study = int(oof.study_id.iloc[0])
+    probs, mask = ensemble.predict_study(crops / f"{study}.npz")
+    rows = oof[oof.study_id == study].set_index("row_id")
+    order = [f"{study}_{c.value}_{lv.value}" for c, lv in TARGETS]
+    assert mask.tolist() == (rows.loc[order, "predicted"] == 1).tolist()
+    expected = softmax(rows.loc[order, list(LOGIT_COLUMNS)].to_numpy())
+    np.testing.assert_allclose(probs[mask], expected[mask], atol=2e-5)
+    # A study without any crop: every row is the fallback, and the mask says so.
+    fallback = np.tile([0.7, 0.2, 0.1], (25, 1))
+    probs, mask = ensemble.predict_study({}, fallback=fallback)
+    assert not mask.any() and np.allclose(probs, fallback)
+    # Unpredictable rows default to the folder's priors; the ensemble averages folds.
+    both = load_model_folder(out)
+    probs, mask = both.predict_study({})
+    assert np.allclose(probs.sum(axis=1), 1) and len(both.models) == 2
+
+
+def _fold_outputs(out):
+    state = load_file(str(out / "fold_0" / "model.safetensors"))
+    return state, pd.read_csv(out / "fold_0" / "oof.csv")
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
+    crops, train_csv, folds_csv = make_crop_cache(tmp_path, n_studies=12, slices=3, size=16, k=2)
+    config = load_config("tiny", ["train.epochs=2", "train.folds=[0]"])
+    full = train_cv(crops, folds_csv, train_csv, config, tmp_path / "full")
+    assert full is not None
+    stopped = train_cv(crops, folds_csv, train_csv, config, tmp_path / "cut", stop_after_epochs=1)
+    assert stopped is None
+    checkpoint = torch.load(tmp_path / "cut" / "fold_0" / "last.pt", weights_only=True)
+    assert checkpoint["epoch"] == 1
+    assert train_cv(crops, folds_csv, train_csv, config, tmp_path / "cut") is not None
+    (a, oof_a), (b, oof_b) = _fold_outputs(full), _fold_outputs(tmp_path / "cut")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    pd.testing.assert_frame_equal(oof_a, oof_b, rtol=1e-4)
+    # A finished fold is skipped; another configuration in the same folder is refused.
+    assert train_cv(crops, folds_csv, train_csv, config, tmp_path / "cut") is not None
+    other = load_config("tiny", ["train.epochs=3", "train.folds=[0]"])
+    with pytest.raises(ValueError, match="--force"):
+        train_cv(crops, folds_csv, train_csv, other, tmp_path / "cut")
