@@ -28,7 +28,7 @@ _TABLE = {
     Tissue.LIGAMENT: (0.08, 0.07, 0.08, 0.05),
     Tissue.VESSEL: (0.07, 0.05, 0.08, 0.0),
     Tissue.VISCERA: (0.40, 0.32, 0.35, 0.35),
-    Tissue.FACET_FLUID: (0.18, 0.70, 0.75, 0.0),
+    Tissue.FACET_FLUID: (0.18, 0.45, 0.50, 0.0),
 }
 _NUCLEUS_HEALTHY = (0.38, 0.52, 0.70)
 _NUCLEUS_DEGENERATE = (0.28, 0.16, 0.22)

@@ -98,7 +98,7 @@ def _paint_soft_tissue(s: Spine, u, t, d, tis) -> None:
     ad = float(np.mean(s.half_depth[3:8]))
     aw = float(np.mean(s.half_width[3:8]))
     top, l5s1 = s.disc_t[3], s.disc_t[7]
-    retro = (u / 80.0) ** 2 + ((d + 4.0) / (ad + 16.0)) ** 2 <= 1
+    retro = (u / 75.0) ** 2 + ((d + 2.0) / (ad + 7.0)) ** 2 <= 1
     tis[retro] = Tissue.FAT
     # Erector spinae and multifidus behind the arches, with a fatty fascial plane between.
     back = s.back_depth - s.fat
@@ -214,7 +214,7 @@ def _paint_spine(s: Spine, u, t, d, tis, lab) -> None:
     facet &= ~sacral | (j == 7)
     tis[facet] = Tissue.POST_BONE
     lab[facet] = vert_label[facet]
-    joint = facet & (np.abs((au - fc_u) * 0.7 + (d - fc_d) * 0.7) < 0.6)
+    joint = facet & (np.abs((au - fc_u) * 0.7 + (d - fc_d) * 0.7) < 0.4) & (np.abs(dt - 3) < 8)
     tis[joint] = Tissue.FACET_FLUID
     # -- ligamentum flavum thickening from behind --------------------------------------
     th = (2.0 + 4.5 * n_sp + 4.0 * n_sa) * np.where(lumbar, _gauss(dt, hh + 5), 0.3)
