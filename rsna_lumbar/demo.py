@@ -108,11 +108,12 @@ def run_demo(plan: DemoPlan) -> dict:
 def _train_and_report(plan, crops, folds_csv, labels_csv, model_dir) -> dict:
     from rsna_lumbar.training.config import load_config
     from rsna_lumbar.training.loop import train_cv
-    from rsna_lumbar.training.report import write_report
+    from rsna_lumbar.training.report import build_report, format_report
 
     config = load_config(plan.config, [f"train.epochs={plan.epochs}"])
     train_cv(crops, folds_csv, labels_csv, config, model_dir)
-    metrics = write_report(model_dir, labels_csv)
+    metrics = build_report(model_dir, labels_csv)
+    print(format_report(metrics))
     return {"train_oof": {"model": metrics}, "report": str(model_dir)}
 
 
