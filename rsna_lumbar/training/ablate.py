@@ -74,7 +74,7 @@ def variant_configs(base: dict, variants_file, overrides=()) -> dict:
 def _flatten(tree: dict, prefix: str = "") -> str:
     parts = []
     for key, value in tree.items():
-        if isinstance(value, dict) and key != "views":
+        if isinstance(value, dict):
             parts.append(_flatten(value, f"{prefix}{key}."))
         else:
             parts.append(f"{prefix}{key}={json.dumps(value)}")

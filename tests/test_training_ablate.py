@@ -1,0 +1,43 @@
+"""Ablation: variants validated up front, trained on the same folds, one comparison table."""
+
+import pandas as pd
+import pytest
+from crop_factory import make_crop_cache
+
+from rsna_lumbar.cli import main
+from rsna_lumbar.training.ablate import read_variants
+from rsna_lumbar.training.config import ConfigError
+
+
+def test_ablate_writes_one_table(tmp_path, capsys):
+    crops, train_csv, folds_csv = make_crop_cache(tmp_path, n_studies=8, slices=3, size=16, k=2)
+    variants = tmp_path / "variants.yaml"
+    variants.write_text(
+        "common: {train.epochs: 1, train.folds: [0]}\n"
+        "variants:\n"
+        "  baseline: {}\n"
+        "  spinal_sagittal_only: {data.views.spinal: [sag_t2], model.shared: true}\n")
+    out = tmp_path / "ablation"
+    code = main(["ablate", "--crops", str(crops), "--folds", str(folds_csv), "--labels",
+                 str(train_csv), "--config", "tiny", "--variants", str(variants), "--out", str(out)])
+    assert code == 0
+    table = pd.read_csv(out / "comparison.csv")
+    assert sorted(table.variant) == ["baseline", "spinal_sagittal_only"]
+    assert {"score", "any_severe_spinal", "bal_acc_spinal", "moderate_recall_foraminal",
+            "params_m", "train_s"} <= set(table.columns)
+    assert table.score.is_monotonic_increasing
+    assert (out / "comparison.md").read_text().startswith("| variant |")
+    assert (out / "spinal_sagittal_only" / "metrics.json").is_file()
+    assert "data.views.spinal" in capsys.readouterr().out
+
+
+def test_bad_variant_fails_before_training(tmp_path):
+    variants = tmp_path / "v.yaml"
+    variants.write_text("variants:\n  typo: {train.epoch: 3}\n")
+    with pytest.raises(ConfigError, match="variant typo: unknown config key train.epoch"):
+        from rsna_lumbar.training.ablate import variant_configs
+
+        variant_configs({}, variants)
+    (tmp_path / "w.yaml").write_text("runs: {}\n")
+    with pytest.raises(ConfigError, match="variants"):
+        read_variants(tmp_path / "w.yaml")
