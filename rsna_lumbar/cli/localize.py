@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work", type=Path, default=Path("work"), help="artefact folder (index)")
     parser.add_argument("--folds", type=Path, default=None, help="folds CSV (study_id, fold)")
     parser.add_argument("--n-folds", type=int, default=5, help="folds made here without --folds")
-    parser.add_argument("--steps", type=int, default=300, help="training steps per model")
+    parser.add_argument("--steps", default="300",
+                        help="training steps per model: N, or per task e.g. sag_t2=300,axial=100")
     parser.add_argument("--batch", type=int, default=16, help="training batch size")
     parser.add_argument("--backbone", default="resnet18", help="timm encoder (features_only)")
     parser.add_argument("--tasks", default="sag_t2,sag_t1,axial",
@@ -50,13 +51,27 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.split == "train":
-        cfg = TrainConfig(backbone=args.backbone, steps=args.steps, batch=args.batch)
         tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+        steps = _steps(args.steps, tasks)
+        cfg = TrainConfig(backbone=args.backbone, steps=max(steps.values()), batch=args.batch)
         metrics = train_oof(args.data, args.out, args.model, work=args.work, folds=args.folds,
-                            n_folds=args.n_folds, cfg=cfg, tasks=tasks, workers=args.workers)
+                            n_folds=args.n_folds, cfg=cfg, tasks=tasks, workers=args.workers,
+                            steps=steps)
         print(json.dumps(metrics, indent=2))
     else:
         table = predict_split(args.data, args.split, args.out, args.model, work=args.work,
                               workers=args.workers)
         print(f"{len(table)} rows for {table.study_id.nunique()} studies → {args.out}")
     return 0
+
+
+def _steps(text: str, tasks: tuple[str, ...]) -> dict[str, int]:
+    """``"300"`` → every task 300; ``"sag_t2=300,axial=100"`` → per task (others: the largest)."""
+    if "=" not in text:
+        return {t: int(text) for t in tasks}
+    given = {k.strip(): int(v) for k, v in (part.split("=") for part in text.split(",") if part)}
+    unknown = set(given) - set(tasks)
+    if unknown:
+        msg = f"--steps names tasks {sorted(unknown)} not in --tasks {list(tasks)}"
+        raise ValueError(msg)
+    return {t: given.get(t, max(given.values())) for t in tasks}

@@ -41,7 +41,7 @@ class Task:
     canon_mm: float
     input_px: int
     input_mm: float
-    sigma_px: float = 2.0
+    sigma_px: float = 3.0
     slice_sigma_mm: float = 2.5
 
     @property
@@ -157,7 +157,7 @@ def series_sample(volume, labels, task: Task) -> SeriesSample:
 
 
 def heatmap_target(task: Task, points_uv: np.ndarray, weights: np.ndarray, channels: np.ndarray) -> np.ndarray:
-    """``(n_points, input_px/2, input_px/2)`` Gaussians at input-pixel ``points_uv`` (P, 2)."""
+    """``(n_points, input_px/STRIDE, input_px/STRIDE)`` Gaussians at input-pixel ``points_uv`` (P, 2)."""
     from rsna_lumbar.localize.keypoints.model import STRIDE
 
     h = task.input_px // STRIDE
@@ -195,7 +195,7 @@ def augment_intensity(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def draw(sample: SeriesSample, task: Task, rng: np.random.Generator, augment: bool = True,
          k: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """One training pair ``(input (3, px, px), target (n_points, px/2, px/2))`` from a series.
+    """One training pair ``(input (3, px, px), target (n_points, px/4, px/4))`` from a series.
 
     Half the draws pick a slice within one slice of a labelled point, the rest any slice.
     Geometric augmentation: scale 0.8–1.25, rotation ±12°, shift ±25 mm, and a random crop of

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +82,7 @@ def _by_study(stacks: dict) -> dict[int, list]:
 
 
 def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=TrainConfig(),
-              tasks=tuple(TASKS), workers=None) -> dict:  # fmt: skip
+              tasks=tuple(TASKS), workers=None, steps: dict | None = None) -> dict:  # fmt: skip
     """Train per fold, predict each fold's studies with the model that did not see them,
     write ``out`` (OOF rows), ``model_dir`` (all fold models) and the metrics JSON."""
     import torch
@@ -100,7 +100,8 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
         fold_models = {}
         for t in tasks:
             train = [s for s in samples[t] if s.study_id not in held]
-            fold_models[t] = [fit(train, TASKS[t], cfg)]
+            task_cfg = replace(cfg, steps=(steps or {}).get(t, cfg.steps))
+            fold_models[t] = [fit(train, TASKS[t], task_cfg)]
             models[t].append(fold_models[t][0])
         with torch.no_grad():
             for study in sorted(held):
@@ -109,7 +110,7 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
     table = pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
     write_csv(table, out)
     config = {"backbone": cfg.backbone, "tasks": {t: TASKS[t].as_config() for t in tasks},
-              "train": asdict(cfg), "folds": int(fold_of.nunique())}  # fmt: skip
+              "train": asdict(cfg), "steps": steps or {}, "folds": int(fold_of.nunique())}  # fmt: skip
     save_models(model_dir, config, models)
     metrics = evaluate(table, coords, stacks)
     metrics["train_seconds"] = round(time.time() - started, 1)

@@ -89,7 +89,7 @@ def heatmap_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float) 
     return (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).mean()
 
 
-def fit(samples: list[SeriesSample], task: Task, cfg: TrainConfig, log_every: int = 25) -> HeatmapNet:
+def fit(samples: list[SeriesSample], task: Task, cfg: TrainConfig, log_every: int = 10) -> HeatmapNet:
     """Train one model for ``cfg.steps`` steps on ``samples``; returns it in eval mode."""
     if not samples:
         msg = f"no labelled {task.description!r} series to train the {task.name} model on"

@@ -1,0 +1,114 @@
+"""Sim-to-real check: the five real sagittal T2 exams of ``shared/data/real-lumbar`` as Volumes,
+their disc truth, and the measurement of the canal points against it.
+
+Wrapping (our choice of geometry; the source has no header). A source array ``image`` has
+axes (superior→inferior rows, anterior→posterior columns, left–right), 1 mm isotropic. The
+Volume takes every 4th left–right plane starting at :data:`FIRST` (about 17 slices 4 mm apart,
+like the 4 mm acquisition the exams were resampled from) as ``pixels[slice, row, col]`` with
+ImageOrientationPatient ``[0, 1, 0, 0, 0, -1]`` (columns run posterior, rows run inferior),
+1 mm pixels, slice step +4 mm along LPS x, origin at LPS (0, 0, 0). Sides are unknown in the
+source, so only the canal points are measured.
+
+Truth per level (source labels 1 = L5/S1 … 5 = L1/L2): on the mid-sagittal plane ``m`` (median
+left–right index of all disc voxels) and its two neighbours, the disc's *posterior edge* is
+the point at the most posterior column ``c_max + 0.5`` and the mean row of the disc voxels
+within 1 mm of that column.
+
+Criterion (:func:`measure`): a predicted canal point for level L "lands on" the disc whose
+posterior-edge point is nearest to it in the sagittal plane (rows and columns, left–right
+ignored); the level is right when that disc is L. ``error_mm`` is the 3-D distance to disc L's
+posterior edge, ``cc_error_mm`` its cranio-caudal (row) part. The competition's canal point is
+the centre of the dural sac behind the disc, a few mm posterior to the edge, so ``error_mm``
+has a floor of about the sac's half depth (5–8 mm) even for a perfect canal point.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rsna_lumbar.dicom.volume import Volume
+from rsna_lumbar.vocabulary import LEVELS, SeriesDescription
+
+FIRST = 1
+STEP = 4
+REAL_DIR = Path(__file__).resolve().parents[4] / "shared" / "data" / "real-lumbar"
+
+
+def real_exams(folder: str | os.PathLike | None = None) -> list[Path]:
+    """The ``ivd_*.npz`` files of the real-exam folder (default ``../shared/data/real-lumbar``
+    next to the repository, or ``RSNA_REAL_LUMBAR``)."""
+    folder = Path(folder or os.environ.get("RSNA_REAL_LUMBAR", REAL_DIR))
+    return sorted(folder.glob("ivd_*.npz"))
+
+
+def _affine() -> np.ndarray:
+    affine = np.eye(4)
+    affine[:3, 0] = [0.0, 1.0, 0.0]  # column index → posterior (+y), 1 mm
+    affine[:3, 1] = [0.0, 0.0, -1.0]  # row index → inferior (−z), 1 mm
+    affine[:3, 2] = [float(STEP), 0.0, 0.0]  # slice index → +x, 4 mm
+    affine[:3, 3] = [float(FIRST), 0.0, 0.0]  # so world x = source left–right index
+    return affine
+
+
+def real_volume(path: str | os.PathLike, study_id: int | None = None) -> Volume:
+    """One real exam as a sagittal T2 :class:`Volume` (see module docstring for the geometry)."""
+    image = np.load(path)["image"].astype(np.float32)
+    pixels = np.ascontiguousarray(np.moveaxis(image[:, :, FIRST::STEP], 2, 0))
+    number = int(Path(path).stem.split("_")[-1])
+    return Volume(pixels=pixels, affine=_affine(), study_id=study_id or number, series_id=number,
+                  description=SeriesDescription.SAGITTAL_T2.value)  # fmt: skip
+
+
+def real_truth(path: str | os.PathLike) -> pd.DataFrame:
+    """Per level: posterior-edge and centroid world points of the disc (LPS mm, our geometry)."""
+    discs = np.load(path)["discs"]
+    m = int(np.rint(np.median(np.nonzero(discs)[2])))
+    affine = _affine()
+    rows = []
+    for level in LEVELS:
+        label = 5 - level.index
+        r, c, s = np.nonzero(discs[:, :, m - 1:m + 2] == label)
+        edge_col = c.max()
+        edge_row = r[c >= edge_col - 1].mean()
+        slice_index = (m - FIRST) / STEP
+        edge = affine @ [edge_col + 0.5, edge_row, slice_index, 1.0]
+        r_all, c_all, s_all = np.nonzero(discs == label)
+        centre = affine @ [c_all.mean(), r_all.mean(), (s_all.mean() - FIRST) / STEP, 1.0]
+        rows.append({"level": level.title, "edge_x": edge[0], "edge_y": edge[1], "edge_z": edge[2],
+                     "centre_x": centre[0], "centre_y": centre[1], "centre_z": centre[2]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def measure(canal_rows: list[dict], truth: pd.DataFrame) -> pd.DataFrame:
+    """Per predicted level: the disc it lands on, whether that is right, and its errors (mm)."""
+    edges = truth[["edge_x", "edge_y", "edge_z"]].to_numpy(float)
+    out = []
+    for row in canal_rows:
+        p = np.array([row["world_x"], row["world_y"], row["world_z"]])
+        in_plane = np.linalg.norm(edges[:, 1:] - p[1:], axis=1)  # y (A–P) and z (S–I) only
+        landed = truth.level.iloc[int(np.argmin(in_plane))]
+        true_edge = edges[truth.level.tolist().index(row["level"])]
+        out.append({"level": row["level"], "landed_on": landed, "correct": landed == row["level"],
+                    "error_mm": round(float(np.linalg.norm(p - true_edge)), 2),
+                    "cc_error_mm": round(float(abs(p[2] - true_edge[2])), 2),
+                    "confidence": row["confidence"]})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def measure_all(models: list, folder=None) -> pd.DataFrame:
+    """Run the sagittal T2 models on every real exam → one row per (exam, level)."""
+    from rsna_lumbar.localize.keypoints.predict import canal_points
+
+    frames = []
+    for path in real_exams(folder):
+        result = measure(canal_points(models, real_volume(path)), real_truth(path))
+        frames.append(result.assign(exam=path.stem))
+    if not frames:
+        msg = "no real exams found: set RSNA_REAL_LUMBAR to the folder holding ivd_*.npz"
+        raise FileNotFoundError(msg)
+    return pd.concat(frames, ignore_index=True)[["exam", "level", "landed_on", "correct", "error_mm",
+                                                 "cc_error_mm", "confidence"]]  # fmt: skip

@@ -1,0 +1,77 @@
+"""Learned localiser, slow tests (``make localize-check``).
+
+* ``test_cli_schema_on_synthetic``: ``rsna-lumbar localize`` trains (a few steps) out of fold
+  on a tiny synthetic set, writes the documented CSV and metrics, then predicts the test split
+  from the model folder; rows map back to their world points through the series geometry.
+* ``test_sim_to_real_levels``: the shipped sagittal T2 model (``weights/localizer`` or
+  ``RSNA_LOCALIZER``) on the five real exams: every level of every exam must land on the right
+  disc (criterion in :mod:`rsna_lumbar.localize.keypoints.realworld`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rsna_lumbar.cli import main
+from rsna_lumbar.localize.keypoints.realworld import measure_all, real_exams
+
+pytestmark = pytest.mark.slow
+MODEL = Path(os.environ.get("RSNA_LOCALIZER", Path(__file__).parents[1] / "weights" / "localizer"))
+
+
+def test_cli_schema_on_synthetic(tmp_path):
+    from rsna_lumbar.dicom import read_index, write_index
+    from rsna_lumbar.dicom.stacks import iter_series_stacks
+    from rsna_lumbar.registration import competition_to_world
+    from rsna_lumbar.synth.generate import generate
+
+    data = generate(tmp_path / "data", 2, seed=5, test_studies=1, workers=1, scale=3.0)
+    out, model = tmp_path / "oof.csv", tmp_path / "loc"
+    common = ["--data", str(data), "--work", str(tmp_path / "work"), "--model", str(model),
+              "--workers", "1"]  # fmt: skip
+    assert main(["localize", "--split", "train", "--out", str(out), "--n-folds", "2",
+                 "--steps", "2", "--batch", "2", *common]) == 0  # fmt: skip
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["study_id", "series_id", "instance_number", "condition",
+                                   "level", "x", "y", "world_x", "world_y", "world_z", "source",
+                                   "confidence"]  # fmt: skip
+    truth = pd.read_csv(data / "train_label_coordinates.csv")
+    assert set(table.condition) <= set(truth.condition) and set(table.level) <= set(truth.level)
+    # every study of the split gets the 5 canal points and 10 foramina
+    assert (table.groupby("study_id").size() >= 15).all()
+    assert table.confidence.between(0, 1).all() and (table.source == "learned").all()
+    metrics = json.loads(out.with_suffix(".metrics.json").read_text())
+    for family in ("spinal", "foraminal", "subarticular"):
+        assert {"median_mm", "p95_mm", "level_accuracy", "coverage"} <= set(metrics[family])
+    assert "rate" in metrics["axial_slice_disagreement"]
+    # (instance_number, x, y) and world_* agree through the series geometry
+    stacks = dict(iter_series_stacks(read_index(write_index(data, "train", tmp_path / "work"))))
+    for row in table.itertuples():
+        world = competition_to_world(stacks[(row.study_id, row.series_id)], row.instance_number,
+                                     row.x, row.y)  # fmt: skip
+        np.testing.assert_allclose(world, [row.world_x, row.world_y, row.world_z], atol=0.01)
+    test_out = tmp_path / "test.csv"
+    assert main(["localize", "--split", "test", "--out", str(test_out), *common]) == 0
+    predicted = pd.read_csv(test_out)
+    tests = pd.read_csv(data / "test_series_descriptions.csv")
+    assert set(predicted.study_id) == set(tests.study_id)
+
+
+@pytest.mark.skipif(not real_exams(), reason="shared/data/real-lumbar not present")
+def test_sim_to_real_levels():
+    from rsna_lumbar.localize.keypoints.model import load_models
+
+    if not (MODEL / "config.json").is_file():
+        pytest.fail(f"no trained localiser at {MODEL}: run 'make localize-weights' first")
+    _, models = load_models(MODEL)
+    result = measure_all(models["sag_t2"])
+    print("\n" + result.to_string(index=False))
+    wrong = result[~result.correct]
+    assert wrong.empty, f"levels on the wrong disc:\n{wrong.to_string(index=False)}"
+    assert result.error_mm.median() < 15.0
