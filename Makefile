@@ -110,21 +110,3 @@ localize-weights: weights/localizer/config.json  ## train the learned localiser 
 
 localize-check: weights/localizer/config.json  ## learned localiser: CLI on synthetic data + sim-to-real on the 5 real exams
 	$(PY) -m pytest -q -m slow -s tests/test_localize_real.py
-
-# --- learned localiser (rsna_lumbar/localize/keypoints) ------------------------------------------
-LOC_DATA ?= $(WORK)/synth-localizer
-LOC_ARGS ?= --n-folds 2 --steps sag_t2=100,sag_t1=50,axial=40 --batch 8
-
-.PHONY: localize-weights localize-check
-
-$(LOC_DATA)/truth/manifest.json: $(VENV)/.installed
-	$(PY) -c "from rsna_lumbar.synth.generate import generate; generate('$(LOC_DATA)', 40, seed=7, test_studies=4, scale=2.0)"
-
-weights/localizer/config.json: $(LOC_DATA)/truth/manifest.json
-	$(VENV)/bin/rsna-lumbar localize --data $(LOC_DATA) --split train --work $(WORK)/localizer \
-	  --out $(WORK)/localizer/oof.csv --model weights/localizer $(LOC_ARGS)
-
-localize-weights: weights/localizer/config.json  ## train the learned localiser OOF on synthetic data → weights/localizer (CPU, slow)
-
-localize-check: weights/localizer/config.json  ## learned localiser: CLI on synthetic data + sim-to-real on the 5 real exams
-	$(PY) -m pytest -q -m slow -s tests/test_localize_real.py
