@@ -25,17 +25,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROVIDED = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*|pip|setuptools)$")
+PROVIDED = re.compile(
+    r"^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*|pip|setuptools|rsna-lumbar)$")
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_24_x86_64",
              "manylinux_2_27_x86_64", "manylinux_2_28_x86_64")
 
 
 def frozen(venv: Path) -> list[str]:
     """``name==version`` of every distribution in the venv except those Kaggle provides."""
-    out = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "freeze", "--all"],
-                         check=True, capture_output=True, text=True).stdout
+    code = ("import importlib.metadata as m\n"
+            "for d in m.distributions(): print(f\"{d.metadata['Name']}=={d.version}\")")
+    # (not `pip freeze`: it leaves out some installed distributions, e.g. argparse)
+    out = subprocess.run([str(venv.resolve() / "bin" / "python"), "-c", code], check=True,
+                         capture_output=True, text=True, cwd="/").stdout  # no ./*.egg-info
     specs = []
-    for line in out.splitlines():
+    for line in sorted(set(out.splitlines()), key=str.lower):
         name = line.split("==")[0].strip().lower().replace("_", "-")
         if "==" in line and not PROVIDED.match(name):
             specs.append(line.strip())
