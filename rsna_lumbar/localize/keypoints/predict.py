@@ -2,8 +2,9 @@
 
 Rules (documented choices):
 
-* **Sagittal T2 → Spinal Canal Stenosis**: the ``sag_t2`` model scores every slice; for each
-  level the slice with the highest heatmap peak is chosen and the peak (refined) is the point.
+* **Sagittal T2 → Spinal Canal Stenosis**: the ``sag_t2`` model scores every slice; the
+  mid-line slice is the one with the highest sum of the five levels' heatmap peaks, and each
+  level takes its best slice within one slice of it; the peak (refined) is the point.
 * **Sagittal T1 → Neural Foraminal Narrowing**: the ``sag_t1`` model scores every slice for
   "a foramen of level L"; slices are split by side of the mid-line — the world x of the
   study's predicted canal points when the T2 series was localised, else the centre of the T1
@@ -64,9 +65,11 @@ def _row(volume, condition: Condition, level, k: int, col: float, row: float, co
 def canal_points(models: list, volume) -> list[dict]:
     """Spinal Canal Stenosis rows (one per level) of a sagittal T2 Volume."""
     vox, score, slices = slice_heatmaps(models, volume, TASKS["sag_t2"])
+    mid = int(np.argmax(score.sum(axis=1)))  # the canal's mid-line slice: best for all levels
+    near = np.abs(np.arange(len(slices)) - mid) <= 1
     rows = []
     for level in LEVELS:
-        best = int(np.argmax(score[:, level.index]))
+        best = int(np.argmax(np.where(near, score[:, level.index], -1.0)))
         col, row = vox[best, level.index]
         rows.append(_row(volume, Condition.SPINAL_CANAL_STENOSIS, level, int(slices[best]), col, row,
                          score[best, level.index]))  # fmt: skip
