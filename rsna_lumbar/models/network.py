@@ -51,7 +51,7 @@ class AttentionPool(nn.Module):
         super().__init__()
         self.value = nn.Linear(dim, dim)
         self.gate = nn.Linear(dim, dim)
-        self.score = nn.Linear(dim, 1)
+        self.score = nn.Linear(dim, 1, bias=False)  # softmax ignores a shared shift: a bias gets no gradient
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         logits = self.score(torch.tanh(self.value(tokens)) * torch.sigmoid(self.gate(tokens)))
