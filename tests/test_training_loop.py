@@ -38,8 +38,10 @@ def test_learns_better_than_the_priors_out_of_fold(trained):
     assert metrics["uncalibrated"]["score"] < 0.92 * prior["score"], metrics
     assert metrics["score"] < 0.92 * prior["score"]
     assert metrics["any_severe_spinal"] < prior["any_severe_spinal"]
-    # Weighted CE must not collapse Moderate: it is recalled in every family.
-    assert all(metrics["recall"][f]["moderate"] > 0.1 for f in ("spinal", "foraminal", "subarticular"))
+    # Better than chance (1/3) in every family, and Moderate is not collapsed where it is common.
+    families = ("spinal", "foraminal", "subarticular")
+    assert all(metrics["balanced_accuracy"][f] > 0.5 for f in families), metrics["balanced_accuracy"]
+    assert all(metrics["recall"][f]["moderate"] > 0.2 for f in ("foraminal", "subarticular"))
 
 
 def test_model_folder_is_self_describing(trained):
