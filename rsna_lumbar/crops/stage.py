@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from rsna_lumbar.dicom.index import read_index, write_index
 from rsna_lumbar.dicom.reader import read_stack
 from rsna_lumbar.dicom.stacks import Stack, build_stacks
 from rsna_lumbar.layout import CompetitionFolder
+from rsna_lumbar.parallel import ordered_map
 from rsna_lumbar.registration import choose, competition_to_world, place_in_stack
 from rsna_lumbar.tables import read_train, split_study_ids
 from rsna_lumbar.vocabulary import TARGETS, Condition, Level, SeriesDescription, Severity
@@ -209,8 +209,6 @@ def build_crops(
     ``montages``: write ``{study}.png`` (every crop's middle slice, see
     :mod:`rsna_lumbar.crops.montage`) for the first that many studies.
     """
-    from tqdm.auto import tqdm
-
     folder = CompetitionFolder(data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,21 +228,11 @@ def build_crops(
     empty_points = table.iloc[:0]
     tasks = [(folder.root, out, s, by_study.get(s, index.iloc[:0]),
               points_by_study.get(s, empty_points)) for s in todo]  # fmt: skip
-    workers = workers or os.cpu_count() or 1
-    bar = dict(total=len(tasks), desc="crops", unit="study", disable=not progress)
-    if workers == 1 or len(tasks) < 2:
-        results = map(_task, tasks)
-        pool = None
-    else:
-        pool = ProcessPoolExecutor(max_workers=workers)
-        results = pool.map(_task, tasks, chunksize=1)
-    try:
-        for study_id, issues in tqdm(results, **bar):
-            for issue in issues:
-                LOGGER.warning("study %s: %s", study_id, issue)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    results = ordered_map(_task, tasks, workers=workers, desc="crops", unit="study",
+                          progress=progress)  # fmt: skip
+    for study_id, issues in results:
+        for issue in issues:
+            LOGGER.warning("study %s: %s", study_id, issue)
     from rsna_lumbar.crops.montage import save_montage
 
     for study_id in studies[:montages]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +45,7 @@ import pydicom
 
 from rsna_lumbar.atomic import write_csv
 from rsna_lumbar.dicom.errors import ISSUE_COLUMNS, Issue, IssueCode, ReadPolicy, report
+from rsna_lumbar.parallel import ordered_map
 
 _LOG = logging.getLogger(__name__)
 
@@ -255,7 +255,9 @@ def index_split(
                             "left empty", *key))  # fmt: skip
     tasks = [(folder, root, *key) for key, folder in sorted(on_disk.items())]
     rows = []
-    for series_rows, series_issues in _run(tasks, workers, progress):
+    results = ordered_map(_index_task, tasks, workers=workers, desc="index", unit="series",
+                          progress=progress, chunksize=4, min_tasks=4)  # fmt: skip
+    for series_rows, series_issues in results:
         rows.extend(series_rows)
         issues.extend(series_issues)
     frame = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
@@ -266,18 +268,6 @@ def index_split(
     for issue in issues:
         report(issue, ReadPolicy.WARN)
     return IndexResult(frame.reset_index(drop=True), issues)
-
-
-def _run(tasks: list[tuple], workers: int | None, progress: bool) -> Iterable:
-    from tqdm.auto import tqdm
-
-    workers = workers or os.cpu_count() or 1
-    bar = dict(total=len(tasks), desc="index", unit="series", disable=not progress)
-    if workers == 1 or len(tasks) < 4:
-        yield from tqdm(map(_index_task, tasks), **bar)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from tqdm(pool.map(_index_task, tasks, chunksize=4), **bar)
 
 
 def read_index(path: str | os.PathLike) -> pd.DataFrame:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from rsna_lumbar.dicom.errors import DicomReadError, Issue, IssueCode, ReadPolic
 from rsna_lumbar.dicom.index import index_series
 from rsna_lumbar.dicom.stacks import Stack, build_stacks
 from rsna_lumbar.dicom.volume import Volume
+from rsna_lumbar.parallel import ordered_map
 
 _LOG = logging.getLogger(__name__)
 _NATIVE_LE = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
@@ -179,29 +179,18 @@ def read_volumes(
     codec (compressed transfer syntax), else this process, since a raw read is cheaper than
     sending the float32 volume back from a worker. 1 forces in-process, N a pool of N.
     """
-    from tqdm.auto import tqdm
-
     stacks = list(stacks)
     tasks = [(stack, Path(root), ReadPolicy.parse(policy)) for stack in stacks]
     if workers is None:
         compressed = any(h.get("transfer_syntax") not in _NATIVE_LE
                          for stack in stacks for h in (stack.headers or ({},)))  # fmt: skip
         workers = (os.cpu_count() or 1) if compressed else 1
-    bar = dict(total=len(tasks), desc="volumes", unit="stack", disable=not progress)
-    if workers == 1 or len(tasks) < 2:
-        results = map(_read_task, tasks)
-        pool = None
-    else:
-        pool = ProcessPoolExecutor(max_workers=workers)
-        results = pool.map(_read_task, tasks, chunksize=1)
-    try:
-        for stack, (volume, issues) in zip(stacks, tqdm(results, **bar)):
-            for issue in issues:
-                report(issue, policy)
-            yield stack, volume, issues
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    results = ordered_map(_read_task, tasks, workers=workers, desc="volumes", unit="stack",
+                          progress=progress)  # fmt: skip
+    for stack, (volume, issues) in zip(stacks, results):
+        for issue in issues:
+            report(issue, policy)
+        yield stack, volume, issues
 
 
 def load_series(
