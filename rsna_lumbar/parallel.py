@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+
+# Workers start from a clean server process, never by forking the caller: a fork copies the
+# caller's thread pools (OpenCV, OpenMP, torch) mid-lock, and the child then waits forever on a
+# lock no thread will release (seen with cv2 after a test had used it).
+_CONTEXT = "forkserver"
 
 
 def ordered_map(
@@ -22,7 +28,8 @@ def ordered_map(
 
     ``workers`` defaults to every core; 1 (or fewer than ``min_tasks`` tasks) runs in this
     process. The pool is shut down, pending work cancelled, when the caller stops iterating.
-    ``function`` and the tasks must be picklable for the pool.
+    ``function`` must be importable (a module-level function) and the tasks picklable; workers
+    import what they need themselves.
     """
     from tqdm.auto import tqdm
 
@@ -31,7 +38,8 @@ def ordered_map(
     if workers == 1 or len(tasks) < min_tasks:
         yield from tqdm(map(function, tasks), **bar)
         return
-    pool = ProcessPoolExecutor(max_workers=workers)
+    pool = ProcessPoolExecutor(max_workers=workers,
+                               mp_context=multiprocessing.get_context(_CONTEXT))
     try:
         results: Iterable = pool.map(function, tasks, chunksize=chunksize)
         yield from tqdm(results, **bar)

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from rsna_lumbar.atomic import write_csv, write_text
+from rsna_lumbar.parallel import ordered_map
 from rsna_lumbar.synth import severity
 from rsna_lumbar.synth.anatomy import sample_spine
 from rsna_lumbar.synth.dicom_writer import write_series
@@ -173,9 +172,11 @@ _OUTPUTS = ("train_images", "test_images", "truth", "train.csv", "train_label_co
 
 
 def generate(out: Path, studies: int, seed: int, test_studies: int | None = None,
-             workers: int | None = None, scale: float = 1.0, force: bool = False) -> Path:
+             workers: int | None = None, scale: float = 1.0, force: bool = False,
+             progress: bool = True) -> Path:
     """Write the folder (see module docstring); returns ``out``. Skips if the same arguments
-    already produced it; ``force`` rewrites."""
+    already produced it; ``force`` rewrites. ``workers`` processes (default: every core) render
+    the studies; ``progress`` shows a bar."""
     out = Path(out)
     test_studies = max(1, studies // 5) if test_studies is None else test_studies
     args = {"studies": studies, "test_studies": test_studies, "seed": seed, "scale": scale,
@@ -193,12 +194,8 @@ def generate(out: Path, studies: int, seed: int, test_studies: int | None = None
             path.unlink()
     out.mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(out, studies, test_studies, seed, scale)
-    workers = workers or min(len(jobs), os.cpu_count() or 1)
-    if workers > 1:
-        with mp.get_context("fork").Pool(workers) as pool:
-            results = list(pool.imap(make_study, jobs, chunksize=1))
-    else:
-        results = [make_study(job) for job in jobs]
+    results = list(ordered_map(make_study, jobs, workers=workers, desc="synth", unit="study",
+                               progress=progress))
     _write_tables(out, results)
     counts = {"train": studies, "test": test_studies,
               "series": sum(len(r["series"]) for r in results),
