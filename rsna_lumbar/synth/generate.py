@@ -43,7 +43,7 @@ from rsna_lumbar.vocabulary import (
 )
 
 log = logging.getLogger(__name__)
-VERSION = 1
+VERSION = 2
 _POINT_OF = {Family.SPINAL: "canal", Family.FORAMINAL: "foramen", Family.SUBARTICULAR: "recess"}
 
 
@@ -64,10 +64,20 @@ def _condition_point(condition) -> str:
 
 
 def make_study(job: StudyJob) -> dict:
-    """Generate, render and write one study; returns its table rows (no shared state)."""
+    """Generate, render and write one study; returns its table rows (no shared state).
+
+    Runs single-threaded (OpenCV and BLAS): studies are the unit of parallel work, and
+    multi-threaded small matrix products only contend with the other workers.
+    """
     import cv2
+    from threadpoolctl import threadpool_limits
 
     cv2.setNumThreads(1)
+    with threadpool_limits(limits=1):
+        return _make_study(job)
+
+
+def _make_study(job: StudyJob) -> dict:
     rng = np.random.default_rng([job.seed, job.index])
     latent = severity.sample_latent(rng)
     spine = sample_spine(rng, latent, severity.degeneration_from_latent(latent))

@@ -87,11 +87,38 @@ def _label(spine: Spine, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # Everything else happens in a box around the spine; work on that subset only.
     box = np.nonzero((core <= 1.0) & (np.abs(u) < 110) & (d > -70) & (t > s.disc_t[-1] - 140))[0]
     ub, tb, db = u[box], t[box], d[box]
-    tis, lab = tissue[box], tss[box]
+    tis = tissue[box]
     _paint_soft_tissue(s, ub, tb, db, tis)
-    _paint_spine(s, ub, tb, db, tis, lab)
-    tissue[box], tss[box] = tis, lab
+    # The bones, discs, canal and foramina lie in a narrower region (see _spine_extent).
+    u_max, d_min, d_max, sacral_u, sacral_d = _spine_extent(s)
+    au = np.abs(ub)
+    near = (au < u_max) & (db > d_min) & (db < d_max)
+    near |= (tb < s.disc_t[-1]) & (au < sacral_u) & (np.abs(db) < sacral_d)
+    near = np.nonzero(near)[0]
+    tis_n, lab_n = tis[near], np.zeros(near.size, np.uint8)
+    _paint_spine(s, ub[near], tb[near], db[near], tis_n, lab_n)
+    tis[near] = tis_n
+    tissue[box] = tis
+    tss[box[near]] = lab_n
     return tissue, tss
+
+
+def _spine_extent(s: Spine) -> tuple[float, ...]:
+    """Bounds of everything :func:`_paint_spine` paints: ``|u| < u_max``, ``d_min < d < d_max``
+    above the L5/S1 disc centre, and ``|u| < sacral_u``, ``|d| < sacral_d`` below it.
+
+    Transverse processes and the sacral ala reach furthest laterally, the anterior disc bulge
+    and the spinous process tips furthest in ``d``; the sacral body's waist term widens it
+    caudally, to ``flare`` times its S1 size at the bottom of the painted box. 1 mm margins.
+    """
+    ad = float(s.half_depth.max())
+    u_max = max(float(s.transverse.max()), 52.0, s.canal_half_width + 27.0) + 1.0
+    d_max = ad + s.canal_depth + 28.0 + 0.2 * float(s.body_h.max()) + 1.0
+    x = 2.0 * (s.body_t[8] - (s.disc_t[-1] - 140.0)) / 40.0
+    flare = 1.0 + 0.06 * (x * x - 1.0)
+    sacral_u = max(u_max, float(s.half_width[7:].max()) * flare + 1.0)
+    sacral_d = max(d_max, float(s.half_depth[7:].max()) * flare + 1.0)
+    return u_max, -1.06 * ad - 1.0, d_max, sacral_u, sacral_d
 
 
 def _paint_soft_tissue(s: Spine, u, t, d, tis) -> None:

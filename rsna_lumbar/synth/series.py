@@ -22,7 +22,9 @@ import numpy as np
 
 from rsna_lumbar.geometry.affine import plane_normal, slice_affine, voxel_to_world
 from rsna_lumbar.synth.anatomy import LUMBAR_DISCS, Spine
-from rsna_lumbar.synth.contrast import add_rician_noise, bias_field, intensity_table, texture
+from rsna_lumbar.synth.contrast import (
+    add_rician_noise, intensity_table, plane_bias_field, plane_texture,
+)
 from rsna_lumbar.synth.phantom import label_points
 from rsna_lumbar.vocabulary import SeriesDescription
 
@@ -168,23 +170,35 @@ def number_instances(rng, plan: SeriesPlan) -> None:
             nxt += 1
 
 
-def pixel_world(stack: Stack, k: int, shape: tuple[int, int]) -> np.ndarray:
-    """LPS world points (R', C', 3) of a grid ``shape`` spanning slice ``k``'s field of view.
+def render_grid(stack: Stack, k: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LPS origin, row step and column step (each (3,), mm) of a grid ``shape`` = (R', C')
+    spanning slice ``k``'s field of view: point ``(r, c)`` is ``origin + r * row_step +
+    c * col_step``.
 
     The grid covers the same extent as the stack's pixel grid (edges aligned, as
     ``cv2.resize`` assumes), so a render at ``shape`` resizes exactly onto the DICOM pixels.
     """
+    affine = stack.affine(k)
     rr, cc = shape
-    col_idx = (np.arange(cc) + 0.5) * stack.cols / cc - 0.5
-    row_idx = (np.arange(rr) + 0.5) * stack.rows / rr - 0.5
-    grid = np.stack(np.meshgrid(col_idx, row_idx, indexing="xy"), -1)
-    vox = np.concatenate([grid, np.zeros(grid.shape[:-1] + (1,))], -1)
-    return voxel_to_world(stack.affine(k), vox)
+    scale_r, scale_c = stack.rows / rr, stack.cols / cc
+    origin = voxel_to_world(affine, np.array([0.5 * scale_c - 0.5, 0.5 * scale_r - 0.5, 0.0]))
+    return origin, affine[:3, 1] * scale_r, affine[:3, 0] * scale_c
+
+
+def pixel_world(stack: Stack, k: int, shape: tuple[int, int]) -> np.ndarray:
+    """LPS world points (R', C', 3) of the grid of :func:`render_grid`."""
+    origin, step_r, step_c = render_grid(stack, k, shape)
+    return (origin + np.arange(shape[0])[:, None, None] * step_r
+            + np.arange(shape[1])[None, :, None] * step_c)
 
 
 def render_stack(rng, spine: Spine, stack: Stack, sequence: str, want_labels: bool):
-    """Render one stack: uint16 pixels (S, R, C), TSS labels (S, R, C) or None, and the
-    rescale (slope, intercept) that maps stored values to the signal scale (1, 0)."""
+    """Render one stack: uint16 pixels (S, R, C) and TSS labels (S, R, C) or None.
+
+    Each slice is labelled at the render spacing (``RENDER_MM`` or the pixel spacing if
+    coarser), turned into signal with the plane forms of texture and coil bias, lightly blurred,
+    resized onto the pixel grid (cubic) and given Rician noise at full resolution.
+    """
     mean, amp = intensity_table(rng, sequence, spine.degeneration)
     coil = spine.to_world(0.0, spine.body_t[5], spine.back_depth + 40)
     sigma = float(rng.uniform(0.012, 0.03))
@@ -196,15 +210,18 @@ def render_stack(rng, spine: Spine, stack: Stack, sequence: str, want_labels: bo
     labels = np.zeros_like(pixels, dtype=np.uint8) if want_labels else None
     near_r = np.clip(np.round((np.arange(stack.rows) + 0.5) * rr / stack.rows - 0.5), 0, rr - 1).astype(int)
     near_c = np.clip(np.round((np.arange(stack.cols) + 0.5) * cc / stack.cols - 0.5), 0, cc - 1).astype(int)
+    gain = np.float32(peak / 1.2)
     for k in range(len(stack.positions)):
+        origin, step_r, step_c = render_grid(stack, k, (rr, cc))
         pts = pixel_world(stack, k, (rr, cc))
         tis, tss = label_points(spine, pts)
-        sig = mean[tis] * (1 + amp[tis] * texture(pts, spine.waves))
-        sig *= bias_field(pts, coil, reach)
+        sig = mean[tis] * (1 + amp[tis] * plane_texture(origin, step_r, step_c, (rr, cc), spine.waves))
+        sig *= plane_bias_field(origin, step_r, step_c, (rr, cc), coil, reach)
         sig = cv2.GaussianBlur(sig, (0, 0), 0.5)
         full = cv2.resize(sig, (stack.cols, stack.rows), interpolation=cv2.INTER_CUBIC)
-        full = add_rician_noise(np.clip(full, 0, None), sigma, rng)
-        pixels[k] = np.clip(full * peak / 1.2, 0, 65535).astype(np.uint16)
+        full = add_rician_noise(np.maximum(full, 0, out=full), sigma, rng)
+        full *= gain
+        pixels[k] = np.minimum(full, 65535, out=full)  # non-negative: a magnitude
         if labels is not None:
             labels[k] = tss[near_r][:, near_c]
     return pixels, labels

@@ -39,9 +39,9 @@ def sorted_stack_affine(stack: Stack) -> tuple[np.ndarray, np.ndarray]:
 
 def to_step1(step2: np.ndarray) -> np.ndarray:
     """Merge all vertebrae and the sacrum into TSS step-1 label 50."""
-    out = step2.copy()
-    out[np.isin(step2, BODY_TSS)] = STEP1_VERTEBRA
-    return out
+    lut = np.arange(256, dtype=np.uint8)
+    lut[list(BODY_TSS)] = STEP1_VERTEBRA
+    return lut.take(step2)
 
 
 def _write_nifti(path: Path, data: np.ndarray, affine_ras: np.ndarray) -> None:
@@ -57,9 +57,10 @@ def _write_nifti(path: Path, data: np.ndarray, affine_ras: np.ndarray) -> None:
 def write_label_maps(truth_dir: Path, name: str, stack: Stack, labels: np.ndarray) -> str:
     """Write step1/step2 maps of one stack's labels (S, R, C); returns the file name."""
     order, affine = sorted_stack_affine(stack)
-    data = np.transpose(labels[order], (2, 1, 0))  # (S, R, C) → (C, R, S) = (i, j, k)
+    step2 = labels[order]
     ras = lps_to_ras_affine(affine)
     fname = f"{name}.nii.gz"
-    _write_nifti(truth_dir / "totalspineseg" / "step2_output" / fname, data, ras)
-    _write_nifti(truth_dir / "totalspineseg" / "step1_output" / fname, to_step1(data), ras)
+    for step, data in (("step2_output", step2), ("step1_output", to_step1(step2))):
+        # (S, R, C) → (C, R, S) = (i, j, k)
+        _write_nifti(truth_dir / "totalspineseg" / step / fname, np.transpose(data, (2, 1, 0)), ras)
     return fname
