@@ -9,8 +9,10 @@ The phantom lives in patient space (DICOM LPS, mm). Every structure is described
   ``t = 0`` at the centre of the L5/S1 disc.
 * ``d``: signed distance from that curve in the sagittal plane, mm; ``d > 0`` is posterior.
 
-The curve is a circular arc (constant lordotic curvature ``kappa``) so that the map between
-LPS and ``(u, t, d)`` is closed-form in both directions (:meth:`Spine.to_local`,
+The curve is a circular arc (constant lordotic curvature ``kappa``) from the top of S1 to mid
+L3, continued by straight lines beyond both ends (the lordosis bends mostly at L3–S1; the
+thoracolumbar spine and the sacrum are nearly straight), so that the map between LPS and
+``(u, t, d)`` is closed-form in both directions (:meth:`Spine.to_local`,
 :meth:`Spine.to_world`). Discs are perpendicular to the curve; a patient rotation ``rotation``
 (a few degrees) and a position ``origin`` place it in LPS.
 
@@ -85,8 +87,9 @@ class Spine:
     # -- frame ---------------------------------------------------------------------------
     @property
     def arc_range(self) -> tuple[float, float]:
-        """``t`` interval of the circular arc: up to mid L1, a straight line beyond."""
-        return -np.inf, float(self.disc_t[2] - self.disc_h[2] / 2 - self.body_h[3] / 2)
+        """``t`` interval of the circular arc, from the top of S1 to mid L3; the curve is a
+        straight line beyond either end (the lordosis bends mostly at L3–S1)."""
+        return float(-self.disc_h[-1] / 2 - 8.0), float(self.body_t[5])
 
     def _curve(self, t: np.ndarray, kappa: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Curve point (y, z), tangent angle theta, and arc-clipped ``t`` for ``t`` (...)."""
@@ -98,49 +101,50 @@ class Spine:
         z = cz + np.sin(theta) / kappa + (t - tc) * np.cos(theta)
         return np.stack([y, z], -1), theta, tc
 
+    def _unbend(self, qy: np.ndarray, qz: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """``t, d`` of points whose rotated (pre-bending) coordinates are ``qy, qz``.
+
+        On the arc: angle and distance about its centre. Beyond an end: distance along and
+        across the end's tangent line, for points past the line through the end's normal.
+        """
+        f = np.dtype(dtype).type
+        rho = f(1.0 / self.kappa)
+        cy, cz = f(np.cos(self.theta0) / self.kappa), f(-np.sin(self.theta0) / self.kappa)
+        vy, vz = qy - cy, qz - cz
+        t = (np.arctan2(vz, -vy) - f(self.theta0)) * f(rho)
+        d = rho - np.hypot(vy, vz)
+        for end, sign in zip(self.arc_range, (-1.0, 1.0)):
+            (py, pz), theta, _ = self._curve(np.float64(end), self.kappa)
+            ty, tz = f(np.sin(theta)), f(np.cos(theta))
+            dy, dz = qy - f(py), qz - f(pz)
+            along = dy * ty + dz * tz
+            past = np.nonzero(along * f(sign) > 0)
+            t[past] = f(end) + along[past]
+            d[past] = (dy * tz - dz * ty)[past]
+        return t, d
+
     def to_local(self, points: np.ndarray):
         """LPS points (..., 3) → spine frame ``u, t, d`` (each float32 of shape (...))."""
-        kappa = self.kappa
         q = (np.asarray(points, dtype=np.float64) - self.origin) @ self.rotation
-        cy, cz = np.cos(self.theta0) / kappa, -np.sin(self.theta0) / kappa
-        vy, vz = q[..., 1] - cy, q[..., 2] - cz
-        t = (np.arctan2(vz, -vy) - self.theta0) / kappa
-        d = 1.0 / kappa - np.hypot(vy, vz)
-        end = self.arc_range[1]
-        (py, pz), theta, _ = self._curve(np.float64(end), kappa)
-        ty, tz = np.sin(theta), np.cos(theta)
-        along = (q[..., 1] - py) * ty + (q[..., 2] - pz) * tz
-        t = np.where(along > 0, end + along, t)
-        d = np.where(along > 0, (q[..., 1] - py) * tz - (q[..., 2] - pz) * ty, d)
+        t, d = self._unbend(q[..., 1], q[..., 2], np.float64)
         return q[..., 0].astype(np.float32), t.astype(np.float32), d.astype(np.float32)
 
     def frame_coords(self, points: np.ndarray) -> tuple[np.ndarray, ...]:
         """Fast float32 ``u, t, d`` plus the outline depth ``d_body`` of LPS points (N, 3).
 
         Same ``u, t, d`` as :meth:`to_local` (to ~0.01 mm). ``d_body`` is the antero-posterior
-        distance from the L3 body centre, bent towards the spine curve by 35 %: the patient's
+        distance from the L3 body centre, bent towards the spine curve by 25 %: the patient's
         outline follows the lordosis only loosely.
         """
         shift = (np.asarray(points, np.float32) - self.origin.astype(np.float32))
         rot = self.rotation.astype(np.float32)
-        qx, qy, qz = (shift @ rot[:, i] for i in range(3))
-        kappa = np.float32(self.kappa)
+        qx, qy, qz = (shift[:, 0] * rot[0, i] + shift[:, 1] * rot[1, i] + shift[:, 2] * rot[2, i]
+                      for i in range(3))
+        t, d = self._unbend(qy, qz, np.float32)
         rho = np.float32(1.0 / self.kappa)
         cy, cz = np.float32(np.cos(self.theta0) * rho), np.float32(-np.sin(self.theta0) * rho)
-        vy, vz = qy - cy, qz - cz
-        t = (np.arctan2(vz, -vy) - np.float32(self.theta0)) / kappa
-        r = np.hypot(vy, vz)
-        d = rho - r
-        end = self.arc_range[1]
-        (py, pz), theta, _ = self._curve(np.float64(end), self.kappa)
-        ty, tz = np.float32(np.sin(theta)), np.float32(np.cos(theta))
-        dy, dz = qy - np.float32(py), qz - np.float32(pz)
-        along = dy * ty + dz * tz
-        up = along > 0
-        t[up] = end + along[up]
-        d[up] = (dy * tz - dz * ty)[up]
         l3 = (self.to_world(0.0, self.body_t[5], 0.0) - self.origin) @ self.rotation
-        vz_near = np.clip(vz, np.float32(l3[2] - cz - 90), np.float32(l3[2] - cz + 90))
+        vz_near = np.clip(qz - cz, np.float32(l3[2] - cz - 90), np.float32(l3[2] - cz + 90))
         spine_y = cy - np.sqrt(np.maximum(rho**2 - vz_near**2, 0.0))
         d_body = qy - np.float32(0.75 * l3[1]) - np.float32(0.25) * spine_y
         return qx, t, d, d_body
@@ -196,9 +200,10 @@ def sample_spine(rng: np.random.Generator, latent: np.ndarray, degeneration: np.
     disc_t = np.zeros(N_DISCS)
     for j in range(N_DISCS - 2, -1, -1):
         disc_t[j] = disc_t[j + 1] + disc_h[j + 1] / 2 + body_h[j + 1] + disc_h[j] / 2
-    lordosis = np.radians(rng.uniform(28.0, 55.0))
-    kappa = lordosis / (disc_t[3] - disc_t[7])
-    theta0 = -0.6 * lordosis + np.radians(rng.normal(0.0, 4.0))
+    lordosis = np.radians(rng.uniform(28.0, 55.0))  # between the L1/L2 and L5/S1 discs
+    l3_centre = (disc_t[4] - disc_h[4] / 2 + disc_t[5] + disc_h[5] / 2) / 2  # arc's upper end
+    kappa = lordosis / l3_centre
+    theta0 = -0.75 * lordosis + np.radians(rng.normal(0.0, 4.0))
     angles = np.radians(rng.normal(0.0, [2.0, 2.5, 3.0]))  # roll (about y), tilt, axial twist
     rotation = Rotation.from_euler("yxz", angles).as_matrix()
     origin = np.array([rng.uniform(-15, 15), rng.uniform(-20, 40), rng.uniform(-150, -60)])
@@ -228,7 +233,7 @@ def sample_spine(rng: np.random.Generator, latent: np.ndarray, degeneration: np.
         back_depth=rng.uniform(95.0, 125.0),
         body_half_width=body_half_width,
         body_half_depth=rng.uniform(105.0, 130.0),
-        fat=rng.uniform(8.0, 30.0),
+        fat=rng.uniform(5.0, 18.0),
         spinal=fractions[0],
         foraminal=fractions[1:3],
         subarticular=fractions[3:5],

@@ -21,7 +21,7 @@ _TABLE = {
     Tissue.MUSCLE: (0.30, 0.17, 0.22, 0.10),
     Tissue.MARROW: (0.68, 0.33, 0.12, 0.14),
     Tissue.CORTEX: (0.05, 0.04, 0.04, 0.0),
-    Tissue.POST_BONE: (0.45, 0.26, 0.12, 0.15),
+    Tissue.POST_BONE: (0.55, 0.32, 0.12, 0.15),
     Tissue.ANNULUS: (0.28, 0.20, 0.22, 0.05),
     Tissue.CSF: (0.12, 1.00, 1.00, 0.02),
     Tissue.NERVE: (0.36, 0.30, 0.35, 0.03),
@@ -52,11 +52,12 @@ def intensity_table(
         mean[tissue] = row[col] * rng.uniform(0.9, 1.1)
         amp[tissue] = row[3]
     if sequence == "T2":
-        mean[Tissue.FAT] = rng.uniform(0.55, 1.45)  # fast spin echo fat: bright, varies a lot
+        mean[Tissue.FAT] = rng.uniform(0.5, 1.15)  # fast spin echo fat: bright, varies a lot
     for j, deg in enumerate(degeneration):
         healthy, worn = _NUCLEUS_HEALTHY[col], _NUCLEUS_DEGENERATE[col]
         mean[Tissue.NUCLEUS + j] = (healthy + (worn - healthy) * deg) * rng.uniform(0.9, 1.1)
-        amp[Tissue.NUCLEUS + j] = 0.06
+        mean[Tissue.NUCLEUS_EDGE + j] = (mean[Tissue.NUCLEUS + j] + mean[Tissue.ANNULUS]) / 2
+        amp[Tissue.NUCLEUS + j] = amp[Tissue.NUCLEUS_EDGE + j] = 0.06
     return mean, amp
 
 

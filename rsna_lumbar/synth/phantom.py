@@ -19,10 +19,13 @@ import numpy as np
 from rsna_lumbar.synth.anatomy import BODY_TSS, DISC_TSS, LUMBAR_DISCS, N_DISCS, Spine
 
 CORD_TSS, CANAL_TSS = 1, 2
+_WEDGE = np.array([0.04, 0.04, 0.05, 0.06, 0.08, 0.12, 0.2, 0.4], np.float32)
+"""Disc wedging per disc ``j``: half-height is ``1 - _WEDGE[j] * d / ad`` times the mean."""
 
 
 class Tissue(enum.IntEnum):
-    """Tissue codes; nucleus pulposus of disc ``j`` is ``NUCLEUS + j``."""
+    """Tissue codes; nucleus pulposus of disc ``j`` is ``NUCLEUS + j``, the transition from
+    its nucleus to its annulus ``NUCLEUS_EDGE + j``."""
 
     AIR = 0
     FAT = 1
@@ -38,6 +41,7 @@ class Tissue(enum.IntEnum):
     VISCERA = 11
     FACET_FLUID = 12
     NUCLEUS = 20
+    NUCLEUS_EDGE = 30
 
 
 _ROOTS = np.array(  # cauda equina roots in the sac's unit disc: (u, d, radius); lie posteriorly
@@ -125,7 +129,7 @@ def _paint_soft_tissue(s: Spine, u, t, d, tis) -> None:
     ad = float(np.mean(s.half_depth[3:8]))
     aw = float(np.mean(s.half_width[3:8]))
     top, l5s1 = s.disc_t[3], s.disc_t[7]
-    retro = (u / 75.0) ** 2 + ((d + 2.0) / (ad + 7.0)) ** 2 <= 1
+    retro = (u / 75.0) ** 2 + ((d - 3.0) / (ad + 4.5)) ** 2 <= 1  # 1.5 mm in front of the bodies
     tis[retro] = Tissue.FAT
     # Erector spinae and multifidus behind the arches, with a fatty fascial plane between.
     back = s.back_depth - s.fat
@@ -197,8 +201,11 @@ def _paint_spine(s: Spine, u, t, d, tis, lab) -> None:
     # spinous process, slanting caudally as it runs back
     dl = d - (ad_s + cd)
     sp_c = bc - 0.12 * bh - 0.22 * np.clip(dl, 0, None)
-    spin = (au < 3.2) & (dl > 2) & (dl < 28 + 0.2 * bh) & (np.abs(t - sp_c) < 0.27 * bh) & ~sacral
-    tis[spin] = Tissue.POST_BONE
+    sp_len, sp_half = 28 + 0.2 * bh, 0.27 * bh
+    spin = (au < 3.2) & (dl > 2) & (dl < sp_len) & (np.abs(t - sp_c) < sp_half) & ~sacral
+    tis[spin] = Tissue.CORTEX  # a cortical shell around fatty marrow
+    marrow = spin & (au < 2.2) & (dl < sp_len - 1.2) & (np.abs(t - sp_c) < sp_half - 1.2)
+    tis[marrow] = Tissue.POST_BONE
     lab[spin] = vert_label[spin]
     reach = s.transverse[np.clip(b, 0, 8)]
     tp = (au > wc + 8) & (au < reach) & (d > ad + 3) & (d < ad + 11) & (np.abs(t - bc - 0.15 * bh) < 4.5)
@@ -208,13 +215,15 @@ def _paint_spine(s: Spine, u, t, d, tis, lab) -> None:
     waist = 1 - 0.06 * (1 - (2 * (t - bc) / np.maximum(bh, 1)) ** 2)
     p = np.where(d > 0, 4.0, 2.4)
     rr = _superellipse(u / (aw * waist), d / (ad_s * waist), p)
-    rim = (1 - 2.2 / ad_s) ** p
-    in_body = (rr <= 1) & (np.abs(dt) > hh * (1 + 0.12 * (1 - rr)))
+    rim = (1 - 1.2 / ad_s) ** p
+    wedge = 1 - _WEDGE[j] * np.clip(d / ad, -1.2, 1.2)  # disc taller in front, L5/S1 most
+    hdisc = hh * (1 + 0.12 * (1 - np.minimum(rr, 1))) * wedge
+    in_body = (rr <= 1) & (np.abs(dt) > hdisc)
     in_body &= np.where(b == 0, t < s.disc_t[0] + s.disc_h[0] / 2 + s.body_h[0], True)
     ala = sacral & (ds0 < 38) & (au < 52) & (np.abs(d - 0.2 * ad) < 0.6 * ad) & (np.abs(dt) > hh)
     in_body |= ala
     tis[in_body] = Tissue.MARROW
-    edge = in_body & ((rr > rim) | (np.abs(dt) < hh * (1 + 0.12 * (1 - rr)) + 1.3))
+    edge = in_body & ((rr > rim) | (np.abs(dt) < hdisc + 0.9))
     tis[edge] = Tissue.CORTEX
     fused = in_body & sacral & (np.min(np.abs(ds0[:, None] - [27.0, 50.0, 70.0]), 1) < 1.0)
     tis[fused] = Tissue.ANNULUS
@@ -222,15 +231,16 @@ def _paint_spine(s: Spine, u, t, d, tis, lab) -> None:
     # -- discs: annulus, nucleus, degenerative posterior bulge, wedge --------------------
     deg = s.degeneration[j]
     bulge = 0.8 + 1.8 * deg + 1.3 * s.sac_half_depth * n_sp / np.maximum(near, 1e-6) * (near > 0.5)
-    wedge = 1 - np.where(j == N_DISCS - 1, 0.18, 0.06) * d / ad
-    hdisc = hh * (1 + 0.12 * (1 - np.minimum(rr, 1))) * wedge
     frac = np.clip(1 - (dt / np.maximum(hdisc, 0.1)) ** 2, 0, 1)
     ad_post = np.where(d > 0, ad + bulge * frac, ad) * 1.03
     rr_d = _superellipse(u / (aw * 1.03), d / ad_post, np.where(d > 0, 4.0, 2.4))
     in_disc = (rr_d <= 1) & (np.abs(dt) <= hdisc) & ~sacral | ((rr_d <= 1) & (np.abs(dt) <= hdisc) & (j == 7))
     tis[in_disc] = Tissue.ANNULUS
-    nuc = (u / (0.58 * aw)) ** 2 + ((d - 1.5) / (0.55 * ad)) ** 2 + (dt / (0.72 * hdisc)) ** 2 <= 1
-    nuc &= in_disc & ~((deg > 0.35) & (np.abs(dt) < 0.45))
+    # nucleus: bright core fading into the annulus; a degenerate disc's has a dark cleft
+    rn = (u / (0.62 * aw)) ** 2 + ((d - 1.5) / (0.6 * ad)) ** 2 + (dt / (0.78 * hdisc)) ** 2
+    rim_n = in_disc & (rn <= 1)
+    tis[rim_n] = (Tissue.NUCLEUS_EDGE + j[rim_n]).astype(np.uint8)
+    nuc = rim_n & (rn <= 0.45) & ~((deg > 0.35) & (np.abs(dt) < 0.45))
     tis[nuc] = (Tissue.NUCLEUS + j[nuc]).astype(np.uint8)
     lab[in_disc] = np.asarray(DISC_TSS, np.uint8)[j[in_disc]]
     # -- facets (superior + inferior articular processes) at each disc ------------------

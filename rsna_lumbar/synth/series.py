@@ -95,7 +95,7 @@ def plan_sagittal(rng, spine: Spine, series_id: int, description, sequence, scal
     n = int(rng.integers(15, 21))
     spacing = float(rng.uniform(3.3, 4.4))
     offsets = (np.arange(n) - (n - 1) / 2) * spacing
-    fov = float(rng.uniform(250, 330))
+    fov = float(rng.uniform(220, 280))  # about T11 to the sacrum
     stack = _stack(rng, centre, row, col, offsets, fov, fov * 0.875, (320, 384, 448, 512), scale,
                    spacing * float(rng.uniform(0.85, 1.0)), spacing)
     plan = SeriesPlan(series_id, description, sequence, [stack])
