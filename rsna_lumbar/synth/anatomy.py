@@ -140,6 +140,21 @@ class Spine:
         rot = self.rotation.astype(np.float32)
         qx, qy, qz = (shift[:, 0] * rot[0, i] + shift[:, 1] * rot[1, i] + shift[:, 2] * rot[2, i]
                       for i in range(3))
+        return self._frame_coords(qx, qy, qz)
+
+    def plane_frame_coords(self, origin: np.ndarray, step_r: np.ndarray, step_c: np.ndarray,
+                           shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        """:meth:`frame_coords` of the grid ``origin + r * step_r + c * step_c`` (LPS mm),
+        ``r < shape[0]``, ``c < shape[1]``, flattened row by row, without building its points."""
+        q0, qr, qc = (np.asarray(v, np.float64) @ self.rotation
+                      for v in (np.asarray(origin) - self.origin, step_r, step_c))
+        r = np.arange(shape[0], dtype=np.float32)[:, None]
+        c = np.arange(shape[1], dtype=np.float32)[None, :]
+        qx, qy, qz = ((np.float32(q0[i]) + r * np.float32(qr[i]) + c * np.float32(qc[i])).reshape(-1)
+                      for i in range(3))
+        return self._frame_coords(qx, qy, qz)
+
+    def _frame_coords(self, qx, qy, qz) -> tuple[np.ndarray, ...]:
         t, d = self._unbend(qy, qz, np.float32)
         rho = np.float32(1.0 / self.kappa)
         cy, cz = np.float32(np.cos(self.theta0) * rho), np.float32(-np.sin(self.theta0) * rho)

@@ -43,7 +43,7 @@ from rsna_lumbar.vocabulary import (
 )
 
 log = logging.getLogger(__name__)
-VERSION = 3
+VERSION = 4
 _POINT_OF = {Family.SPINAL: "canal", Family.FORAMINAL: "foramen", Family.SUBARTICULAR: "recess"}
 
 

@@ -12,6 +12,7 @@ foramen's fat shrinks around its exiting root (foraminal).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 
 import numpy as np
@@ -65,19 +66,27 @@ def label_points(spine: Spine, points: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """Tissue codes and TSS labels of LPS points (..., 3); both uint8 arrays of shape (...)."""
     shape = points.shape[:-1]
     flat = points.reshape(-1, 3)
-    if len(flat) > CHUNK:  # cache-sized pieces
-        parts = [_label(spine, flat[i : i + CHUNK]) for i in range(0, len(flat), CHUNK)]
-        return (np.concatenate([p[0] for p in parts]).reshape(shape),
-                np.concatenate([p[1] for p in parts]).reshape(shape))
-    tissue, tss = _label(spine, flat)
+    # cache-sized pieces
+    parts = [_label(spine, *spine.frame_coords(flat[i : i + CHUNK])) for i in range(0, len(flat), CHUNK)]
+    if len(parts) == 1:
+        return parts[0][0].reshape(shape), parts[0][1].reshape(shape)
+    return (np.concatenate([p[0] for p in parts]).reshape(shape),
+            np.concatenate([p[1] for p in parts]).reshape(shape))
+
+
+def label_plane(spine: Spine, origin: np.ndarray, step_r: np.ndarray, step_c: np.ndarray,
+                shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`label_points` of the plane grid ``origin + r * step_r + c * step_c`` (LPS mm),
+    shape ``(R, C)``."""
+    tissue, tss = _label(spine, *spine.plane_frame_coords(origin, step_r, step_c, shape))
     return tissue.reshape(shape), tss.reshape(shape)
 
 
-def _label(spine: Spine, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    u, t, d, dsoft = spine.frame_coords(points.reshape(-1, 3))
+def _label(spine: Spine, u, t, d, dsoft) -> tuple[np.ndarray, np.ndarray]:
+    """Tissue codes and TSS labels of points given by their :meth:`Spine.frame_coords` (N,)."""
     tissue = np.zeros(u.size, np.uint8)
     tss = np.zeros(u.size, np.uint8)
-    s = spine
+    s = _float32(spine)
     # -- outline, subcutaneous fat, abdominal wall, viscera -------------------------------
     us = u
     dc = s.back_depth - s.body_half_depth
@@ -105,6 +114,16 @@ def _label(spine: Spine, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     tissue[box] = tis
     tss[box[near]] = lab_n
     return tissue, tss
+
+
+_PER_SEGMENT = ("disc_t", "disc_h", "body_h", "half_depth", "half_width", "transverse",
+                "degeneration", "spinal", "foraminal", "subarticular")
+
+
+def _float32(spine: Spine) -> Spine:
+    """``spine`` with float32 per-segment arrays, so that painting stays in float32 (a float64
+    array or NumPy scalar in an expression would promote every point array it meets)."""
+    return dataclasses.replace(spine, **{k: getattr(spine, k).astype(np.float32) for k in _PER_SEGMENT})
 
 
 def _spine_extent(s: Spine) -> tuple[float, ...]:

@@ -25,7 +25,7 @@ from rsna_lumbar.synth.anatomy import LUMBAR_DISCS, Spine
 from rsna_lumbar.synth.contrast import (
     add_rician_noise, intensity_table, plane_bias_field, plane_texture,
 )
-from rsna_lumbar.synth.phantom import label_points
+from rsna_lumbar.synth.phantom import label_plane
 from rsna_lumbar.vocabulary import SeriesDescription
 
 RENDER_MM = 1.1  # the phantom is sampled at this spacing (or coarser pixels) and resized
@@ -213,8 +213,7 @@ def render_stack(rng, spine: Spine, stack: Stack, sequence: str, want_labels: bo
     gain = np.float32(peak / 1.2)
     for k in range(len(stack.positions)):
         origin, step_r, step_c = render_grid(stack, k, (rr, cc))
-        pts = pixel_world(stack, k, (rr, cc))
-        tis, tss = label_points(spine, pts)
+        tis, tss = label_plane(spine, origin, step_r, step_c, (rr, cc))
         sig = mean[tis] * (1 + amp[tis] * plane_texture(origin, step_r, step_c, (rr, cc), spine.waves))
         sig *= plane_bias_field(origin, step_r, step_c, (rr, cc), coil, reach)
         sig = cv2.GaussianBlur(sig, (0, 0), 0.5)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import cv2
 import nibabel as nib
 import numpy as np
 
@@ -41,7 +42,8 @@ def to_step1(step2: np.ndarray) -> np.ndarray:
     """Merge all vertebrae and the sacrum into TSS step-1 label 50."""
     lut = np.arange(256, dtype=np.uint8)
     lut[list(BODY_TSS)] = STEP1_VERTEBRA
-    return lut.take(step2)
+    flat = np.ascontiguousarray(step2, dtype=np.uint8).reshape(-1, step2.shape[-1])
+    return cv2.LUT(flat, lut).reshape(step2.shape)
 
 
 def _write_nifti(path: Path, data: np.ndarray, affine_ras: np.ndarray) -> None:
