@@ -43,7 +43,7 @@ from rsna_lumbar.vocabulary import (
 )
 
 log = logging.getLogger(__name__)
-VERSION = 4
+VERSION = 5
 _POINT_OF = {Family.SPINAL: "canal", Family.FORAMINAL: "foramen", Family.SUBARTICULAR: "recess"}
 
 

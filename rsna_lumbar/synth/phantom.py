@@ -55,8 +55,18 @@ def _gauss(x, sigma):
     return np.exp(-0.5 * (x / sigma) ** 2)
 
 
-def _superellipse(a, b, p):
-    return np.abs(a) ** p + np.abs(b) ** p
+def _power(x, posterior):
+    """``|x| ** p`` with ``p = 4`` where ``posterior``, else 2.4 (sections rounder in front);
+    the fractional power only where it is needed."""
+    x2 = x * x
+    out = x2 * x2
+    front = np.nonzero(~posterior)[0]
+    out[front] = x2[front] ** 1.2
+    return out
+
+
+def _superellipse(a, b, posterior):
+    return _power(a, posterior) + _power(b, posterior)
 
 
 CHUNK = 262_144
@@ -232,9 +242,9 @@ def _paint_spine(s: Spine, u, t, d, tis, lab) -> None:
     lab[tp & ~sacral] = vert_label[tp & ~sacral]
     # -- bodies: superellipse sections with a waist, cortex rim and endplates -----------
     waist = 1 - 0.06 * (1 - (2 * (t - bc) / np.maximum(bh, 1)) ** 2)
-    p = np.where(d > 0, 4.0, 2.4)
-    rr = _superellipse(u / (aw * waist), d / (ad_s * waist), p)
-    rim = (1 - 1.2 / ad_s) ** p
+    post = d > 0
+    rr = _superellipse(u / (aw * waist), d / (ad_s * waist), post)
+    rim = _power(1 - 1.2 / ad_s, post)
     wedge = 1 - _WEDGE[j] * np.clip(d / ad, -1.2, 1.2)  # disc taller in front, L5/S1 most
     hdisc = hh * (1 + 0.12 * (1 - np.minimum(rr, 1))) * wedge
     in_body = (rr <= 1) & (np.abs(dt) > hdisc)
@@ -244,7 +254,8 @@ def _paint_spine(s: Spine, u, t, d, tis, lab) -> None:
     tis[in_body] = Tissue.MARROW
     edge = in_body & ((rr > rim) | (np.abs(dt) < hdisc + 0.9))
     tis[edge] = Tissue.CORTEX
-    fused = in_body & sacral & (np.min(np.abs(ds0[:, None] - [27.0, 50.0, 70.0]), 1) < 1.0)
+    fused = np.nonzero(in_body & sacral)[0]  # the sacrum's fused disc remnants
+    fused = fused[np.min(np.abs(ds0[fused, None] - [27.0, 50.0, 70.0]), 1) < 1.0]
     tis[fused] = Tissue.ANNULUS
     lab[in_body] = vert_label[in_body]
     # -- discs: annulus, nucleus, degenerative posterior bulge, wedge --------------------
@@ -252,7 +263,7 @@ def _paint_spine(s: Spine, u, t, d, tis, lab) -> None:
     bulge = 0.8 + 1.8 * deg + 1.3 * s.sac_half_depth * n_sp / np.maximum(near, 1e-6) * (near > 0.5)
     frac = np.clip(1 - (dt / np.maximum(hdisc, 0.1)) ** 2, 0, 1)
     ad_post = np.where(d > 0, ad + bulge * frac, ad) * 1.03
-    rr_d = _superellipse(u / (aw * 1.03), d / ad_post, np.where(d > 0, 4.0, 2.4))
+    rr_d = _superellipse(u / (aw * 1.03), d / ad_post, post)
     in_disc = (rr_d <= 1) & (np.abs(dt) <= hdisc) & ~sacral | ((rr_d <= 1) & (np.abs(dt) <= hdisc) & (j == 7))
     tis[in_disc] = Tissue.ANNULUS
     # nucleus: bright core fading into the annulus; a degenerate disc's has a dark cleft
