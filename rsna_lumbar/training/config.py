@@ -256,8 +256,16 @@ def validate(config: Config) -> None:
 
 
 def packaged_config(name: str) -> Path:
-    """Path of a config shipped in ``rsna_lumbar/configs`` (``default``, ``tiny``)."""
+    """Path of a config shipped in ``rsna_lumbar/configs`` (:func:`packaged_names`)."""
     return Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml"
+
+
+def packaged_names() -> list[str]:
+    """Names of the training configs shipped with the kit (``cpu``, ``default``, ``tiny``, ...);
+    the ablation's variant files in the same folder are left out."""
+    sections = {f.name for f in dataclasses.fields(Config)}
+    return sorted(p.stem for p in packaged_config("default").parent.glob("*.yaml")
+                  if set(yaml.safe_load(p.read_text(encoding="utf-8")) or {}) <= sections)
 
 
 def load_config(path: str | os.PathLike | None, overrides=()) -> Config:
@@ -268,7 +276,8 @@ def load_config(path: str | os.PathLike | None, overrides=()) -> Config:
     if not path.is_file() and packaged_config(str(path)).is_file():
         path = packaged_config(str(path))
     if not path.is_file():
-        msg = f"config {path} not found; pass a YAML file or a packaged name (default, tiny)"
+        msg = (f"config {path} not found; pass a YAML file or a packaged name "
+               f"({', '.join(packaged_names())})")
         raise ConfigError(msg)
     values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(values, dict):

@@ -1,0 +1,69 @@
+"""The main job end to end at a reduced size: what ``make demo`` runs, on 8 + 3 studies.
+
+Every stage runs for real (synth → index → folds → localiser → crops → k-fold training →
+report → predict → validate → score); only the sizes are small. Then the user's next command,
+``rsna-lumbar predict`` with the weights the demo left, must reproduce the demo's submission.
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rsna_lumbar.cli import main as cli_main
+from rsna_lumbar.demo import STAGES, DemoPlan, run_demo
+from rsna_lumbar.submission import validate_submission
+from rsna_lumbar.tables import split_study_ids
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    plan = DemoPlan(work=root / "work", weights=root / "weights", studies=8, test_studies=3,
+                    folds=2, epochs=2, config="tiny", localizer_steps=4, real_exams=False,
+                    overrides=("train.threads=2",))
+    return plan, run_demo(plan)
+
+
+def test_demo_runs_every_stage_and_writes_a_complete_submission(demo, capsys):
+    plan, summary = demo
+    data = plan.work / "data"
+    submission = pd.read_csv(summary["submission"])
+    validate_submission(submission, split_study_ids(data, "test"))
+    assert len(submission) == 25 * 3
+    assert list(summary["minutes"])[:-1] == list(STAGES)
+    on_disk = json.loads((plan.work / "summary.json").read_text())
+    assert on_disk["test"]["model"]["score"] == pytest.approx(summary["test"]["model"]["score"])
+    for split in ("train_oof", "test"):
+        floor = summary[split]["bayes_floor"]["score"]
+        assert floor < summary[split]["prior"]["score"]
+        assert np.isfinite(summary[split]["model"]["score"])
+    model = summary["train_oof"]["model"]
+    assert set(model["balanced_accuracy"]) >= {"spinal", "foraminal", "subarticular"}
+
+
+def test_demo_leaves_weights_that_predict_reuses(demo, tmp_path):
+    plan, summary = demo
+    weights = plan.weights
+    assert (weights / "priors.json").is_file()
+    assert (weights / "localizer").is_dir()
+    model_dir = weights / "severity_tiny"
+    assert (model_dir / "model.json").is_file()
+    assert (model_dir / "report" / "confusion_matrices.png").stat().st_size > 1000
+    out = tmp_path / "sub.csv"
+    code = cli_main(["predict", "--data", str(plan.work / "data"), "--split", "test",
+                     "--out", str(out), "--models", str(weights), "--work", str(tmp_path / "w")])
+    assert code == 0
+    again, first = pd.read_csv(out), pd.read_csv(summary["submission"])
+    pd.testing.assert_frame_equal(again, first, atol=1e-5, check_exact=False)
+
+
+def test_demo_reruns_from_its_artefacts(demo, capsys):
+    plan, _ = demo
+    trained = [plan.weights / "severity_tiny" / "fold_0" / "model.safetensors",
+               plan.weights / "localizer" / "metrics.json", plan.work / "data" / "train.csv"]
+    before = [path.stat().st_mtime_ns for path in trained]
+    summary = run_demo(plan)
+    assert [path.stat().st_mtime_ns for path in trained] == before
+    assert summary["minutes"]["severity models (k-fold)"] < 0.1
