@@ -1,5 +1,6 @@
-"""Learned localiser, fast tests: grid geometry round trips, heatmap decoding, model folder,
-real-exam wrapping and the level criterion. No training here (see test_localize_real.py)."""
+"""Learned localiser, fast tests: grid geometry round trips (mirrored too), heatmap decoding,
+the cranial-to-caudal chain decoder, model folder, real-exam wrapping, their canal training
+points and the level criterion. No training here (see test_localize_real.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from rsna_lumbar.dicom.volume import Volume
 from rsna_lumbar.geometry.affine import slice_affine
 from rsna_lumbar.localize.keypoints import dataset as D
 from rsna_lumbar.localize.keypoints.model import STRIDE, HeatmapNet, decode_peaks, load_models, save_models
-from rsna_lumbar.localize.keypoints.realworld import measure, real_exams, real_truth, real_volume
+from rsna_lumbar.localize.keypoints.predict import chain_decode
+from rsna_lumbar.localize.keypoints.realworld import canal_truth, measure, real_exams, real_sample, real_truth, real_volume
 from rsna_lumbar.vocabulary import LEVELS, Condition, Level
 
 
@@ -48,6 +50,62 @@ def test_label_point_round_trips_through_grid_target_and_decoder():
     assert y.shape == (5, task.input_px // STRIDE, task.input_px // STRIDE) and y.max() <= 1.0
 
 
+def test_mirrored_draw_moves_points_and_swaps_axial_sides():
+    """A column mirror maps each point to ``input_px - 1 - u``; on axial slices left ↔ right."""
+    for name in ("sag_t2", "axial"):
+        task = D.TASKS[name]
+        a = D.input_to_canon(task)
+        mirrored = D.compose(a, D.flip_columns(task))
+        point = np.array([100.0, 80.0, 1.0])  # canonical (u, v)
+        u, v = D.invert(a) @ point
+        um, vm = D.invert(mirrored) @ point
+        assert um == pytest.approx(task.input_px - 1 - u) and vm == pytest.approx(v)
+    # axial: a mirrored slice shows the patient's left on the other side of the image, so the
+    # side channels swap and channel 0 stays the recess on the same side of the *image*
+    task = D.TASKS["axial"]
+    stack = np.zeros((3, task.canon_px, task.canon_px), np.float16)
+    stack[:, :, : task.canon_px // 2] = 1.0  # bright image-left half shows which way it was drawn
+    sample = D.SeriesSample(1, 2, stack, np.array([[0, 60.0, 96.0, 1.0], [1, 132.0, 96.0, 1.0]]), 4.0)
+    mirrored_seen = set()
+    for seed in range(16):
+        x, y = D.draw(sample, task, np.random.default_rng(seed), augment=True, k=1)
+        uv, _ = decode_peaks(torch.from_numpy(y))
+        assert uv[0, 0] < uv[1, 0]
+        half = task.input_px // 2
+        mirrored_seen.add(bool(x[1][:, half:].mean() > x[1][:, :half].mean()))
+    assert mirrored_seen == {True, False}
+
+
+def _blob(h: int, w: int, r: float, c: float, height: float, sigma: float = 0.8) -> np.ndarray:
+    rr, cc = np.mgrid[0:h, 0:w]
+    return height * np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * sigma**2))
+
+
+def test_chain_decode_orders_levels_and_shifts_them_together():
+    """Six disc-like candidates 4 cells (40 mm) apart; each level's own argmax is ambiguous or
+    wrong, the chain picks five consecutive candidates in order."""
+    h = w = 32
+    rows = [4, 8, 12, 16, 20, 24]
+
+    def to_mm(rc):  # 10 mm cells; row index runs inferior (LPS −z)
+        return np.c_[np.zeros(len(rc)), rc[:, 1] * 10.0, -rc[:, 0] * 10.0]
+
+    prob = np.zeros((5, h, w), np.float32)
+    for level in range(5):
+        # strong evidence for candidates level+1 (the true chain starts at the second one) …
+        prob[level] += _blob(h, w, rows[level + 1], 16, 0.6)
+        # … but every level also likes the top candidate a little
+        prob[level] += _blob(h, w, rows[0], 16, 0.3)
+    prob[2] += _blob(h, w, rows[0], 16, 0.7)  # L3/L4's own argmax is wrong (top candidate)
+    cells, _ = chain_decode(prob, to_mm)
+    assert cells[:, 0].tolist() == rows[1:]
+    # a chain too tall for the bounds (gaps of 100 mm) is refused
+    wide = np.zeros((5, 64, 8), np.float32)
+    for level in range(5):
+        wide[level] = _blob(64, 8, 2 + level * 10, 4, 0.9)
+    assert chain_decode(wide, to_mm) is None
+
+
 def test_slice_weight_marks_only_neighbouring_slices():
     task = D.TASKS["sag_t2"]
     sample = D.SeriesSample(1, 2, np.zeros((9, task.canon_px, task.canon_px), np.float16),
@@ -60,9 +118,9 @@ def test_slice_weight_marks_only_neighbouring_slices():
 
 def test_model_folder_round_trip(tmp_path):
     torch.manual_seed(0)
-    model = HeatmapNet("resnet18", 3, 5).eval()
+    model = HeatmapNet("lcnet_050", 3, 5, width=16).eval()
     x = torch.rand(1, 3, 64, 64)
-    config = {"backbone": "resnet18", "tasks": {"sag_t2": D.TASKS["sag_t2"].as_config()}}
+    config = {"backbone": "lcnet_050", "width": 16, "tasks": {"sag_t2": D.TASKS["sag_t2"].as_config()}}
     save_models(tmp_path / "loc", config, {"sag_t2": [model]})
     loaded_config, models = load_models(tmp_path / "loc")
     assert loaded_config["files"]["sag_t2"] == ["sag_t2_fold0.safetensors"]
@@ -90,6 +148,18 @@ def test_real_exam_wrapping_puts_truth_on_the_discs():
         assert row.edge_y > row.centre_y + 8
     # pixels of the Volume are the source plane
     np.testing.assert_array_equal(volume.pixels[3], np.load(path)["image"][:, :, 13])
+
+
+@needs_real
+def test_real_canal_training_points_sit_in_the_sac_behind_each_disc():
+    for path in real_exams():
+        truth, canal = real_truth(path), canal_truth(path)
+        behind = canal.y.to_numpy() - truth.edge_y.to_numpy()  # LPS +y = posterior
+        assert ((behind > 1.0) & (behind < 9.0)).all()
+        np.testing.assert_allclose(canal.z, truth.edge_z, atol=1e-6)
+    sample = real_sample(real_exams()[0])
+    assert sample.points[:, 0].tolist() == [0, 1, 2, 3, 4]
+    assert np.diff(sample.points[:, 2]).min() > 15  # canonical rows run caudal, ≥ 21 mm apart
 
 
 @needs_real

@@ -16,12 +16,16 @@ registered from the predicted canal point. One row per (study, condition, level)
 --split train: trains one heatmap model per task and fold (folds from --folds, a CSV written
   by 'rsna-lumbar folds', else made here with --n-folds), writes the out-of-fold predictions
   to --out, OUT.metrics.json (median / 95th-percentile error in mm per point type, level
-  accuracy, axial-slice disagreement) and the fold models to --model.
+  accuracy, axial-slice disagreement) and the fold models to --model. With the real exams
+  (--real), the sag_t2 folds also train on the real exams outside the fold and are measured on
+  those inside it: --model/real.csv and "real" in the metrics.
 --split test (or any other): loads --model and predicts every study of the split.
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from rsna_lumbar.localize.keypoints.train import TrainConfig
+
     parser.add_argument("--data", type=Path, required=True, help="competition folder")
     parser.add_argument("--split", default="test", help="train (OOF training) or a split to predict")
     parser.add_argument("--out", type=Path, required=True, help="CSV to write")
@@ -33,9 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", default="300",
                         help="training steps per model: N, or per task e.g. sag_t2=300,axial=100")
     parser.add_argument("--batch", type=int, default=16, help="training batch size")
-    parser.add_argument("--backbone", default="resnet18", help="timm encoder (features_only)")
+    parser.add_argument("--backbone", default=TrainConfig.backbone, help="timm encoder (features_only)")
+    parser.add_argument("--width", type=int, default=TrainConfig.width, help="decoder channels")
     parser.add_argument("--tasks", default="sag_t2,sag_t1,axial",
                         help="comma-separated tasks to train: sag_t2, sag_t1, axial")
+    parser.add_argument("--real", choices=("auto", "on", "off"), default="auto",
+                        help="train and measure sag_t2 with the 5 real exams out of fold "
+                             "(auto: when shared/data/real-lumbar or RSNA_REAL_LUMBAR holds them)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=None, help="processes for the index")
 
@@ -53,10 +61,11 @@ def run(args: argparse.Namespace) -> int:
     if args.split == "train":
         tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
         steps = _steps(args.steps, tasks)
-        cfg = TrainConfig(backbone=args.backbone, steps=max(steps.values()), batch=args.batch)
+        cfg = TrainConfig(backbone=args.backbone, width=args.width, steps=max(steps.values()),
+                          batch=args.batch)
         metrics = train_oof(args.data, args.out, args.model, work=args.work, folds=args.folds,
                             n_folds=args.n_folds, cfg=cfg, tasks=tasks, workers=args.workers,
-                            steps=steps)
+                            steps=steps, real={"auto": None, "on": True, "off": False}[args.real])
         print(json.dumps(metrics, indent=2))
     else:
         table = predict_split(args.data, args.split, args.out, args.model, work=args.work,

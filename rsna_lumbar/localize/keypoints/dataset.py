@@ -181,7 +181,7 @@ def augment_intensity(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     field = np.exp(a[0] * (xx - 0.5) + a[1] * (yy - 0.5) + a[2] * (xx - 0.5) * (yy - 0.5)
                    + a[3] * (xx - 0.5) ** 2 + a[4] * (yy - 0.5) ** 2)  # fmt: skip
     x = x * field[None] * np.exp(rng.normal(0, 0.25))
-    if rng.random() < 0.3:  # piecewise-linear remap: random monotone-or-not intensity curve
+    if rng.random() < 0.5:  # piecewise-linear remap: random monotone-or-not intensity curve
         knots = np.sort(rng.uniform(0, 1, 4))
         values = rng.uniform(0, 1, 6)
         values[0], values[-1] = 0.0, max(values[-1], 0.6)
@@ -193,35 +193,47 @@ def augment_intensity(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return noisy.astype(np.float32)
 
 
+def flip_columns(task: Task) -> np.ndarray:
+    """2×3 map input pixel → input pixel mirroring the columns (``u → input_px - 1 - u``)."""
+    return np.array([[-1.0, 0.0, task.input_px - 1.0], [0.0, 1.0, 0.0]])
+
+
 def draw(sample: SeriesSample, task: Task, rng: np.random.Generator, augment: bool = True,
          k: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """One training pair ``(input (3, px, px), target (n_points, px/4, px/4))`` from a series.
 
     Half the draws pick a slice within one slice of a labelled point, the rest any slice.
-    Geometric augmentation: scale 0.8–1.25, rotation ±12°, shift ±25 mm, and a random crop of
-    the field of view (real series are often narrower than ours).
+    Geometric augmentation: scale 0.75–1.35, rotation (sd 8°), shift ±25 mm, a mirror of the
+    columns half the time (a sagittal series may run anterior or posterior; on axial slices the
+    side channels swap with it), and a random crop of the field of view (real series are often
+    narrower than ours).
     """
     n = len(sample.stack)
     if k is None:
-        if len(sample.points) and rng.random() < 0.6:
+        if len(sample.points) and rng.random() < 0.5:
             k = int(np.clip(np.rint(rng.choice(sample.points[:, 3]) + rng.integers(-1, 2)), 0, n - 1))
         else:
             k = int(rng.integers(0, n))
+    channels = sample.points[:, 0].copy()
     if augment:
-        a = input_to_canon(task, float(np.exp(rng.uniform(np.log(0.8), np.log(1.25)))),
-                           float(rng.normal(0, 6)), tuple(rng.uniform(-25, 25, 2)))  # fmt: skip
+        a = input_to_canon(task, float(np.exp(rng.uniform(np.log(0.75), np.log(1.35)))),
+                           float(rng.normal(0, 8)), tuple(rng.uniform(-25, 25, 2)))  # fmt: skip
+        if rng.random() < 0.5:
+            a = compose(a, flip_columns(task))
+            if task.channel == "side":
+                channels = 1 - channels
     else:
         a = input_to_canon(task)
     x = warp(three_slices(sample.stack, k), a, task.input_px)
     if augment:
         x = augment_intensity(x, rng)
         if rng.random() < 0.5:  # narrower field of view: blank a random border
-            lo = rng.integers(0, task.input_px // 5, 2)
-            hi = task.input_px - rng.integers(0, task.input_px // 5, 2)
+            lo = rng.integers(0, task.input_px // 4, 2)
+            hi = task.input_px - rng.integers(0, task.input_px // 4, 2)
             mask = np.zeros(x.shape[1:], bool)
             mask[lo[1]:hi[1], lo[0]:hi[0]] = True
             x = x * mask[None]
     w = np.exp(-(((k - sample.points[:, 3]) * sample.spacing) ** 2) / (2 * task.slice_sigma_mm**2))
     keep = w > 0.05
     uv = (invert(a) @ np.c_[sample.points[keep, 1:3], np.ones(keep.sum())].T).T
-    return x, heatmap_target(task, uv, w[keep], sample.points[keep, 0])
+    return x, heatmap_target(task, uv, w[keep], channels[keep])

@@ -27,8 +27,8 @@ class HeatmapNet(nn.Module):
     """timm encoder + top-down FPN (strides 32 → 4, nearest upsampling) + a 3×3 head per point
     channel. Sized for CPU training: the decoder costs a fraction of the encoder."""
 
-    def __init__(self, backbone: str = "resnet18", in_chans: int = 3, n_points: int = 5,
-                 width: int = 64):  # fmt: skip
+    def __init__(self, backbone: str = "lcnet_075", in_chans: int = 3, n_points: int = 5,
+                 width: int = 32):  # fmt: skip
         super().__init__()
         import timm
 
@@ -118,7 +118,8 @@ def load_models(folder: str | os.PathLike) -> tuple[dict, dict[str, list[Heatmap
     for task, names in config["files"].items():
         spec = config["tasks"][task]
         for name in names:
-            model = HeatmapNet(config["backbone"], spec["in_chans"], spec["n_points"])
+            model = HeatmapNet(config["backbone"], spec["in_chans"], spec["n_points"],
+                               config.get("width", 64))  # fmt: skip
             model.load_state_dict(load_file(str(folder / name)))
             models.setdefault(task, []).append(model.eval())
     return config, models

@@ -2,9 +2,18 @@
 
 Rules (documented choices):
 
-* **Sagittal T2 → Spinal Canal Stenosis**: the ``sag_t2`` model scores every slice; the
-  mid-line slice is the one with the highest sum of the five levels' heatmap peaks, and each
-  level takes its best slice within one slice of it; the peak (refined) is the point.
+* **Sagittal T2 → Spinal Canal Stenosis**: the ``sag_t2`` model scores every slice. On each
+  slice and its two neighbours (per-cell maximum) the five points are decoded *as a chain*
+  (:func:`chain_decode`): candidates are the local maxima of the all-levels map, and dynamic
+  programming picks five of them running cranial → caudal, consecutive ones 15–65 mm apart,
+  that maximise the summed log-probability of their level's heatmap (a gentle penalty outside
+  22–50 mm). So a level cannot be skipped or repeated, and the five move together when the
+  evidence says the chain sits one disc higher or lower. The mid-line slice is the one whose
+  chain scores best after a Gaussian prior (sd 20 mm) on its distance from the series centre
+  (sagittal series are centred on the spine). Each level's point is its heatmap's refined
+  peak near the chosen candidate, on the slice (of the three) where that peak is highest.
+  Without a valid chain the mid-line slice is the one with the highest (prior-weighted) sum
+  of the five levels' peaks and each level takes its own best peak within one slice of it.
 * **Sagittal T1 → Neural Foraminal Narrowing**: the ``sag_t1`` model scores every slice for
   "a foramen of level L"; slices are split by side of the mid-line — the world x of the
   study's predicted canal points when the T2 series was localised, else the centre of the T1
@@ -23,13 +32,35 @@ import numpy as np
 import torch
 
 from rsna_lumbar.localize.keypoints.dataset import TASKS, Task, canonical_stack, compose, input_to_canon, three_slices, warp
-from rsna_lumbar.localize.keypoints.model import decode_peaks
+from rsna_lumbar.localize.keypoints.model import STRIDE, decode_peaks
 from rsna_lumbar.vocabulary import LEVELS, Condition, Side
 
 SOURCE = "learned"
 
 
 @torch.no_grad()
+def slice_probabilities(models: list, volume, task: Task, slices: list[int] | None = None,
+                        batch: int = 16) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:  # fmt: skip
+    """Heatmap probabilities of a task's fold models (their mean) on slices of a volume.
+
+    Returns ``(prob (K, P, h, w), to_vox (2×3 input pixel → voxel (col, row)), slices (K,))``.
+    """
+    stack, canon_to_vox = canonical_stack(volume, task)
+    a = input_to_canon(task)
+    slices = list(range(len(stack))) if slices is None else list(slices)
+    x = np.stack([warp(three_slices(stack, k), a, task.input_px) for k in slices])
+    probs = []
+    for start in range(0, len(x), batch):
+        chunk = torch.from_numpy(x[start:start + batch]).to(memory_format=torch.channels_last)
+        probs.append(torch.stack([torch.sigmoid(m(chunk)) for m in models]).mean(0))
+    return torch.cat(probs), compose(canon_to_vox, a), np.asarray(slices)
+
+
+def _to_voxel(to_vox: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    flat = uv.reshape(-1, 2)
+    return (to_vox @ np.c_[flat, np.ones(len(flat))].T).T.reshape(uv.shape)
+
+
 def slice_heatmaps(models: list, volume, task: Task, slices: list[int] | None = None,
                    batch: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Run a task's fold models on slices of a volume (mean of their probabilities).
@@ -37,20 +68,61 @@ def slice_heatmaps(models: list, volume, task: Task, slices: list[int] | None = 
     Returns ``(uv_voxel (K, P, 2), score (K, P), slices (K,))``: for each scored slice and
     point channel, the peak as voxel ``(col, row)`` of that slice and its probability.
     """
-    stack, canon_to_vox = canonical_stack(volume, task)
-    a = input_to_canon(task)
-    to_vox = compose(canon_to_vox, a)
-    slices = list(range(len(stack))) if slices is None else list(slices)
-    x = np.stack([warp(three_slices(stack, k), a, task.input_px) for k in slices])
-    probs = []
-    for start in range(0, len(x), batch):
-        chunk = torch.from_numpy(x[start:start + batch]).to(memory_format=torch.channels_last)
-        probs.append(torch.stack([torch.sigmoid(m(chunk)) for m in models]).mean(0))
-    prob = torch.cat(probs)
+    prob, to_vox, slices = slice_probabilities(models, volume, task, slices, batch)
     uv, score = decode_peaks(prob)
-    uv = uv.numpy().reshape(-1, 2)
-    vox = (to_vox @ np.c_[uv, np.ones(len(uv))].T).T.reshape(len(slices), -1, 2)
-    return vox, score.numpy(), np.asarray(slices)
+    return _to_voxel(to_vox, uv.numpy()), score.numpy(), slices
+
+
+def _local_maxima(m: np.ndarray, floor: float, top: int) -> np.ndarray:
+    """``(n, 2)`` (row, col) cells of ``m`` (h, w) that are 3×3 maxima above ``floor``, best first."""
+    t = torch.from_numpy(m)[None, None]
+    peak = (t == torch.nn.functional.max_pool2d(t, 3, 1, 1))[0, 0].numpy() & (m > floor)
+    cells = np.argwhere(peak)
+    order = np.argsort(-m[peak])[:top]
+    return cells[order]
+
+
+def chain_decode(prob: np.ndarray, cell_to_mm, gaps=(15.0, 65.0), soft=(22.0, 50.0),
+                 top: int = 12) -> tuple[np.ndarray, float] | None:  # fmt: skip
+    """Choose one candidate cell per level so the five run cranial → caudal with plausible gaps.
+
+    Args:
+        prob: ``(5, h, w)`` level heatmaps (probabilities), level 0 = L1/L2.
+        cell_to_mm: maps ``(n, 2)`` (row, col) cells to ``(n, 3)`` world points (LPS mm).
+        gaps: hard bounds (mm) on the distance between consecutive levels.
+        soft: no penalty inside these bounds; outside, −((excess mm) / 5)².
+        top: candidates kept (local maxima of the all-levels map).
+
+    Returns:
+        ``(cells, score)``: ``(5, 2)`` (row, col) cells and the chain's summed log-probability
+        (with the gap penalties), or ``None`` when no chain satisfies the bounds.
+    """
+    n_levels = prob.shape[0]
+    cells = _local_maxima(prob.max(axis=0), 1e-3, top)
+    if len(cells) < n_levels:
+        return None
+    world = cell_to_mm(cells)
+    order = np.argsort(-world[:, 2])  # superior (LPS +z) first
+    cells, world = cells[order], world[order]
+    # a level's evidence at a candidate: its heatmap's best cell within one cell of it
+    pooled = torch.nn.functional.max_pool2d(torch.from_numpy(prob)[None], 3, 1, 1)[0].numpy()
+    score = np.log(pooled[:, cells[:, 0], cells[:, 1]] + 1e-4)  # (levels, candidates)
+    gap = np.linalg.norm(world[:, None] - world[None], axis=2)
+    ok = (gap >= gaps[0]) & (gap <= gaps[1]) & (world[:, None, 2] > world[None, :, 2])
+    penalty = -((np.maximum(soft[0] - gap, 0) + np.maximum(gap - soft[1], 0)) / 5.0) ** 2
+    link = np.where(ok, penalty, -np.inf)  # link[i, j]: candidate i (above) → j (below)
+    best = score[0].copy()
+    back = np.zeros((n_levels, len(cells)), int)
+    for level in range(1, n_levels):
+        total = best[:, None] + link
+        back[level] = np.argmax(total, axis=0)
+        best = total[back[level], np.arange(len(cells))] + score[level]
+    if not np.isfinite(best.max()):
+        return None
+    chosen = [int(np.argmax(best))]
+    for level in range(n_levels - 1, 0, -1):
+        chosen.append(int(back[level, chosen[-1]]))
+    return cells[chosen[::-1]], float(best.max())
 
 
 def _row(volume, condition: Condition, level, k: int, col: float, row: float, conf: float) -> dict:
@@ -62,17 +134,49 @@ def _row(volume, condition: Condition, level, k: int, col: float, row: float, co
             "source": SOURCE, "confidence": round(float(conf), 4)}  # fmt: skip
 
 
-def canal_points(models: list, volume) -> list[dict]:
-    """Spinal Canal Stenosis rows (one per level) of a sagittal T2 Volume."""
-    vox, score, slices = slice_heatmaps(models, volume, TASKS["sag_t2"])
-    mid = int(np.argmax(score.sum(axis=1)))  # the canal's mid-line slice: best for all levels
-    near = np.abs(np.arange(len(slices)) - mid) <= 1
+def canal_points(models: list, volume, chain: bool = True, centre_sd_mm: float = 20.0) -> list[dict]:
+    """Spinal Canal Stenosis rows (one per level) of a sagittal T2 Volume (``chain``: decode
+    the five levels jointly, see the module docstring; else each level on its own)."""
+    prob, to_vox, slices = slice_probabilities(models, volume, TASKS["sag_t2"])
+    uv, score = decode_peaks(prob)
+    vox, score = _to_voxel(to_vox, uv.numpy()), score.numpy()
+    # sagittal series are centred on the spine: a Gaussian prior on the mid-line slice
+    offset_mm = (np.arange(len(slices)) - (len(slices) - 1) / 2) * float(volume.spacing[2])
+    log_prior = -0.5 * (offset_mm / centre_sd_mm) ** 2
+    mid = int(np.argmax(np.log(score.sum(axis=1) + 1e-6) + log_prior))
+    cells = None
+    if chain:
+        best_objective = -np.inf
+        for k in range(len(slices)):
+            stacked = prob[max(k - 1, 0):k + 2].numpy().max(axis=0)
+
+            def cell_to_mm(rc: np.ndarray, k=k) -> np.ndarray:
+                centre = (rc[:, ::-1] * STRIDE + (STRIDE - 1) / 2).astype(float)
+                v = _to_voxel(to_vox, centre)
+                return volume.voxel_to_world(np.c_[v, np.full(len(v), float(slices[k]))])
+
+            found = chain_decode(stacked, cell_to_mm)
+            if found is not None and found[1] + log_prior[k] > best_objective:
+                best_objective, cells, mid = found[1] + log_prior[k], found[0], k
+    near = np.flatnonzero(np.abs(np.arange(len(slices)) - mid) <= 1)
     rows = []
     for level in LEVELS:
-        best = int(np.argmax(np.where(near, score[:, level.index], -1.0)))
-        col, row = vox[best, level.index]
+        i = level.index
+        if cells is None:
+            best = int(near[np.argmax(score[near, i])])
+            col, row = vox[best, i]
+            conf = score[best, i]
+        else:  # the level's refined peak within a 5×5-cell window around its chosen candidate
+            r, c = cells[i]
+            window = torch.zeros_like(prob[0, i])
+            window[max(r - 2, 0):r + 3, max(c - 2, 0):c + 3] = 1
+            local = prob[near, i] * window
+            best = int(near[int(torch.argmax(local.flatten(1).max(dim=1).values))])
+            peak, peak_score = decode_peaks(prob[best, i] * window)
+            col, row = _to_voxel(to_vox, peak.numpy()[None])[0]
+            conf = float(peak_score)
         rows.append(_row(volume, Condition.SPINAL_CANAL_STENOSIS, level, int(slices[best]), col, row,
-                         score[best, level.index]))  # fmt: skip
+                         conf))  # fmt: skip
     return rows
 
 

@@ -14,6 +14,12 @@ left–right index of all disc voxels) and its two neighbours, the disc's *poste
 the point at the most posterior column ``c_max + 0.5`` and the mean row of the disc voxels
 within 1 mm of that column.
 
+Training points (:func:`canal_truth`, :func:`real_sample`): the exams may also train the
+``sag_t2`` model, out of fold. Their canal point per level is the centre of the dural sac behind
+the disc: on the mid-sagittal plane, along the edge's row (±2 rows averaged), the first bright
+(cerebrospinal fluid) run starting within 4 mm behind the posterior edge, its centre clipped to
+2–9 mm behind the edge (4.5 mm when no such run is found).
+
 Criterion (:func:`measure`): a predicted canal point for level L "lands on" the disc whose
 posterior-edge point is nearest to it in the sagittal plane (rows and columns, left–right
 ignored); the level is right when that disc is L. ``error_mm`` is the 3-D distance to disc L's
@@ -83,6 +89,48 @@ def real_truth(path: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def canal_truth(path: str | os.PathLike) -> pd.DataFrame:
+    """Per level: the canal (dural sac centre) training point, LPS mm (see module docstring)."""
+    source = np.load(path)
+    image, discs = source["image"].astype(np.float32), source["discs"]
+    truth = real_truth(path)
+    m = int(np.rint(np.median(np.nonzero(discs)[2])))
+    affine = _affine()
+    rows = []
+    for level, edge in zip(LEVELS, truth[["edge_x", "edge_y", "edge_z"]].to_numpy(float)):
+        col, row = edge[1] - 0.5, -edge[2]  # our geometry: world y = column, world z = −row
+        c0, r0 = int(round(col)), int(round(row))
+        profile = image[max(r0 - 2, 0):r0 + 3, c0 + 1:c0 + 31, m].mean(axis=0)
+        bright = profile >= 0.7 * profile.max()
+        offset = 4.5
+        starts = np.flatnonzero(bright[:4])
+        if len(starts):
+            end = starts[0]
+            while end + 1 < len(bright) and bright[end + 1]:
+                end += 1
+            offset = float(np.clip(1 + (starts[0] + end) / 2, 2.0, 9.0))
+        point = affine @ [col + offset, row, (m - FIRST) / STEP, 1.0]
+        rows.append({"level": level.title, "x": point[0], "y": point[1], "z": point[2]})
+    return pd.DataFrame(rows)
+
+
+def real_sample(path: str | os.PathLike, task=None):
+    """One real exam as a training :class:`~.dataset.SeriesSample` of the ``sag_t2`` task."""
+    from rsna_lumbar.localize.keypoints.dataset import TASKS, SeriesSample, canonical_stack, invert
+
+    task = task or TASKS["sag_t2"]
+    volume = real_volume(path)
+    stack, m = canonical_stack(volume, task)
+    back = invert(m)
+    points = []
+    for level, world in zip(LEVELS, canal_truth(path)[["x", "y", "z"]].to_numpy(float)):
+        col, row, k = volume.world_to_voxel(world)
+        u, v = back @ [col, row, 1.0]
+        points.append((level.index, u, v, k))
+    return SeriesSample(volume.study_id, volume.series_id, stack, np.array(points, float),
+                        float(volume.spacing[2]))  # fmt: skip
+
+
 def measure(canal_rows: list[dict], truth: pd.DataFrame) -> pd.DataFrame:
     """Per predicted level: the disc it lands on, whether that is right, and its errors (mm)."""
     edges = truth[["edge_x", "edge_y", "edge_z"]].to_numpy(float)
@@ -99,14 +147,31 @@ def measure(canal_rows: list[dict], truth: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def measure_all(models: list, folder=None) -> pd.DataFrame:
-    """Run the sagittal T2 models on every real exam → one row per (exam, level)."""
+def measure_exam(models: list, path: str | os.PathLike) -> pd.DataFrame:
+    """:func:`measure` of the sagittal T2 models on one exam, with an ``exam`` column first."""
     from rsna_lumbar.localize.keypoints.predict import canal_points
 
+    result = measure(canal_points(models, real_volume(path)), real_truth(path))
+    return result.assign(exam=Path(path).stem)[["exam", *result.columns]]
+
+
+def summarise(result: pd.DataFrame) -> dict:
+    """Headline figures of :func:`measure` rows: levels right (of all), mm errors."""
+    return {"exams": int(result.exam.nunique()), "levels_right": int(result.correct.sum()),
+            "levels": len(result), "median_mm": round(float(result.error_mm.median()), 2),
+            "p95_mm": round(float(result.error_mm.quantile(0.95)), 2),
+            "median_cc_mm": round(float(result.cc_error_mm.median()), 2)}  # fmt: skip
+
+
+def measure_all(models: list | dict, folder=None) -> pd.DataFrame:
+    """Run the sagittal T2 models on every real exam → one row per (exam, level).
+
+    ``models``: one list for every exam, or ``{exam stem: list}`` (out-of-fold models).
+    """
     frames = []
     for path in real_exams(folder):
-        result = measure(canal_points(models, real_volume(path)), real_truth(path))
-        frames.append(result.assign(exam=path.stem))
+        chosen = models[path.stem] if isinstance(models, dict) else models
+        frames.append(measure_exam(chosen, path))
     if not frames:
         msg = "no real exams found: set RSNA_REAL_LUMBAR to the folder holding ivd_*.npz"
         raise FileNotFoundError(msg)

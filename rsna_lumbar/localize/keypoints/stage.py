@@ -10,6 +10,13 @@ percentile of the 3-D error in mm, coverage, and level accuracy (the predicted p
 true point of the same study and condition carries the same level); and the axial-slice
 disagreement rate (how often the axial slice registered from the predicted canal point differs
 from the one registered from the true canal point).
+
+Real exams (``real``): the five real sagittal T2 exams of ``shared/data/real-lumbar``
+(:mod:`.realworld`) are dealt to the folds like studies (exam ``i`` → fold ``i mod n``); each
+fold's ``sag_t2`` model trains on the synthetic studies and the real exams outside its fold
+(``TrainConfig.extra_fraction`` of each batch real) and is measured on the exams inside it, so
+the real figure is out of fold too. It is written to ``model_dir/real.csv`` and under
+``"real"`` in the metrics; ``config.json`` records each exam's fold (``"real_folds"``).
 """
 
 from __future__ import annotations
@@ -82,10 +89,20 @@ def _by_study(stacks: dict) -> dict[int, list]:
 
 
 def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=TrainConfig(),
-              tasks=tuple(TASKS), workers=None, steps: dict | None = None) -> dict:  # fmt: skip
+              tasks=tuple(TASKS), workers=None, steps: dict | None = None,
+              real: bool | None = None) -> dict:  # fmt: skip
     """Train per fold, predict each fold's studies with the model that did not see them,
-    write ``out`` (OOF rows), ``model_dir`` (all fold models) and the metrics JSON."""
+    write ``out`` (OOF rows), ``model_dir`` (all fold models) and the metrics JSON.
+
+    Args:
+        steps: training steps per task (``{"sag_t2": 600, ...}``); tasks not named train
+            ``cfg.steps``. The budget knob: time is about linear in the steps.
+        real: train and measure ``sag_t2`` with the real exams out of fold (module docstring);
+            ``None``: when the exams are present and ``sag_t2`` is trained.
+    """
     import torch
+
+    from rsna_lumbar.localize.keypoints import realworld
 
     data = Path(data)
     stacks = study_stacks(data, "train", work, workers)
@@ -93,26 +110,45 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
     fold_of = read_or_make_folds(data, Path(folds) if folds else None, n_folds).set_index("study_id").fold
     samples = {t: load_samples(data, TASKS[t], coords, stacks) for t in tasks}
     by_study = _by_study(stacks)
+    fold_ids = sorted(fold_of.unique())
+    exams = realworld.real_exams() if real or real is None else []
+    if "sag_t2" not in tasks:
+        exams = []
+    if real and not exams:
+        msg = "real=True but no real exams found (set RSNA_REAL_LUMBAR) or sag_t2 not trained"
+        raise FileNotFoundError(msg)
+    real_fold = {path.stem: i % len(fold_ids) for i, path in enumerate(exams)}
+    real_samples = {path.stem: realworld.real_sample(path) for path in exams}
     models: dict[str, list] = {t: [] for t in tasks}
-    rows, started = [], time.time()
-    for fold in sorted(fold_of.unique()):
+    rows, real_rows, started = [], [], time.time()
+    for index, fold in enumerate(fold_ids):
         held = set(fold_of.index[fold_of == fold])
         fold_models = {}
         for t in tasks:
             train = [s for s in samples[t] if s.study_id not in held]
+            extra = [real_samples[e] for e in real_samples if real_fold[e] != index] if t == "sag_t2" else []
             task_cfg = replace(cfg, steps=(steps or {}).get(t, cfg.steps))
-            fold_models[t] = [fit(train, TASKS[t], task_cfg)]
+            fold_models[t] = [fit(train, TASKS[t], task_cfg, extra=extra)]
             models[t].append(fold_models[t][0])
         with torch.no_grad():
             for study in sorted(held):
                 rows += predict_study(fold_models, by_study.get(int(study), []), data)
+            for path in exams:
+                if real_fold[path.stem] == index:
+                    result = realworld.measure_exam(fold_models["sag_t2"], path)
+                    real_rows.append(result.assign(fold=index))
         _LOG.info("fold %s done (%.0f s)", fold, time.time() - started)
     table = pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
     write_csv(table, out)
-    config = {"backbone": cfg.backbone, "tasks": {t: TASKS[t].as_config() for t in tasks},
-              "train": asdict(cfg), "steps": steps or {}, "folds": int(fold_of.nunique())}  # fmt: skip
+    config = {"backbone": cfg.backbone, "width": cfg.width, "tasks": {t: TASKS[t].as_config() for t in tasks},
+              "train": asdict(cfg), "steps": steps or {}, "folds": int(fold_of.nunique()),
+              "real_folds": real_fold}  # fmt: skip
     save_models(model_dir, config, models)
     metrics = evaluate(table, coords, stacks)
+    if real_rows:
+        real_table = pd.concat(real_rows, ignore_index=True)
+        write_csv(real_table, Path(model_dir) / "real.csv")
+        metrics["real"] = realworld.summarise(real_table)
     metrics["train_seconds"] = round(time.time() - started, 1)
     text = json.dumps(metrics, indent=2) + "\n"
     write_text(Path(out).with_suffix(".metrics.json"), text)
