@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from rsna_lumbar.atomic import write_csv, write_text
 from rsna_lumbar.parallel import ordered_map
@@ -215,6 +214,8 @@ def generate(out: Path, studies: int, seed: int, test_studies: int | None = None
 
 
 def _write_tables(out: Path, results: list[dict]) -> None:
+    import pandas as pd  # here, not at the top: workers never need it (faster start)
+
     train = [r for r in results if r["split"] == "train"]
     test = [r for r in results if r["split"] == "test"]
     label_columns = ["study_id", *TARGET_COLUMNS]
