@@ -231,9 +231,9 @@ def _paint_spine(s: Spine, u, t, d, tis, lab) -> None:
     dl = d - (ad_s + cd)
     sp_c = bc - 0.12 * bh - 0.22 * np.clip(dl, 0, None)
     sp_len, sp_half = 28 + 0.2 * bh, 0.27 * bh
-    spin = (au < 3.2) & (dl > 2) & (dl < sp_len) & (np.abs(t - sp_c) < sp_half) & ~sacral
+    spin = (au < 4.5) & (dl > 2) & (dl < sp_len) & (np.abs(t - sp_c) < sp_half) & ~sacral
     tis[spin] = Tissue.CORTEX  # a cortical shell around fatty marrow
-    marrow = spin & (au < 2.2) & (dl < sp_len - 1.2) & (np.abs(t - sp_c) < sp_half - 1.2)
+    marrow = spin & (au < 3.5) & (dl < sp_len - 1.2) & (np.abs(t - sp_c) < sp_half - 1.2)
     tis[marrow] = Tissue.POST_BONE
     lab[spin] = vert_label[spin]
     reach = s.transverse[np.clip(b, 0, 8)]
