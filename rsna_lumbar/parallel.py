@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+LOGGER = logging.getLogger(__name__)
 
 # Workers start from a clean server process, never by forking the caller: a fork copies the
 # caller's thread pools (OpenCV, OpenMP, torch) mid-lock, and the child then waits forever on a
@@ -29,7 +33,9 @@ def ordered_map(
     ``workers`` defaults to every core; 1 (or fewer than ``min_tasks`` tasks) runs in this
     process. The pool is shut down, pending work cancelled, when the caller stops iterating.
     ``function`` must be importable (a module-level function) and the tasks picklable; workers
-    import what they need themselves.
+    import what they need themselves. If the pool breaks (a worker killed, or workers that
+    cannot start, e.g. a caller whose ``__main__`` cannot be re-imported), the tasks not yet
+    returned run in this process instead, with a warning: slower, never lost.
     """
     from tqdm.auto import tqdm
 
@@ -40,8 +46,18 @@ def ordered_map(
         return
     pool = ProcessPoolExecutor(max_workers=workers,
                                mp_context=multiprocessing.get_context(_CONTEXT))
-    try:
-        results: Iterable = pool.map(function, tasks, chunksize=chunksize)
-        yield from tqdm(results, **bar)
-    finally:
-        pool.shutdown(cancel_futures=True)
+    done = 0
+    with tqdm(**bar) as progress_bar:
+        try:
+            for result in pool.map(function, tasks, chunksize=chunksize):
+                done += 1
+                progress_bar.update()
+                yield result
+        except BrokenProcessPool as error:
+            LOGGER.warning("process pool broke (%s); running the %d remaining tasks in this "
+                           "process", error, len(tasks) - done)  # fmt: skip
+            for task in tasks[done:]:
+                progress_bar.update()
+                yield function(task)
+        finally:
+            pool.shutdown(cancel_futures=True)

@@ -67,3 +67,45 @@ def test_demo_reruns_from_its_artefacts(demo, capsys):
     summary = run_demo(plan)
     assert [path.stat().st_mtime_ns for path in trained] == before
     assert summary["minutes"]["severity models (k-fold)"] < 0.1
+
+
+def _ensemble(weights, root, members: dict[str, float], broken: str | None = None):
+    """A model root whose ensemble.yaml lists copies of the demo's model folder."""
+    import shutil
+
+    import yaml
+
+    root.mkdir()
+    shutil.copy(weights / "priors.json", root / "priors.json")
+    shutil.copytree(weights / "localizer", root / "localizer")
+    for name in members:
+        shutil.copytree(weights / "severity_tiny", root / name)
+    if broken:
+        (root / broken / "fold_0" / "model.safetensors").write_bytes(b"not a tensor file")
+    manifest = {"members": [{"path": n, "weight": w} for n, w in members.items()],
+                "localizer": "localizer"}
+    (root / "ensemble.yaml").write_text(yaml.safe_dump(manifest))
+    return root
+
+
+def _predict(plan, models, out, work, **kwargs):
+    from rsna_lumbar.inference.predict import predict_split
+
+    return predict_split(plan.work / "data", "test", out, models, work=work, **kwargs)
+
+
+def test_broken_members_are_skipped_and_a_spent_budget_sheds_members_never_rows(
+        demo, tmp_path, caplog):
+    plan, summary = demo
+    models = _ensemble(plan.weights, tmp_path / "models", {"a": 1.0, "b": 3.0, "c": 1.0},
+                       broken="c")
+    frame = _predict(plan, models, tmp_path / "sub.csv", tmp_path / "w", budget_s=0.0)
+    validate_submission(frame, split_study_ids(plan.work / "data", "test"))
+    assert any(f"member {models / 'c'} cannot be loaded" in r.message for r in caplog.records)
+    shed = [r.message for r in caplog.records if "shedding ensemble member" in r.message]
+    assert len(shed) == 1 and shed[0].endswith(" b")  # the last member goes, the first stays
+    # a and b are copies of the demo's model: before and after the shedding, every study gets
+    # exactly what that model alone predicted
+    first = pd.read_csv(summary["submission"])
+    pd.testing.assert_frame_equal(frame.reset_index(drop=True), first, atol=1e-5,
+                                  check_exact=False)

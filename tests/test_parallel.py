@@ -31,3 +31,16 @@ def test_workers_do_not_inherit_the_callers_opencv_threads():
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[0] == "4"
+
+
+def test_a_pool_that_cannot_start_falls_back_to_this_process():
+    # A caller fed on stdin: forkserver workers cannot re-import its __main__, the pool breaks.
+    script = textwrap.dedent("""
+        from rsna_lumbar.parallel import ordered_map
+        print(list(ordered_map(abs, [-1, -2, -3], workers=2, progress=False)))
+    """)
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1, 2, 3]"
+    assert "running the 3 remaining tasks in this process" in done.stderr

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -203,11 +204,15 @@ def build_crops(
     force: bool = False,
     progress: bool = True,
     montages: int = 3,
+    on_study: Callable[[int], None] | None = None,
 ) -> Path:
     """Run the stage; returns the path of ``index.csv``. See the module docstring.
 
     ``montages``: write ``{study}.png`` (every crop's middle slice, see
     :mod:`rsna_lumbar.crops.montage`) for the first that many studies.
+    ``on_study``: called in this process with each study id once its crops are on disk —
+    cached studies first, then the others as the worker processes finish them, so the caller
+    (``predict``: the models) works while the pool decodes the next studies.
     """
     folder = CompetitionFolder(data)
     out = Path(out)
@@ -228,11 +233,17 @@ def build_crops(
     empty_points = table.iloc[:0]
     tasks = [(folder.root, out, s, by_study.get(s, index.iloc[:0]),
               points_by_study.get(s, empty_points)) for s in todo]  # fmt: skip
+    if on_study is not None:
+        pending = set(todo)
+        for study_id in (s for s in studies if s not in pending):
+            on_study(study_id)
     results = ordered_map(_task, tasks, workers=workers, desc="crops", unit="study",
                           progress=progress)  # fmt: skip
     for study_id, issues in results:
         for issue in issues:
             LOGGER.warning("study %s: %s", study_id, issue)
+        if on_study is not None:
+            on_study(study_id)
     from rsna_lumbar.crops.montage import save_montage
 
     for study_id in studies[:montages]:

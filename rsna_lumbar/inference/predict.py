@@ -5,16 +5,19 @@ The chain, each stage guarded so that a failure degrades the prediction instead 
 1. studies — from ``{split}_series_descriptions.csv`` (the list Kaggle scores);
 2. points — the ensemble's learned localiser (``rsna-lumbar localize``), or the labelled points
    when the split has them (train: out-of-fold checks), else none;
-3. crops — :func:`rsna_lumbar.crops.stage.build_crops` on those points (DICOM decoding runs in a
-   process pool across studies);
-4. models — every member of the ensemble manifest (:mod:`rsna_lumbar.inference.ensemble`),
-   weighted average of calibrated probabilities, targets a member cannot predict left out;
+3. crops — :func:`rsna_lumbar.crops.stage.build_crops` on those points: DICOM decoding and
+   resampling run in a process pool across studies;
+4. models — as each study's crops land, every member of the ensemble manifest
+   (:mod:`rsna_lumbar.inference.ensemble`) predicts it in this process (GPU when there is one)
+   while the pool decodes the next studies; weighted average of calibrated probabilities,
+   targets a member cannot predict left out;
 5. fallback — what no member predicted gets the class priors of ``MODELS/priors.json`` (uniform
    when absent); the count is logged;
 6. a validated, atomically written submission.
 
-Time budget: by default Kaggle's 9 h less a 30 min margin. After each ensemble member the mean
-member cost is projected; members that would overrun are shed (logged), never the submission.
+Time budget: by default Kaggle's 9 h less a 30 min margin. After each study the seconds spent
+plus the measured per-study cost of the kept members times the studies left are projected;
+when that passes the budget the last member of the manifest is shed (logged), never a row.
 Seconds per study for every stage are logged at the end.
 """
 
@@ -82,36 +85,72 @@ def _points(data: Path, split: str, localizer: Path | None, work: Path) -> Path 
     return None
 
 
-def _predict_members(ensemble, crops: Path, study_ids, budget_s: float, started: float):
-    """Weighted sums of member probabilities and weights per study: (S, 25, 3), (S, 25)."""
-    from rsna_lumbar.models import load_model_folder
+class _EnsembleRunner:
+    """Runs every kept ensemble member on one study at a time and sheds members on a budget.
 
-    total = np.zeros((len(study_ids), 25, 3))
-    weight = np.zeros((len(study_ids), 25))
-    costs = []
-    for position, member in enumerate(ensemble.members):
-        elapsed = time.perf_counter() - started
-        projected = np.mean(costs) if costs else 0.0
-        if costs and elapsed + projected > budget_s:
-            shed = [str(m.path.name) for m in ensemble.members[position:]]
-            LOGGER.warning("time budget %.0f s: shedding ensemble members %s", budget_s, shed)
-            break
-        member_started = time.perf_counter()
-        try:
-            predictor = load_model_folder(member.path)
-            for k, study_id in enumerate(study_ids):
-                npz = crops / f"{study_id}.npz"
-                if not npz.is_file():
-                    continue
-                with np.load(npz) as arrays:
-                    probs, mask = predictor.predict_study({key: arrays[key] for key in arrays.files})
-                total[k][mask] += member.weight * probs[mask]
-                weight[k][mask] += member.weight
-        except Exception as error:  # noqa: BLE001 - a broken member must not stop the run
-            LOGGER.error("ensemble member %s failed (%s: %s); continuing without it",
-                         member.path, type(error).__name__, error)  # fmt: skip
-        costs.append(time.perf_counter() - member_started)
-    return total, weight
+    Called from the crops stage as each study's crops land on disk, so DICOM decoding of the
+    next studies (in the crops' worker processes) overlaps the model work here. Members are
+    kept in manifest order; when the seconds spent so far plus the projected cost of the
+    remaining studies would pass the budget, the last kept member is shed (logged), never a row.
+    """
+
+    def __init__(self, ensemble, crops: Path, study_ids: list[int], budget_s: float,
+                 started: float, device: str):
+        from rsna_lumbar.models import load_model_folder
+
+        self.crops, self.budget_s, self.started = crops, budget_s, started
+        self.position = {int(s): k for k, s in enumerate(study_ids)}
+        self.total = np.zeros((len(study_ids), 25, 3))
+        self.weight = np.zeros((len(study_ids), 25))
+        self.members: list[tuple] = []  # (member, predictor, seconds spent, studies run)
+        for member in ensemble.members:
+            try:
+                self.members.append([member, load_model_folder(member.path, device=device), 0.0, 0])
+            except Exception as error:  # noqa: BLE001 - a broken member must not stop the run
+                LOGGER.error("ensemble member %s cannot be loaded (%s: %s); continuing without it",
+                             member.path, type(error).__name__, error)  # fmt: skip
+        self.remaining = len(study_ids)
+
+    def __call__(self, study_id: int) -> None:
+        self.remaining -= 1
+        npz = self.crops / f"{study_id}.npz"
+        if not npz.is_file() or not self.members:
+            return
+        with np.load(npz) as loaded:
+            arrays = {key: loaded[key] for key in loaded.files}
+        k = self.position[int(study_id)]
+        for entry in list(self.members):
+            member, predictor = entry[0], entry[1]
+            member_started = time.perf_counter()
+            try:
+                probs, mask = predictor.predict_study(arrays)
+            except Exception as error:  # noqa: BLE001 - drop the member, keep the study
+                LOGGER.error("ensemble member %s failed on study %s (%s: %s); dropped",
+                             member.path, study_id, type(error).__name__, error)  # fmt: skip
+                self.members.remove(entry)
+                continue
+            self.total[k][mask] += member.weight * probs[mask]
+            self.weight[k][mask] += member.weight
+            entry[2] += time.perf_counter() - member_started
+            entry[3] += 1
+        self._shed()
+
+    def _shed(self) -> None:
+        elapsed = time.perf_counter() - self.started
+        while len(self.members) > 1:
+            per_study = sum(e[2] / max(e[3], 1) for e in self.members)
+            if elapsed + per_study * self.remaining <= self.budget_s:
+                return
+            shed = self.members.pop()
+            LOGGER.warning("time budget %.0f s: %.0f s spent, %d studies left at %.2f s each; "
+                           "shedding ensemble member %s", self.budget_s, elapsed, self.remaining,
+                           per_study, shed[0].path.name)  # fmt: skip
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def predict_split(
@@ -122,6 +161,7 @@ def predict_split(
     *,
     work: str | os.PathLike | None = None,
     budget_s: float = KAGGLE_BUDGET_S,
+    timings: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """Write a complete submission for ``split`` of the competition folder ``data`` to ``out``.
 
@@ -132,6 +172,7 @@ def predict_split(
         models: model root (``weights/``): ``priors.json``, ensemble members, localiser.
         work: scratch folder for points and crops (default: next to ``out``).
         budget_s: total time budget in seconds; ensemble members are shed to honour it.
+        timings: when given, filled with the wall seconds of each stage (all studies).
     """
     started = time.perf_counter()
     stages = _Stages()
@@ -151,11 +192,11 @@ def predict_split(
                 from rsna_lumbar.crops.stage import build_crops
 
                 crops = work / f"crops_{split}"
-                stages.run("crops", build_crops, data, split, crops, points=points, work=work,
-                           montages=0)  # fmt: skip
-                total, weight = stages.run(
-                    "models", _predict_members, ensemble, crops, study_ids, budget_s, started
-                )
+                runner = stages.run("load models", _EnsembleRunner, ensemble, crops, study_ids,
+                                    budget_s, started, _device())  # fmt: skip
+                stages.run("crops + models", build_crops, data, split, crops, points=points,
+                           work=work, montages=0, on_study=runner)  # fmt: skip
+                total, weight = runner.total, runner.weight
         except Exception as error:  # noqa: BLE001 - the submission must still be written
             LOGGER.error("inference chain failed (%s: %s); falling back to priors",
                          type(error).__name__, error)  # fmt: skip
@@ -167,4 +208,6 @@ def predict_split(
                 "from the fallback", len(submission), len(study_ids), out, int(predicted.sum()),
                 predicted.size)  # fmt: skip
     LOGGER.info("seconds per study: %s", stages.report(len(study_ids)) or "none")
+    if timings is not None:
+        timings.update(stages.seconds)
     return submission
