@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rsna_lumbar.atomic import write_text
 
-BENCHMARKS: tuple[str, ...] = ("dicom_io", "crops", "synth", "localizer", "training")
+BENCHMARKS: tuple[str, ...] = ("dicom_io", "crops", "synth", "localizer", "training", "predict")
 RESULTS = Path(__file__).parent / "results"
 
 
