@@ -38,10 +38,20 @@ from rsna_lumbar.vocabulary import LEVELS, Condition, Side
 SOURCE = "learned"
 
 
+def _mirrored_forward(model, chunk: torch.Tensor, task: Task) -> torch.Tensor:
+    """Probabilities of ``model`` on the column-mirrored input, mapped back (the mirror of
+    input pixel ``u`` is ``px - 1 - u``, so heatmap cell ``i`` ↔ ``w - 1 - i`` exactly); on
+    axial slices the side channels swap back too."""
+    prob = torch.sigmoid(model(chunk.flip(-1))).flip(-1)
+    return prob.flip(1) if task.channel == "side" else prob
+
+
 @torch.no_grad()
 def slice_probabilities(models: list, volume, task: Task, slices: list[int] | None = None,
-                        batch: int = 16) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:  # fmt: skip
-    """Heatmap probabilities of a task's fold models (their mean) on slices of a volume.
+                        batch: int = 16, mirror: bool = False) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:  # fmt: skip
+    """Heatmap probabilities of a task's fold models (their mean) on slices of a volume;
+    ``mirror``: averaged with the column-mirrored input's (test-time augmentation; on the real
+    exams it changed no level, so it is off by default and costs 2× when on).
 
     Returns ``(prob (K, P, h, w), to_vox (2×3 input pixel → voxel (col, row)), slices (K,))``.
     """
@@ -52,7 +62,10 @@ def slice_probabilities(models: list, volume, task: Task, slices: list[int] | No
     probs = []
     for start in range(0, len(x), batch):
         chunk = torch.from_numpy(x[start:start + batch]).to(memory_format=torch.channels_last)
-        probs.append(torch.stack([torch.sigmoid(m(chunk)) for m in models]).mean(0))
+        outputs = [torch.sigmoid(m(chunk)) for m in models]
+        if mirror:
+            outputs += [_mirrored_forward(m, chunk, task) for m in models]
+        probs.append(torch.stack(outputs).mean(0))
     return torch.cat(probs), compose(canon_to_vox, a), np.asarray(slices)
 
 

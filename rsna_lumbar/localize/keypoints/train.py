@@ -40,7 +40,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     pos_weight: float = 30.0
     seed: int = 0
-    extra_fraction: float = 0.25  # share of each batch drawn from ``fit(extra=...)`` (real exams)
+    extra_fraction: float = 0.5  # share of each batch drawn from ``fit(extra=...)`` (real exams)
 
 
 def study_stacks(data: str | os.PathLike, split: str, work: str | os.PathLike,
