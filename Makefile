@@ -28,8 +28,9 @@ test: $(VENV)/.installed  ## the default test suite (fast; what CI runs)
 test-all: $(VENV)/.installed  ## every test, slow ones included
 	$(PY) -m pytest -q -m ''
 
-demo: $(VENV)/.installed  ## the main job on synthetic data, end to end
-	$(VENV)/bin/rsna-lumbar demo --work $(WORK)/demo --weights weights
+DEMO_ARGS ?=
+demo: $(VENV)/.installed  ## the main job on synthetic data, end to end (DEMO_ARGS="--threads 1" on a busy CPU)
+	$(VENV)/bin/rsna-lumbar demo --work $(WORK)/demo --weights weights $(DEMO_ARGS)
 
 bench: $(VENV)/.installed  ## benchmarks; results in bench/results/*.json and quoted in the README
 	$(PY) -m bench

@@ -35,9 +35,10 @@ class DemoPlan:
     folds: int = 4
     epochs: int = 8
     config: str = "cpu"
-    localizer_steps: int = 200  # training steps per localiser task and fold
+    localizer_steps: int = 60  # training steps per localiser task and fold (batch 8)
     real_exams: bool | None = None  # localiser sees the real exams (None: when present)
-    overrides: tuple[str, ...] = ()  # extra dotted config overrides (train.threads=1, ...)
+    overrides: tuple[str, ...] = ()  # extra dotted severity-config overrides
+    threads: int | None = None  # torch CPU threads for every stage (None: torch's default)
 
 
 STAGES = ("synthetic data", "header index", "folds and the class-prior baseline",
@@ -80,6 +81,10 @@ def run_demo(plan: DemoPlan) -> dict:
     from rsna_lumbar.synth.generate import generate
     from rsna_lumbar.tables import read_train
 
+    if plan.threads:
+        import torch
+
+        torch.set_num_threads(plan.threads)
     progress = _Progress()
     work, weights = Path(plan.work), Path(plan.weights)
     data = work / "data"
@@ -127,13 +132,14 @@ def run_demo(plan: DemoPlan) -> dict:
 
 def _localiser(plan: DemoPlan, data: Path, work: Path, weights: Path, folds_csv: Path) -> dict:
     from rsna_lumbar.localize.keypoints.stage import TASKS, train_oof
+    from rsna_lumbar.localize.keypoints.train import TrainConfig
 
     out, folder = work / "localize_oof.csv", weights / "localizer"
     if out.is_file() and (folder / "metrics.json").is_file():
         print(f"already trained: {folder} (delete it to retrain)")
         metrics = json.loads((folder / "metrics.json").read_text())
         return {"folder": str(folder), "oof_points": str(out), "metrics": metrics}
-    metrics = train_oof(data, out, folder, work=work, folds=folds_csv,
+    metrics = train_oof(data, out, folder, work=work, folds=folds_csv, cfg=TrainConfig(batch=8),
                         steps={task: plan.localizer_steps for task in TASKS},
                         real=plan.real_exams)  # fmt: skip
     return {"folder": str(folder), "oof_points": str(out), "metrics": metrics}

@@ -101,7 +101,7 @@ def make_study(root, study_id, broken=False):
                                 study_id * 10 + 3: ("Axial T2", axial)})
 
 
-def test_crops_stage_writes_cache_and_resumes(tmp_path):
+def test_crops_stage_writes_cache_and_resumes(tmp_path, caplog):
     root = tmp_path / "data"
     write_split(root, "train", [make_study(root, 1), make_study(root, 2)])
     # Points: spinal L3/L4 at instance 5 (x = 0 mm), left foramen, right subarticular.
@@ -132,6 +132,8 @@ def test_crops_stage_writes_cache_and_resumes(tmp_path):
     assert "right_subarticular_stenosis/l3_l4/axial" in arrays
     meta = json.loads((out / "1.json").read_text())
     assert any("instance 99" in issue for issue in meta["issues"])  # unusable point reported
+    summary = [r.message for r in caplog.records if r.message.startswith("crops: ")]
+    assert any("× point unusable" in m for m in summary)  # one line per kind, not per view
     view = meta["views"]["spinal_canal_stenosis/l3_l4/axial"]
     assert view["series_id"] == 13 and abs(view["distance_mm"]) <= 2.0
     assert (index[index.label >= 0].shape[0]) == 50

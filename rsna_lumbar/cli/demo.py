@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="severity training config: a packaged name or a YAML file (default %(default)s)")
     parser.add_argument("--localizer-steps", type=int, default=default["localizer_steps"],
                         help="localiser training steps per task and fold (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: all cores; 1 on a machine shared "
+                             "with other work)")
     parser.add_argument("--seed", type=int, default=default["seed"])
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="training config overrides, e.g. train.threads=1")
@@ -47,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
     run_demo(DemoPlan(work=args.work, weights=args.weights, studies=args.studies,
                       test_studies=args.test_studies, seed=args.seed, folds=args.folds,
                       epochs=args.epochs, config=args.config,
-                      localizer_steps=args.localizer_steps,
+                      localizer_steps=args.localizer_steps, threads=args.threads,
                       overrides=tuple(args.overrides)))  # fmt: skip
     return 0

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -193,6 +195,12 @@ def _labels(folder: CompetitionFolder, split: str) -> dict:
             if isinstance(row[f"{c.value}_{lv.value}"], str)}  # fmt: skip
 
 
+def _issue_kind(issue: str) -> str:
+    """An issue without its study-specific parts: the view key and the numbers."""
+    text = issue.split(": ", 1)[1] if "/" in issue.split(": ", 1)[0] else issue
+    return re.sub(r"(?<![A-Za-z])\d+(\.\d+)?", "N", text)
+
+
 def build_crops(
     data: str | os.PathLike,
     split: str,
@@ -239,11 +247,15 @@ def build_crops(
             on_study(study_id)
     results = ordered_map(_task, tasks, workers=workers, desc="crops", unit="study",
                           progress=progress)  # fmt: skip
+    kinds: Counter = Counter()
     for study_id, issues in results:
         for issue in issues:
-            LOGGER.warning("study %s: %s", study_id, issue)
+            LOGGER.debug("study %s: %s", study_id, issue)
+            kinds[_issue_kind(issue)] += 1
         if on_study is not None:
             on_study(study_id)
+    for kind, count in kinds.most_common():
+        LOGGER.warning("crops: %d × %s (per-study details in OUT/{study}.json)", count, kind)
     from rsna_lumbar.crops.montage import save_montage
 
     for study_id in studies[:montages]:
