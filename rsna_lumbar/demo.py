@@ -29,11 +29,11 @@ class DemoPlan:
 
     work: Path
     weights: Path
-    studies: int = 40
-    test_studies: int = 8
+    studies: int = 80
+    test_studies: int = 10
     seed: int = 0
     folds: int = 4
-    epochs: int = 8
+    epochs: int = 10
     config: str = "cpu"
     localizer_steps: int = 60  # training steps per localiser task and fold (batch 8)
     real_exams: bool | None = None  # localiser sees the real exams (None: when present)

@@ -30,6 +30,20 @@ def test_ablate_writes_one_table(tmp_path, capsys):
     assert (out / "spinal_sagittal_only" / "metrics.json").is_file()
     assert "data.views.spinal" in capsys.readouterr().out
 
+    # --only: a subset; finished variants are reused (not retrained), the table lists the subset
+    trained = (out / "baseline" / "fold_0" / "model.safetensors").stat().st_mtime_ns
+    code = main(["ablate", "--crops", str(crops), "--folds", str(folds_csv), "--labels",
+                 str(train_csv), "--config", "tiny", "--variants", str(variants), "--out",
+                 str(out), "--only", "baseline"])
+    assert code == 0
+    assert list(pd.read_csv(out / "comparison.csv").variant) == ["baseline"]
+    assert (out / "baseline" / "fold_0" / "model.safetensors").stat().st_mtime_ns == trained
+    capsys.readouterr()
+    code = main(["ablate", "--crops", str(crops), "--folds", str(folds_csv), "--labels",
+                 str(train_csv), "--config", "tiny", "--variants", str(variants), "--out",
+                 str(out), "--only", "baselin"])
+    assert code != 0 and "--only names ['baselin']" in capsys.readouterr().err
+
 
 def test_bad_variant_fails_before_training(tmp_path):
     variants = tmp_path / "v.yaml"

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", type=Path, required=True, metavar="VARIANTS_YAML")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR")
     parser.add_argument("--force", action="store_true", help="retrain every variant")
+    parser.add_argument("--only", default="", metavar="NAMES",
+                        help="comma-separated variants to run (default: all); finished ones "
+                             "are reused, so a partial run still gives a table")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="applied to every variant, after it")
 
@@ -46,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file() and packaged_config(args.config).is_file():
         path = packaged_config(args.config)
     if not path.is_file():
-        raise ConfigError(f"config {args.config} not found; pass a YAML file or default/tiny")
+        raise ConfigError(f"config {args.config} not found; pass a YAML file or a packaged name")
     base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     table = run_ablation(args.crops, args.folds, args.labels, base, args.variants, args.out,
-                         overrides=args.overrides, force=args.force)
+                         overrides=args.overrides, force=args.force,
+                         only=tuple(n.strip() for n in args.only.split(",") if n.strip()))
     print(to_markdown(table))
     return 0

@@ -82,14 +82,21 @@ def _flatten(tree: dict, prefix: str = "") -> str:
 
 
 def run_ablation(crops, folds_csv, labels_csv, base: dict, variants_file, out, *, overrides=(),
-                 force: bool = False) -> pd.DataFrame:
-    """Train + report every variant; write and return the comparison table."""
+                 force: bool = False, only: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Train + report every variant (or those named in ``only``, in the file's order); write
+    and return the comparison table."""
     from rsna_lumbar.models.predictor import load_model_folder
     from rsna_lumbar.training.loop import train_cv
     from rsna_lumbar.training.report import build_report
 
     out = Path(out)
     configs, changes = variant_configs(base, variants_file, overrides)
+    unknown = set(only) - set(configs)
+    if unknown:
+        msg = f"--only names {sorted(unknown)}, not variants of {variants_file}: {list(configs)}"
+        raise ConfigError(msg)
+    if only:
+        configs = {name: config for name, config in configs.items() if name in only}
     rows = []
     for name, config in configs.items():
         folder = out / name
