@@ -52,6 +52,7 @@ def _models_root(weights: Path, root: Path, members: list[str]) -> Path:
     import yaml
 
     root.mkdir(parents=True, exist_ok=True)
+    weights = weights.resolve()  # the manifest's paths are relative to ITS folder otherwise
     manifest = {"members": [{"path": str(weights / m), "weight": 1.0} for m in members],
                 "localizer": str(weights / "localizer")}
     (root / "ensemble.yaml").write_text(yaml.safe_dump(manifest))
