@@ -84,6 +84,7 @@ def _sequential(data: Path, models: Path, work: Path) -> dict[str, float]:
     mark = time.perf_counter()
     for study_id in study_ids:
         runner(study_id)
+    runner.flush()
     seconds["models"] = time.perf_counter() - mark
     return seconds
 
