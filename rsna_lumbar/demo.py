@@ -132,7 +132,7 @@ def run_demo(plan: DemoPlan) -> dict:
 
 def _localiser(plan: DemoPlan, data: Path, work: Path, weights: Path, folds_csv: Path) -> dict:
     from rsna_lumbar.localize.keypoints.stage import TASKS, train_oof
-    from rsna_lumbar.localize.keypoints.train import TrainConfig
+    from rsna_lumbar.localize.keypoints.config import TrainConfig
 
     out, folder = work / "localize_oof.csv", weights / "localizer"
     if out.is_file() and (folder / "metrics.json").is_file():

@@ -24,7 +24,7 @@ registered from the predicted canal point. One row per (study, condition, level)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rsna_lumbar.localize.keypoints.train import TrainConfig
+    from rsna_lumbar.localize.keypoints.config import TrainConfig
 
     parser.add_argument("--data", type=Path, required=True, help="competition folder")
     parser.add_argument("--split", default="test", help="train (OOF training) or a split to predict")
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from rsna_lumbar.localize.keypoints.stage import predict_split, train_oof
-    from rsna_lumbar.localize.keypoints.train import TrainConfig
+    from rsna_lumbar.localize.keypoints.config import TrainConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,23 +23,11 @@ from torch.nn import functional as F
 from rsna_lumbar.dicom.index import read_index, write_index
 from rsna_lumbar.dicom.reader import read_stack
 from rsna_lumbar.dicom.stacks import iter_series_stacks
+from rsna_lumbar.localize.keypoints.config import TrainConfig
 from rsna_lumbar.localize.keypoints.dataset import Task, SeriesSample, draw, series_sample
 from rsna_lumbar.localize.keypoints.model import HeatmapNet
 
 _LOG = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    backbone: str = "lcnet_075"
-    width: int = 32  # decoder channels
-    steps: int = 300
-    batch: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    pos_weight: float = 30.0
-    seed: int = 0
-    extra_fraction: float = 0.5  # share of each batch drawn from ``fit(extra=...)`` (real exams)
 
 
 def study_stacks(data: str | os.PathLike, split: str, work: str | os.PathLike,
