@@ -43,14 +43,9 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from rsna_lumbar.training.ablate import run_ablation, to_markdown
-    from rsna_lumbar.training.config import ConfigError, packaged_config
+    from rsna_lumbar.training.config import config_path
 
-    path = Path(args.config)
-    if not path.is_file() and packaged_config(args.config).is_file():
-        path = packaged_config(args.config)
-    if not path.is_file():
-        raise ConfigError(f"config {args.config} not found; pass a YAML file or a packaged name")
-    base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    base = yaml.safe_load(config_path(args.config).read_text(encoding="utf-8")) or {}
     table = run_ablation(args.crops, args.folds, args.labels, base, args.variants, args.out,
                          overrides=args.overrides, force=args.force,
                          only=tuple(n.strip() for n in args.only.split(",") if n.strip()))

@@ -9,8 +9,8 @@ The chain, each stage guarded so that a failure degrades the prediction instead 
    resampling run in a process pool across studies;
 4. models — as studies' crops land, every member of the ensemble manifest
    (:mod:`rsna_lumbar.inference.ensemble`) predicts them in batches of 8 studies in this process
-   (GPU when there is one) while the pool decodes the next studies; weighted average of calibrated probabilities,
-   targets a member cannot predict left out;
+   (GPU when there is one) while the pool decodes the next studies; weighted average of
+   calibrated probabilities, targets a member cannot predict left out;
 5. fallback — what no member predicted gets the class priors of ``MODELS/priors.json`` (uniform
    when absent); the count is logged;
 6. a validated, atomically written submission.
@@ -23,6 +23,7 @@ Seconds per study for every stage are logged at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -85,6 +86,20 @@ def _points(data: Path, split: str, localizer: Path | None, work: Path) -> Path 
     return None
 
 
+@dataclasses.dataclass
+class _Kept:
+    """An ensemble member still in use, with the seconds it has cost over the studies it ran."""
+
+    member: object
+    predictor: object
+    seconds: float = 0.0
+    studies: int = 0
+
+    @property
+    def per_study(self) -> float:
+        return self.seconds / max(self.studies, 1)
+
+
 class _EnsembleRunner:
     """Runs every kept ensemble member on batches of studies and sheds members on a budget.
 
@@ -104,10 +119,10 @@ class _EnsembleRunner:
         self.position = {int(s): k for k, s in enumerate(study_ids)}
         self.total = np.zeros((len(study_ids), 25, 3))
         self.weight = np.zeros((len(study_ids), 25))
-        self.members: list[list] = []  # [member, predictor, seconds spent, studies run]
+        self.members: list[_Kept] = []
         for member in ensemble.members:
             try:
-                self.members.append([member, load_model_folder(member.path, device=device), 0.0, 0])
+                self.members.append(_Kept(member, load_model_folder(member.path, device=device)))
             except Exception as error:  # noqa: BLE001 - a broken member must not stop the run
                 LOGGER.error("ensemble member %s cannot be loaded (%s: %s); continuing without it",
                              member.path, type(error).__name__, error)  # fmt: skip
@@ -130,34 +145,34 @@ class _EnsembleRunner:
         if not self.batch:
             return
         batch, self.batch = self.batch, {}
-        for entry in list(self.members):
-            member, predictor = entry[0], entry[1]
+        for kept in list(self.members):
+            member = kept.member
             member_started = time.perf_counter()
             try:
-                results = predictor.predict_studies(batch)
+                results = kept.predictor.predict_studies(batch)
             except Exception as error:  # noqa: BLE001 - drop the member, keep the studies
                 LOGGER.error("ensemble member %s failed on studies %s (%s: %s); dropped",
                              member.path, list(batch), type(error).__name__, error)  # fmt: skip
-                self.members.remove(entry)
+                self.members.remove(kept)
                 continue
             for study_id, (probs, mask) in results.items():
                 k = self.position[study_id]
                 self.total[k][mask] += member.weight * probs[mask]
                 self.weight[k][mask] += member.weight
-            entry[2] += time.perf_counter() - member_started
-            entry[3] += len(batch)
+            kept.seconds += time.perf_counter() - member_started
+            kept.studies += len(batch)
         self._shed()
 
     def _shed(self) -> None:
         elapsed = time.perf_counter() - self.started
         while len(self.members) > 1:
-            per_study = sum(e[2] / max(e[3], 1) for e in self.members)
+            per_study = sum(kept.per_study for kept in self.members)
             if elapsed + per_study * self.remaining <= self.budget_s:
                 return
             shed = self.members.pop()
             LOGGER.warning("time budget %.0f s: %.0f s spent, %d studies left at %.2f s each; "
                            "shedding ensemble member %s", self.budget_s, elapsed, self.remaining,
-                           per_study, shed[0].path.name)  # fmt: skip
+                           per_study, shed.member.path.name)  # fmt: skip
 
 
 def _device() -> str:

@@ -268,17 +268,23 @@ def packaged_names() -> list[str]:
                   if set(yaml.safe_load(p.read_text(encoding="utf-8")) or {}) <= sections)
 
 
-def load_config(path: str | os.PathLike | None, overrides=()) -> Config:
-    """Read a YAML config (a path, or the name of a packaged one) and apply overrides."""
-    if path is None:
-        return config_from_dict({}, overrides)
-    path = Path(path)
+def config_path(name: str | os.PathLike) -> Path:
+    """A YAML file, or the file of a packaged config name; :class:`ConfigError` if neither."""
+    path = Path(name)
     if not path.is_file() and packaged_config(str(path)).is_file():
         path = packaged_config(str(path))
     if not path.is_file():
         msg = (f"config {path} not found; pass a YAML file or a packaged name "
                f"({', '.join(packaged_names())})")
         raise ConfigError(msg)
+    return path
+
+
+def load_config(path: str | os.PathLike | None, overrides=()) -> Config:
+    """Read a YAML config (a path, or the name of a packaged one) and apply overrides."""
+    if path is None:
+        return config_from_dict({}, overrides)
+    path = config_path(path)
     values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a config is a mapping of sections (model, data, augment, train)")
