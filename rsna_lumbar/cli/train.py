@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-after-epochs", type=int, metavar="N",
                         help="stop after N epochs in this run (time-sliced sessions); rerun resumes")
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    parser.add_argument("--jitter-from", type=Path, metavar="LOCALIZER",
+                        help="size the crops' training jitter (in-plane mm, slices) from this "
+                             "localiser folder's measured out-of-fold error (data.point_jitter)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
 
@@ -42,7 +45,12 @@ def run(args: argparse.Namespace) -> int:
     from rsna_lumbar.training.config import load_config
     from rsna_lumbar.training.loop import train_cv
 
-    config = load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.jitter_from is not None:
+        from rsna_lumbar.training.jitter import jitter_override
+
+        overrides.append(jitter_override(args.jitter_from))
+    config = load_config(args.config, overrides)
     out = train_cv(args.crops, args.folds, args.labels, config, args.out, force=args.force,
                    stop_after_epochs=args.stop_after_epochs)
     if out is None:

@@ -67,3 +67,13 @@ DEFAULT_RECIPES: dict[Family, tuple[CropRecipe, ...]] = {
 def recipes_for(condition: Condition) -> tuple[CropRecipe, ...]:
     """The views cut for ``condition`` (by its family)."""
     return DEFAULT_RECIPES[condition.family]
+
+
+def crop_spec(family: str, view: str) -> PatchSpec:
+    """The patch spec (mm, pixels, slices) of the crops of ``view`` cut for ``family``."""
+    recipes = DEFAULT_RECIPES[Family(family)]
+    for recipe in recipes:
+        if recipe.view == view:
+            return recipe.spec
+    msg = f"no {view!r} crop is cut for the {family} family; its views: {[r.view for r in recipes]}"
+    raise KeyError(msg)

@@ -50,6 +50,10 @@ class DataConfig:
         default_factory=lambda: {f: tuple(v) for f, v in VIEWS.items()}
     )
     slice_jitter: int = 1  # random shift of the slice window (training only), in slices
+    # {family: {view: [± in-plane mm, ± slices]}}: training jitter of those views sized from a
+    # localiser's measured error ('rsna-lumbar train --jitter-from LOCALIZER' fills it in);
+    # replaces augment.translate and slice_jitter for the views it names
+    point_jitter: dict[str, dict[str, tuple[float, int]]] = dataclasses.field(default_factory=dict)
     cache_in_memory: bool = True  # keep decoded studies in RAM after the first epoch
 
 
@@ -247,6 +251,14 @@ def validate(config: Config) -> None:
         if bad or not views:
             msg = f"data.views.{family}={list(views)}: choose a non-empty subset of {list(VIEWS[family])}"
             raise ConfigError(msg)
+    for family, views in config.data.point_jitter.items():
+        bad = [v for v in views if v not in VIEWS.get(family, ())]
+        if family not in VIEWS or bad:
+            msg = (f"data.point_jitter.{family}: name families {FAMILIES} and their views "
+                   f"{dict(VIEWS)}; got {list(views)}")
+            raise ConfigError(msg)
+        if any(mm < 0 or slices < 0 for mm, slices in views.values()):
+            raise ConfigError(f"data.point_jitter.{family}: amounts must be ≥ 0 (mm, slices)")
     if config.model.pooling not in (None, "attention", "gru"):
         raise ConfigError("model.pooling: use attention or gru (or null for the spec's)")
     if config.train.device not in ("auto", "cpu", "cuda"):

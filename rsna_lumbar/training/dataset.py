@@ -12,14 +12,15 @@ Keeping the study whole lets the loss see all five spinal levels together (the a
 and makes every batch the same shape. Augmentation is per view (albumentations on the
 ``(H, W, S)`` stack, so all slices move together): small affine (the localiser's in-plane error),
 brightness/contrast, noise, blur; ``slice_jitter`` shifts the slice window (its through-plane
-error). There is no left–right flip: the crops already mirror right-side samples, and a flip
+error). With ``point_jitter`` (``data.point_jitter``, sized from a localiser's measured error by
+:mod:`rsna_lumbar.training.jitter`) a view's translation is ± that many mm of its crop and its
+slice shift ± that many slices, instead of the generic ``augment.translate``/``slice_jitter``. There is no left–right flip: the crops already mirror right-side samples, and a flip
 would turn them back. Augmentation draws come from ``(seed, epoch, study)`` so a resumed run
 repeats them exactly.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ import pandas as pd
 import torch
 
 from rsna_lumbar.crops import VIEWS
+from rsna_lumbar.crops.recipes import crop_spec
 from rsna_lumbar.vocabulary import CONDITIONS, LEVELS, SEVERITIES, Family, target_column
 
 INDEX_COLUMNS = ("study_id", "condition", "level", "family", "side", "file", "label")
@@ -91,8 +93,9 @@ def select_slices(stack: np.ndarray, slices: int, shift: int = 0) -> np.ndarray:
     return stack[idx]
 
 
-def build_augmentation(config, seed: int | None = None):
-    """The albumentations pipeline of an ``AugmentConfig`` (``None`` when disabled)."""
+def build_augmentation(config, seed: int | None = None, translate: float | None = None):
+    """The albumentations pipeline of an ``AugmentConfig`` (``None`` when disabled);
+    ``translate`` (± fraction of the crop) replaces ``config.translate`` when given."""
     if not config.enabled:
         return None
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -101,7 +104,8 @@ def build_augmentation(config, seed: int | None = None):
 
     return A.Compose([
         A.Affine(scale=(1 - config.scale, 1 + config.scale),
-                 translate_percent=(-config.translate, config.translate),
+                 translate_percent=(-translate, translate) if translate is not None
+                 else (-config.translate, config.translate),
                  rotate=(-config.rotate, config.rotate),
                  border_mode=cv2.BORDER_REFLECT_101, p=config.affine_p),
         A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.2,
@@ -126,11 +130,14 @@ class StudyDataset(torch.utils.data.Dataset):
         slices, size: ``S`` and ``H = W``.
         augment: an ``AugmentConfig`` for training, ``None`` for evaluation.
         slice_jitter: max slice-window shift when augmenting.
+        point_jitter: ``{family: {view: (± in-plane mm, ± slices)}}`` replacing the
+            translation and ``slice_jitter`` of the views it names (when augmenting).
         seed: with :meth:`set_epoch`, fixes every random draw.
     """
 
     def __init__(self, cache: CropCache, study_ids: Sequence[int], labels, families, views,
-                 slices: int, size: int, augment=None, slice_jitter: int = 0, seed: int = 0):
+                 slices: int, size: int, augment=None, slice_jitter: int = 0,
+                 point_jitter: dict | None = None, seed: int = 0):  # fmt: skip
         self.cache = cache
         self.study_ids = [int(s) for s in study_ids]
         self.labels = labels or {}
@@ -139,6 +146,8 @@ class StudyDataset(torch.utils.data.Dataset):
         self.slices, self.size = slices, size
         self.augment_config = augment
         self.slice_jitter = slice_jitter if augment is not None else 0
+        self.point_jitter = (point_jitter or {}) if augment is not None else {}
+        self._transforms: dict[tuple[str, str], object] = {}
         self.seed = seed
         self.epoch = 0
 
@@ -148,12 +157,21 @@ class StudyDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.study_ids)
 
-    @functools.cached_property
-    def transform(self):
-        return build_augmentation(self.augment_config) if self.augment_config is not None else None
+    def transform(self, family: str, view: str):
+        """The augmentation of one view (``None`` at evaluation), built once."""
+        if self.augment_config is None:
+            return None
+        if (family, view) not in self._transforms:
+            mm = self.point_jitter.get(family, {}).get(view)
+            translate = None if mm is None else mm[0] / crop_spec(family, view).size_mm
+            self._transforms[family, view] = build_augmentation(self.augment_config, translate=translate)
+        return self._transforms[family, view]
 
-    def _prepare(self, stack: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        shift = int(rng.integers(-self.slice_jitter, self.slice_jitter + 1)) if self.slice_jitter else 0
+    def _prepare(self, stack: np.ndarray, rng: np.random.Generator, family: str,
+                 view_name: str) -> np.ndarray:  # fmt: skip
+        jitter = self.point_jitter.get(family, {}).get(view_name)
+        reach = int(jitter[1]) if jitter is not None else self.slice_jitter
+        shift = int(rng.integers(-reach, reach + 1)) if reach else 0
         view = select_slices(stack, self.slices, shift).astype(np.float32)
         if view.shape[1:] != (self.size, self.size):
             import cv2
@@ -162,9 +180,10 @@ class StudyDataset(torch.utils.data.Dataset):
                               interpolation=cv2.INTER_AREA if view.shape[1] > self.size
                               else cv2.INTER_LINEAR)
             view = view.reshape(self.size, self.size, -1).transpose(2, 0, 1)
-        if self.transform is not None:
-            self.transform.set_random_seed(int(rng.integers(2**31)))
-            view = self.transform(image=np.ascontiguousarray(view.transpose(1, 2, 0)))["image"]
+        transform = self.transform(family, view_name)
+        if transform is not None:
+            transform.set_random_seed(int(rng.integers(2**31)))
+            view = transform(image=np.ascontiguousarray(view.transpose(1, 2, 0)))["image"]
             view = view.reshape(self.size, self.size, -1).transpose(2, 0, 1)
             if self.augment_config.slice_reverse_p and rng.random() < self.augment_config.slice_reverse_p:
                 view = view[::-1]
@@ -186,7 +205,7 @@ class StudyDataset(torch.utils.data.Dataset):
                 for v, view in enumerate(views):
                     stack = arrays.get(f"{condition}/{level}/{view}")
                     if stack is not None and stack.ndim == 3 and stack.shape[0] > 0:
-                        x[n, v] = self._prepare(stack, rng)
+                        x[n, v] = self._prepare(stack, rng, family, view)
                         mask[n, v] = True
                 if mask[n].any():
                     label[n] = labels.get(target_column_of(condition, level), -1)

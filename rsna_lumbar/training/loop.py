@@ -151,7 +151,8 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
     common = dict(families=config.data.families, views=config.data.views, slices=spec.slices,
                   size=spec.size, seed=_seed(config.train.seed, fold))
     train_set = StudyDataset(cache, train_ids, labels, augment=config.augment,
-                             slice_jitter=config.data.slice_jitter, **common)
+                             slice_jitter=config.data.slice_jitter,
+                             point_jitter=config.data.point_jitter, **common)  # fmt: skip
     val_set = StudyDataset(cache, val_ids, labels, **common)
 
     torch.manual_seed(_seed(config.train.seed, fold, "init"))

@@ -43,6 +43,7 @@ class Task:
     input_mm: float
     sigma_px: float = 3.0
     slice_sigma_mm: float = 2.5
+    stride: int = 4  # input pixels per heatmap cell (HeatmapNet output grid)
 
     @property
     def n_points(self) -> int:
@@ -157,12 +158,12 @@ def series_sample(volume, labels, task: Task) -> SeriesSample:
 
 
 def heatmap_target(task: Task, points_uv: np.ndarray, weights: np.ndarray, channels: np.ndarray) -> np.ndarray:
-    """``(n_points, input_px/STRIDE, input_px/STRIDE)`` Gaussians at input-pixel ``points_uv`` (P, 2)."""
-    from rsna_lumbar.localize.keypoints.model import STRIDE
+    """``(n_points, input_px/stride, input_px/stride)`` Gaussians at input-pixel ``points_uv`` (P, 2)."""
+    from rsna_lumbar.localize.keypoints.model import cell_centres
 
-    h = task.input_px // STRIDE
+    h = task.input_px // task.stride
     target = np.zeros((task.n_points, h, h), np.float32)
-    grid = (np.arange(h) * STRIDE + (STRIDE - 1) / 2)[None]
+    grid = cell_centres(np.arange(h), task.stride)[None]
     for (u, v), w, ch in zip(points_uv, weights, channels):
         gu = np.exp(-((grid - u) ** 2) / (2 * task.sigma_px**2))
         gv = np.exp(-((grid - v) ** 2) / (2 * task.sigma_px**2))

@@ -1,8 +1,10 @@
 """The keypoint network: a timm encoder (``features_only``) + a light FPN decoder → heatmaps.
 
 Shapes: input float32 ``(B, in_chans, H, W)`` (``H = W = input_px`` of the task, a multiple of
-32); output logits ``(B, n_points, H / 4, W / 4)`` (stride :data:`STRIDE` = 4). A point's heatmap peak is
-decoded with :func:`decode_peaks` into input-pixel coordinates ``(u = column, v = row)``.
+32); output logits ``(B, n_points, H / stride, W / stride)``, ``stride`` 2 or 4 (the task's
+``Task.stride``; :data:`STRIDE` = 4 for folders written before it was a setting). A point's
+heatmap peak is decoded with :func:`decode_peaks` into input-pixel coordinates
+``(u = column, v = row)``.
 
 A trained localiser is a self-describing folder: ``config.json`` (the tasks, their grids and
 the backbone) and one ``{task}_fold{k}.safetensors`` per trained fold model; predictions
@@ -16,6 +18,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -24,18 +27,22 @@ STRIDE = 4
 
 
 class HeatmapNet(nn.Module):
-    """timm encoder + top-down FPN (strides 32 → 4, nearest upsampling) + a 3×3 head per point
-    channel. Sized for CPU training: the decoder costs a fraction of the encoder."""
+    """timm encoder + top-down FPN (strides 32 → ``stride``, nearest upsampling) + a 3×3 head
+    per point channel. Sized for CPU training: the decoder costs a fraction of the encoder."""
 
     def __init__(self, backbone: str = "lcnet_075", in_chans: int = 3, n_points: int = 5,
-                 width: int = 32):  # fmt: skip
+                 width: int = 32, stride: int = STRIDE):  # fmt: skip
         super().__init__()
         import timm
+
+        if stride not in (2, 4):
+            raise ValueError(f"HeatmapNet stride must be 2 or 4; got {stride}")
+        self.stride = stride
 
         self.encoder = timm.create_model(backbone, pretrained=False, features_only=True,
                                          in_chans=in_chans, out_indices=(0, 1, 2, 3, 4))  # fmt: skip
         chans = self.encoder.feature_info.channels()
-        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in chans)  # [0] unused (stride 2)
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in chans)  # [0]: stride 2
         self.smooth = nn.Sequential(
             nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
         )
@@ -43,19 +50,22 @@ class HeatmapNet(nn.Module):
         nn.init.constant_(self.head.bias, -4.0)  # start from "no point here"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.encoder(x)[1:]  # strides 4, 8, 16, 32
-        y = self.lateral[-1](feats[-1])
-        for lateral, feat in zip(self.lateral[-2:0:-1], feats[-2::-1]):
+        first = 0 if self.stride == 2 else 1
+        feats = self.encoder(x)[first:]  # strides (2,) 4, 8, 16, 32
+        laterals = list(self.lateral)[first:]
+        y = laterals[-1](feats[-1])
+        for lateral, feat in zip(laterals[-2::-1], feats[-2::-1]):
             y = F.interpolate(y, size=feat.shape[-2:], mode="nearest") + lateral(feat)
         return self.head(self.smooth(y))
 
 
-def decode_peaks(prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_peaks(prob: torch.Tensor, stride: int = STRIDE) -> tuple[torch.Tensor, torch.Tensor]:
     """Peak of each heatmap, refined to sub-cell precision by a 3-point Gaussian (log-parabola)
     fit along each axis (exact for the Gaussian targets the model is trained on).
 
     Args:
-        prob: ``(..., h, w)`` probabilities (sigmoid of the logits), stride :data:`STRIDE`.
+        prob: ``(..., h, w)`` probabilities (sigmoid of the logits) on a grid of ``stride``
+            input pixels per cell.
 
     Returns:
         ``(uv, score)``: ``uv`` ``(..., 2)`` input-pixel ``(column, row)`` of the peak,
@@ -78,9 +88,14 @@ def decode_peaks(prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ok = (curv < -1e-9) & (pos > 0) & (pos < size - 1)
         offset = torch.where(ok, 0.5 * (a - c) / torch.where(ok, curv, -1.0), 0.0).clamp(-0.5, 0.5)
         uv[:, axis] += offset
-    # output cell i covers input pixels [S*i, S*i + S): its centre is S*i + (S-1)/2
-    uv = (uv * STRIDE + (STRIDE - 1) / 2).float()
+    uv = cell_centres(uv, stride).float()
     return uv.reshape(*prob.shape[:-2], 2), score.float().reshape(prob.shape[:-2])
+
+
+def cell_centres(cells: torch.Tensor | np.ndarray, stride: int):
+    """Input-pixel coordinates of output cells: cell ``i`` covers input pixels
+    ``[stride·i, stride·i + stride)``, its centre is ``stride·i + (stride − 1) / 2``."""
+    return cells * stride + (stride - 1) / 2
 
 
 def save_models(folder: str | os.PathLike, config: dict, models: dict[str, list[nn.Module]]) -> Path:
@@ -119,7 +134,7 @@ def load_models(folder: str | os.PathLike) -> tuple[dict, dict[str, list[Heatmap
         spec = config["tasks"][task]
         for name in names:
             model = HeatmapNet(config["backbone"], spec["in_chans"], spec["n_points"],
-                               config.get("width", 64))  # fmt: skip
+                               config.get("width", 64), spec.get("stride", STRIDE))  # fmt: skip
             model.load_state_dict(load_file(str(folder / name)))
             models.setdefault(task, []).append(model.eval())
     return config, models

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from rsna_lumbar.localize.keypoints.dataset import TASKS, Task, canonical_stack, compose, input_to_canon, three_slices, warp
-from rsna_lumbar.localize.keypoints.model import STRIDE, decode_peaks
+from rsna_lumbar.localize.keypoints.model import cell_centres, decode_peaks
 from rsna_lumbar.vocabulary import LEVELS, Condition, Side
 
 SOURCE = "learned"
@@ -82,21 +82,22 @@ def slice_heatmaps(models: list, volume, task: Task, slices: list[int] | None = 
     point channel, the peak as voxel ``(col, row)`` of that slice and its probability.
     """
     prob, to_vox, slices = slice_probabilities(models, volume, task, slices, batch)
-    uv, score = decode_peaks(prob)
+    uv, score = decode_peaks(prob, models[0].stride)
     return _to_voxel(to_vox, uv.numpy()), score.numpy(), slices
 
 
-def _local_maxima(m: np.ndarray, floor: float, top: int) -> np.ndarray:
-    """``(n, 2)`` (row, col) cells of ``m`` (h, w) that are 3×3 maxima above ``floor``, best first."""
+def _local_maxima(m: np.ndarray, floor: float, top: int, window: int = 3) -> np.ndarray:
+    """``(n, 2)`` (row, col) cells of ``m`` (h, w) that are ``window``² maxima above ``floor``,
+    best first."""
     t = torch.from_numpy(m)[None, None]
-    peak = (t == torch.nn.functional.max_pool2d(t, 3, 1, 1))[0, 0].numpy() & (m > floor)
+    peak = (t == torch.nn.functional.max_pool2d(t, window, 1, window // 2))[0, 0].numpy() & (m > floor)
     cells = np.argwhere(peak)
     order = np.argsort(-m[peak])[:top]
     return cells[order]
 
 
 def chain_decode(prob: np.ndarray, cell_to_mm, gaps=(15.0, 65.0), soft=(22.0, 50.0),
-                 top: int = 12) -> tuple[np.ndarray, float] | None:  # fmt: skip
+                 top: int = 12, window: int = 3) -> tuple[np.ndarray, float] | None:  # fmt: skip
     """Choose one candidate cell per level so the five run cranial → caudal with plausible gaps.
 
     Args:
@@ -105,20 +106,22 @@ def chain_decode(prob: np.ndarray, cell_to_mm, gaps=(15.0, 65.0), soft=(22.0, 50
         gaps: hard bounds (mm) on the distance between consecutive levels.
         soft: no penalty inside these bounds; outside, −((excess mm) / 5)².
         top: candidates kept (local maxima of the all-levels map).
+        window: cells (odd) of the local-maximum test and of a level's evidence pooling
+            (3 on a stride-4 grid, 5 on a stride-2 one: about 26 mm either way).
 
     Returns:
         ``(cells, score)``: ``(5, 2)`` (row, col) cells and the chain's summed log-probability
         (with the gap penalties), or ``None`` when no chain satisfies the bounds.
     """
     n_levels = prob.shape[0]
-    cells = _local_maxima(prob.max(axis=0), 1e-3, top)
+    cells = _local_maxima(prob.max(axis=0), 1e-3, top, window)
     if len(cells) < n_levels:
         return None
     world = cell_to_mm(cells)
     order = np.argsort(-world[:, 2])  # superior (LPS +z) first
     cells, world = cells[order], world[order]
-    # a level's evidence at a candidate: its heatmap's best cell within one cell of it
-    pooled = torch.nn.functional.max_pool2d(torch.from_numpy(prob)[None], 3, 1, 1)[0].numpy()
+    # a level's evidence at a candidate: its heatmap's best cell within the window around it
+    pooled = torch.nn.functional.max_pool2d(torch.from_numpy(prob)[None], window, 1, window // 2)[0].numpy()
     score = np.log(pooled[:, cells[:, 0], cells[:, 1]] + 1e-4)  # (levels, candidates)
     gap = np.linalg.norm(world[:, None] - world[None], axis=2)
     ok = (gap >= gaps[0]) & (gap <= gaps[1]) & (world[:, None, 2] > world[None, :, 2])
@@ -151,7 +154,9 @@ def canal_points(models: list, volume, chain: bool = True, centre_sd_mm: float =
     """Spinal Canal Stenosis rows (one per level) of a sagittal T2 Volume (``chain``: decode
     the five levels jointly, see the module docstring; else each level on its own)."""
     prob, to_vox, slices = slice_probabilities(models, volume, TASKS["sag_t2"])
-    uv, score = decode_peaks(prob)
+    stride = models[0].stride
+    reach = 8 // stride  # cells spanning 8 input pixels: the refinement window's half-width
+    uv, score = decode_peaks(prob, stride)
     vox, score = _to_voxel(to_vox, uv.numpy()), score.numpy()
     # sagittal series are centred on the spine: a Gaussian prior on the mid-line slice
     offset_mm = (np.arange(len(slices)) - (len(slices) - 1) / 2) * float(volume.spacing[2])
@@ -164,11 +169,11 @@ def canal_points(models: list, volume, chain: bool = True, centre_sd_mm: float =
             stacked = prob[max(k - 1, 0):k + 2].numpy().max(axis=0)
 
             def cell_to_mm(rc: np.ndarray, k=k) -> np.ndarray:
-                centre = (rc[:, ::-1] * STRIDE + (STRIDE - 1) / 2).astype(float)
+                centre = cell_centres(rc[:, ::-1], stride).astype(float)
                 v = _to_voxel(to_vox, centre)
                 return volume.voxel_to_world(np.c_[v, np.full(len(v), float(slices[k]))])
 
-            found = chain_decode(stacked, cell_to_mm)
+            found = chain_decode(stacked, cell_to_mm, window=reach + 1)
             if found is not None and found[1] + log_prior[k] > best_objective:
                 best_objective, cells, mid = found[1] + log_prior[k], found[0], k
     near = np.flatnonzero(np.abs(np.arange(len(slices)) - mid) <= 1)
@@ -179,13 +184,13 @@ def canal_points(models: list, volume, chain: bool = True, centre_sd_mm: float =
             best = int(near[np.argmax(score[near, i])])
             col, row = vox[best, i]
             conf = score[best, i]
-        else:  # the level's refined peak within a 5×5-cell window around its chosen candidate
+        else:  # the level's refined peak within ±8 input pixels of its chosen candidate
             r, c = cells[i]
             window = torch.zeros_like(prob[0, i])
-            window[max(r - 2, 0):r + 3, max(c - 2, 0):c + 3] = 1
+            window[max(r - reach, 0):r + reach + 1, max(c - reach, 0):c + reach + 1] = 1
             local = prob[near, i] * window
             best = int(near[int(torch.argmax(local.flatten(1).max(dim=1).values))])
-            peak, peak_score = decode_peaks(prob[best, i] * window)
+            peak, peak_score = decode_peaks(prob[best, i] * window, stride)
             col, row = _to_voxel(to_vox, peak.numpy()[None])[0]
             conf = float(peak_score)
         rows.append(_row(volume, Condition.SPINAL_CANAL_STENOSIS, level, int(slices[best]), col, row,

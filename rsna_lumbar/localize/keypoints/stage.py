@@ -37,6 +37,7 @@ from rsna_lumbar.localize.keypoints import predict as P
 from rsna_lumbar.localize.keypoints.dataset import TASKS
 from rsna_lumbar.localize.keypoints.model import load_models, save_models
 from rsna_lumbar.localize.keypoints.train import TrainConfig, fit, load_samples, read_or_make_folds, study_stacks
+from rsna_lumbar.localize.keypoints.view_errors import view_errors
 from rsna_lumbar.registration import choose, competition_to_world, is_axial_stack, place_in_stack
 from rsna_lumbar.tables import read_label_coordinates
 from rsna_lumbar.vocabulary import Condition, SeriesDescription
@@ -203,6 +204,7 @@ def evaluate(pred: pd.DataFrame, coords: pd.DataFrame, stacks: dict) -> dict:
                        "p95_mm": round(float(err.quantile(0.95)), 2) if len(err) else None,
                        "level_accuracy": round(float(np.mean(level_ok)), 4) if level_ok else None}  # fmt: skip
     out["axial_slice_disagreement"] = axial_disagreement(merged, stacks)
+    out["view_errors"] = view_errors(merged, stacks)
     return out
 
 

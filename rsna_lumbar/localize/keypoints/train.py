@@ -95,7 +95,7 @@ def fit(samples: list[SeriesSample], task: Task, cfg: TrainConfig, log_every: in
         raise ValueError(msg)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = HeatmapNet(cfg.backbone, 3, task.n_points, cfg.width).to(memory_format=torch.channels_last)
+    model = HeatmapNet(cfg.backbone, 3, task.n_points, cfg.width, task.stride).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
                                                 pct_start=0.15)  # fmt: skip
