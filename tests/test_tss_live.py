@@ -142,6 +142,21 @@ def test_second_call_is_served_from_the_cache(full_run):
     np.testing.assert_allclose(again.points, full_run["points"].points)
 
 
+def test_points_stage_level_finder_takes_the_program_result(full_run, caplog):
+    from rsna_lumbar.localize import tss_level_finder
+    from rsna_lumbar.localize.keypoints.stage import LevelSourceLog, usable_levels
+
+    find = tss_level_finder(full_run["tss"], full_run["cache"])  # what `--tss` builds
+    log = LevelSourceLog()
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        found = usable_levels(find, full_run["volume"], STUDY, log)
+    assert time.monotonic() - t0 < 15, "the full run's cached output should serve it"
+    assert found is not None and found.source == "totalspineseg" and log.used == 1
+    np.testing.assert_allclose(found.points, full_run["points"].points)
+    assert not caplog.records and log.summary() == "level finder used for 1 of 1 studies"
+
+
 def test_missing_landmark_fails_clearly_and_falls_back(weights, tmp_path, caplog):
     exe, root = weights
     tss = TotalSpineSeg.from_env(executable=exe, data_dir=root, device=DEVICE, timeout_s=900)

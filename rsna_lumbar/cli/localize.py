@@ -1,9 +1,14 @@
-"""``rsna-lumbar localize``: the learned keypoint localiser (train out of fold, or predict)."""
+"""``rsna-lumbar localize``: the learned keypoint localiser (train out of fold, or predict),
+chained after TotalSpineSeg when predicting (``--tss``, shared with ``rsna-lumbar predict``)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rsna_lumbar.localize import TotalSpineSeg
 
 HELP = "learned localiser: label points (slice, x, y, world) for every study"
 DESCRIPTION = """\
@@ -19,8 +24,14 @@ registered from the predicted canal point. One row per (study, condition, level)
   accuracy, axial-slice disagreement) and the fold models to --model. With the real exams
   (--real), the sag_t2 folds also train on the real exams outside the fold and are measured on
   those inside it: --model/real.csv and "real" in the metrics.
---split test (or any other): loads --model and predicts every study of the split.
+--split test (or any other): loads --model and predicts every study of the split. With
+  TotalSpineSeg (--tss), each study's Sagittal T2 goes to it first: when its five levels pass
+  the sanity checks, the canal points (7 mm behind the posterior disc edges) and the foramina
+  come from it (source "totalspineseg"); otherwise (absent, failed, doubtful numbering) the
+  study gets the learned points, and the log says why. Subarticular points always come from
+  the learned axial model.
 """
+TSS_CHOICES = ("auto", "on", "off")  # localize.TSS_MODES; not imported, the parser stays light
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,8 +55,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--real", choices=("auto", "on", "off"), default="auto",
                         help="train and measure sag_t2 with the 5 real exams out of fold "
                              "(auto: when shared/data/real-lumbar or RSNA_REAL_LUMBAR holds them)")
+    add_tss_argument(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=None, help="processes for the index")
+
+
+def add_tss_argument(parser: argparse.ArgumentParser) -> None:
+    """``--tss auto|on|off``: TotalSpineSeg before the learned localiser when predicting."""
+    parser.add_argument("--tss", choices=TSS_CHOICES, default="auto",
+                        help="TotalSpineSeg first for the canal and foraminal points when "
+                             "predicting, the learned localiser where it fails or is doubtful "
+                             "(auto: when its program and weights are found; on: required; "
+                             "off: learned only). Minutes per study on a CPU, seconds on a GPU")
+
+
+def tss_from_args(mode: str) -> TotalSpineSeg | None:
+    """The TotalSpineSeg runner for a ``--tss`` choice, or None; ``on`` without it installed
+    raises ``FileNotFoundError`` with the install hint (one clear CLI error line)."""
+    from rsna_lumbar.localize import TotalSpineSegUnavailable, tss_runner
+
+    try:
+        return tss_runner(mode)
+    except TotalSpineSegUnavailable as err:
+        raise FileNotFoundError(f"--tss on, but TotalSpineSeg is unavailable: {err}") from err
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.split == "train" and args.tss == "on":
+        msg = "--tss applies when predicting; --split train trains the learned localiser"
+        raise ValueError(msg)
     if args.split == "train":
         tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
         steps = _steps(args.steps, tasks)
@@ -68,8 +103,12 @@ def run(args: argparse.Namespace) -> int:
                             steps=steps, real={"auto": None, "on": True, "off": False}[args.real])
         print(json.dumps(metrics, indent=2))
     else:
+        from rsna_lumbar.localize import tss_level_finder
+
+        tss = tss_from_args(args.tss)
+        levels = tss_level_finder(tss, args.work / "totalspineseg") if tss else None
         table = predict_split(args.data, args.split, args.out, args.model, work=args.work,
-                              workers=args.workers)
+                              workers=args.workers, levels=levels)
         print(f"{len(table)} rows for {table.study_id.nunique()} studies → {args.out}")
     return 0
 

@@ -3,8 +3,10 @@
 The chain, each stage guarded so that a failure degrades the prediction instead of the run:
 
 1. studies — from ``{split}_series_descriptions.csv`` (the list Kaggle scores);
-2. points — the ensemble's learned localiser (``rsna-lumbar localize``), or the labelled points
-   when the split has them (train: out-of-fold checks), else none;
+2. points — the ensemble's learned localiser (``rsna-lumbar localize``), after TotalSpineSeg
+   when a runner is given (its ok levels give the canal and foraminal points, see
+   :mod:`rsna_lumbar.localize.keypoints.stage`), or the labelled points when the split has them
+   (train: out-of-fold checks), else none;
 3. crops — :func:`rsna_lumbar.crops.stage.build_crops` on those points: DICOM decoding and
    resampling run in a process pool across studies;
 4. models — as studies' crops land, every member of the ensemble manifest
@@ -28,6 +30,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -37,6 +40,9 @@ from rsna_lumbar.layout import CompetitionFolder
 from rsna_lumbar.priors import load_priors, uniform_priors
 from rsna_lumbar.submission import build_submission, write_submission
 from rsna_lumbar.tables import split_study_ids
+
+if TYPE_CHECKING:
+    from rsna_lumbar.localize import TotalSpineSeg
 
 LOGGER = logging.getLogger(__name__)
 PRIORS_FILE = "priors.json"
@@ -70,13 +76,16 @@ class _Stages:
         return ", ".join(f"{k} {v / max(n_studies, 1):.2f}" for k, v in self.seconds.items())
 
 
-def _points(data: Path, split: str, localizer: Path | None, work: Path) -> Path | None:
+def _points(data: Path, split: str, localizer: Path | None, work: Path,
+            tss: TotalSpineSeg | None = None) -> Path | None:
     """The points file the crops use, or ``None`` when there is no way to place levels."""
     if localizer is not None and localizer.is_dir():
+        from rsna_lumbar.localize import tss_level_finder
         from rsna_lumbar.localize.keypoints.stage import predict_split as predict_points
 
         out = work / f"points_{split}.csv"
-        predict_points(data, split, out, localizer, work=work)
+        levels = tss_level_finder(tss, work / "totalspineseg") if tss is not None else None
+        predict_points(data, split, out, localizer, work=work, levels=levels)
         return out
     labelled = CompetitionFolder(data).label_coordinates_csv
     if split == "train" and labelled.is_file():
@@ -190,6 +199,7 @@ def predict_split(
     work: str | os.PathLike | None = None,
     budget_s: float = KAGGLE_BUDGET_S,
     timings: dict[str, float] | None = None,
+    tss: TotalSpineSeg | None = None,
 ) -> pd.DataFrame:
     """Write a complete submission for ``split`` of the competition folder ``data`` to ``out``.
 
@@ -201,6 +211,9 @@ def predict_split(
         work: scratch folder for points and crops (default: next to ``out``).
         budget_s: total time budget in seconds; ensemble members are shed to honour it.
         timings: when given, filled with the wall seconds of each stage (all studies).
+        tss: a :class:`~rsna_lumbar.localize.TotalSpineSeg` runner tried before the learned
+            localiser on each study (``rsna_lumbar.localize.tss_runner("auto")`` finds one);
+            None: the learned localiser only.
     """
     started = time.perf_counter()
     stages = _Stages()
@@ -215,7 +228,7 @@ def predict_split(
         LOGGER.warning("no trained models in %s: every study gets the fallback", models)
     else:
         try:
-            points = stages.run("localise", _points, data, split, ensemble.localizer, work)
+            points = stages.run("localise", _points, data, split, ensemble.localizer, work, tss)
             if points is not None:
                 from rsna_lumbar.crops.stage import build_crops
 

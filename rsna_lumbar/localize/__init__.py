@@ -6,10 +6,15 @@ falls back to another localiser (the learned one) when TotalSpineSeg is unavaila
 the series, or returns a result whose numbering is doubtful. Nothing here raises for a bad
 series: the caller gets a flagged result (confidence 0 when nothing could be placed) and the
 log says why.
+
+The points stage (:mod:`rsna_lumbar.localize.keypoints.stage`) chains the two per study:
+:func:`tss_runner` turns a ``--tss auto|on|off`` choice into a runner, and
+:func:`tss_level_finder` into the stage's level finder.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -37,10 +42,12 @@ NIfTI path (whatever the caller passed to :func:`localize_series`)."""
 __all__ = [
     "POINT_KINDS", "Flag", "LabelMap", "LevelPoints", "Localizer", "PointKind", "SanityLimits",
     "TotalSpineSeg", "TotalSpineSegError", "TotalSpineSegFailed", "TotalSpineSegUnavailable",
-    "export_volume", "localize_series", "parse_tss_output", "points_from_labels",
-    "run_totalspineseg",
+    "TSS_MODES", "export_volume", "localize_series", "parse_tss_output", "points_from_labels",
+    "run_totalspineseg", "tss_level_finder", "tss_runner",
 ]
+TSS_MODES = ("auto", "on", "off")
 _warned_unavailable = False
+_warned_failed = False
 
 
 def export_volume(volume: Any, path: str | os.PathLike) -> Path:
@@ -98,9 +105,10 @@ def localize_series(
     :attr:`LevelPoints.ok` (the more confident of the two is kept). Without a usable result
     the answer is :meth:`LevelPoints.empty` (confidence 0), and the caller falls back to
     priors. Each fallback is logged with the study, the series and the reason, and the reason
-    is kept in the result's ``notes``.
+    is kept in the result's ``notes``; the first TotalSpineSeg failure of the process is logged
+    as a warning with the program's last lines, later ones in one info line each.
     """
-    global _warned_unavailable
+    global _warned_unavailable, _warned_failed
     study_id = study_id if study_id is not None else getattr(series, "study_id", None)
     series_id = series_id if series_id is not None else getattr(series, "series_id", None)
     primary: LevelPoints | None = None
@@ -119,12 +127,16 @@ def localize_series(
                 _warned_unavailable = True
         except TotalSpineSegFailed as err:
             reason = f"TotalSpineSeg failed: {str(err).splitlines()[0]}"
-            log.warning("study %s series %s: %s", study_id, series_id, err)
+            if _warned_failed:
+                log.info("study %s series %s: %s", study_id, series_id, reason)
+            else:
+                log.warning("study %s series %s: %s", study_id, series_id, err)
+                _warned_failed = True
     if fallback is None:
         if primary is not None:
             return primary
-        log.warning("study %s series %s: no localiser result (%s); no fallback given",
-                    study_id, series_id, reason)
+        log.info("study %s series %s: no localiser result (%s); no fallback given",
+                 study_id, series_id, reason)
         return LevelPoints.empty("none", reason=reason, study_id=study_id, series_id=series_id)
     log.info("study %s series %s: using the fallback localiser (%s)", study_id, series_id, reason)
     second = fallback(series, study_id=study_id, series_id=series_id)
@@ -132,3 +144,35 @@ def localize_series(
     if primary is not None and primary.confidence > second.confidence:
         return primary
     return second
+
+
+def tss_runner(mode: str = "auto") -> TotalSpineSeg | None:
+    """The TotalSpineSeg runner a ``--tss`` choice asks for (one of :data:`TSS_MODES`).
+
+    ``off``: None. ``auto``: :meth:`TotalSpineSeg.from_env` when the program and its weights are
+    found, else None (logged). ``on``: :meth:`TotalSpineSeg.from_env`; raises
+    :class:`TotalSpineSegUnavailable` (whose message says how to install it) when absent.
+    """
+    if mode not in TSS_MODES:
+        msg = f"TotalSpineSeg mode must be one of {', '.join(TSS_MODES)}; got {mode!r}"
+        raise ValueError(msg)
+    if mode == "off":
+        return None
+    try:
+        tss = TotalSpineSeg.from_env()
+    except TotalSpineSegUnavailable as err:
+        if mode == "on":
+            raise
+        log.info("TotalSpineSeg not used (%s); the learned localiser places the levels",
+                 str(err).splitlines()[0])
+        return None
+    log.info("TotalSpineSeg finds the levels first: %s", tss.executable)
+    return tss
+
+
+def tss_level_finder(tss: TotalSpineSeg,
+                     cache_dir: str | os.PathLike) -> Callable[[Any], LevelPoints]:
+    """``find(volume) -> LevelPoints``: TotalSpineSeg on a sagittal ``Volume`` through
+    :func:`localize_series` (no fallback: the caller keeps its own), outputs cached under
+    ``cache_dir``."""
+    return functools.partial(localize_series, cache_dir=Path(cache_dir), tss=tss)
