@@ -176,3 +176,5 @@ def test_level_criterion_accepts_right_disc_and_rejects_neighbour():
     bad = measure(shifted, truth)
     assert bad.correct.tolist() == [False, False, False, False, True]
     assert bad.landed_on.tolist()[:4] == [lv.title for lv in LEVELS[1:]]
+    on_fat = measure([dict(r, world_y=r["world_y"] + 60.0) for r in rows], truth)  # far behind
+    assert not on_fat.correct.any() and on_fat.landed_on.isna().all()

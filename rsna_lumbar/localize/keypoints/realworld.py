@@ -22,7 +22,8 @@ the disc: on the mid-sagittal plane, along the edge's row (±2 rows averaged), t
 
 Criterion (:func:`measure`): a predicted canal point for level L "lands on" the disc whose
 posterior-edge point is nearest to it in the sagittal plane (rows and columns, left–right
-ignored); the level is right when that disc is L. ``error_mm`` is the 3-D distance to disc L's
+ignored), provided that edge is within :data:`LANDING_MM` (a point farther from every disc, e.g.
+on the subcutaneous fat, lands on none); the level is right when that disc is L. ``error_mm`` is the 3-D distance to disc L's
 posterior edge, ``cc_error_mm`` its cranio-caudal (row) part. The competition's canal point is
 the centre of the dural sac behind the disc, a few mm posterior to the edge, so ``error_mm``
 has a floor of about the sac's half depth (5–8 mm) even for a perfect canal point.
@@ -41,6 +42,7 @@ from rsna_lumbar.vocabulary import LEVELS, SeriesDescription
 
 FIRST = 1
 STEP = 4
+LANDING_MM = 20.0  # the canal point sits 2–9 mm behind the edge; 20 mm leaves room, not the fat
 REAL_DIR = Path(__file__).resolve().parents[4] / "shared" / "data" / "real-lumbar"
 
 
@@ -138,7 +140,8 @@ def measure(canal_rows: list[dict], truth: pd.DataFrame) -> pd.DataFrame:
     for row in canal_rows:
         p = np.array([row["world_x"], row["world_y"], row["world_z"]])
         in_plane = np.linalg.norm(edges[:, 1:] - p[1:], axis=1)  # y (A–P) and z (S–I) only
-        landed = truth.level.iloc[int(np.argmin(in_plane))]
+        nearest = int(np.argmin(in_plane))
+        landed = truth.level.iloc[nearest] if in_plane[nearest] <= LANDING_MM else None
         true_edge = edges[truth.level.tolist().index(row["level"])]
         out.append({"level": row["level"], "landed_on": landed, "correct": landed == row["level"],
                     "error_mm": round(float(np.linalg.norm(p - true_edge)), 2),
