@@ -9,7 +9,9 @@ labelled series' geometry): per family (spinal, foraminal, subarticular) the med
 percentile of the 3-D error in mm, coverage, and level accuracy (the predicted point's nearest
 true point of the same study and condition carries the same level); and the axial-slice
 disagreement rate (how often the axial slice registered from the predicted canal point differs
-from the one registered from the true canal point).
+from the one registered from the true canal point); and ``view_errors``, the error split per
+crop view into in-plane mm and through-plane slices (:mod:`.view_errors`), from which training
+sizes its jitter (``rsna-lumbar train --jitter-from``).
 
 Real exams (``real``): the five real sagittal T2 exams of ``shared/data/real-lumbar``
 (:mod:`.realworld`) are dealt to the folds like studies (exam ``i`` → fold ``i mod n``); each
