@@ -14,6 +14,8 @@ def test_measure_reads_real_exams_plausibly():
     for f in figures.values():
         assert 25 < f["disc_depth"] < 45 and 20 < f["body_height"] < 40
         assert 5 < f["canal_ap"] < 20 and 15 < f["lordosis"] < 70
+        # slim young adults: skin 48-64 mm behind the sac, 3-15 mm of fat over the midline
+        assert 40 < f["sac_to_skin"] < 80 and 2 <= f["fat_thickness"] < 25
 
 
 def test_phantom_within_real_range():

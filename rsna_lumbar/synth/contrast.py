@@ -52,7 +52,7 @@ def intensity_table(
         mean[tissue] = row[col] * rng.uniform(0.9, 1.1)
         amp[tissue] = row[3]
     if sequence == "T2":
-        mean[Tissue.FAT] = rng.uniform(0.5, 1.15)  # fast spin echo fat: bright, varies a lot
+        mean[Tissue.FAT] = rng.uniform(0.5, 1.75)  # fast spin echo fat: bright (real 0.51–1.75)
     for j, deg in enumerate(degeneration):
         healthy, worn = _NUCLEUS_HEALTHY[col], _NUCLEUS_DEGENERATE[col]
         mean[Tissue.NUCLEUS + j] = (healthy + (worn - healthy) * deg) * rng.uniform(0.9, 1.1)

@@ -16,6 +16,11 @@ Figures (mm, degrees, ratios), each the mean over the levels it applies to:
 * ``canal_ap``: length of the bright (CSF) run behind each disc's posterior edge, along the
   disc's axis, at half-maximum between the dark annulus edge and the CSF peak.
 * ``lordosis``: angle between the L1/L2 and L5/S1 disc axes.
+* ``sac_to_skin``: from the middle of that CSF run behind the L3/L4 disc to the posterior skin
+  (last tissue voxel before the air), straight back along the image's A–P axis; median of the
+  rows within 3 mm of the sac's height. NaN where the body reaches the edge of the image.
+* ``fat_thickness``: on the same rows, the bright run at the skin (subcutaneous fat), at
+  half-maximum between its peak and the darkest voxel in the 45 mm in front of the skin.
 * ``t2_disc`` (median of the mid-sagittal disc sections), ``t2_nucleus`` (their 90th percentile),
   ``t2_marrow``, ``t2_fat``, ``t2_muscle``: intensities as ratios to the CSF behind the discs.
 """
@@ -30,8 +35,8 @@ from scipy import ndimage
 REAL_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real-lumbar"
 
 FIGURES = (
-    "disc_height", "disc_depth", "body_height", "canal_ap", "lordosis",
-    "t2_disc", "t2_nucleus", "t2_marrow", "t2_fat", "t2_muscle",
+    "disc_height", "disc_depth", "body_height", "canal_ap", "lordosis", "sac_to_skin",
+    "fat_thickness", "t2_disc", "t2_nucleus", "t2_marrow", "t2_fat", "t2_muscle",
 )
 
 
@@ -59,6 +64,39 @@ def _profile(image2d: np.ndarray, start: np.ndarray, direction: np.ndarray, leng
     return ndimage.map_coordinates(image2d.astype(np.float32), pts, order=1, mode="nearest")
 
 
+def _half_max_run(profile: np.ndarray, peak: int, low: float) -> tuple[int, int]:
+    """First and last index of the run around ``peak`` at or above half-way from ``low`` to the
+    peak value."""
+    above = profile >= low + 0.5 * (profile[peak] - low)
+    i0, i1 = peak, peak
+    while i0 > 0 and above[i0 - 1]:
+        i0 -= 1
+    while i1 < len(profile) - 1 and above[i1 + 1]:
+        i1 += 1
+    return i0, i1
+
+
+def _back(img: np.ndarray, sac: np.ndarray) -> tuple[float, float]:
+    """``(sac_to_skin, fat_thickness)`` behind the point ``sac`` (z, y) of the slice ``img``."""
+    air_level = 0.25 * np.percentile(img, 99)
+    z0, y0 = int(round(sac[0])), int(round(sac[1]))
+    to_skin, fat = [], []
+    for z in range(max(z0 - 3, 0), min(z0 + 4, img.shape[0])):
+        row = ndimage.uniform_filter1d(img[z], 3)
+        tissue = np.nonzero(row[y0:] > air_level)[0]
+        if len(tissue) == 0 or y0 + tissue.max() >= len(row) - 2:
+            continue  # no tissue, or the back leaves the image
+        skin = y0 + int(tissue.max())
+        to_skin.append(skin - sac[1])
+        window = row[max(skin - 45, y0) : skin + 1]
+        peak = len(window) - 1 - int(np.argmax(window[::-1][:35]))
+        i0, i1 = _half_max_run(window, peak, float(window[: peak + 1].min()))
+        fat.append(i1 - i0 + 1)
+    if not to_skin:
+        return float("nan"), float("nan")
+    return float(np.median(to_skin)), float(np.median(fat))
+
+
 def measure(image: np.ndarray, discs: np.ndarray) -> dict[str, float]:
     """Figures of one volume (layout in the module docstring); NaN where a figure cannot be had."""
     x_mid = int(round(np.median(np.nonzero(discs)[2])))
@@ -78,22 +116,17 @@ def measure(image: np.ndarray, discs: np.ndarray) -> dict[str, float]:
     out["body_height"] = float(np.mean(bodies))
     a1, a5 = sections[5]["major"], sections[1]["major"]
     out["lordosis"] = float(np.degrees(np.arccos(np.clip(abs(a1 @ a5), -1, 1))))
-    canal, csf = [], []
-    for s in sections.values():
+    canal, csf, sac = [], [], {}
+    for k, s in sections.items():
         edge = s["centre"] + s["major"] * s["posterior"]
         prof = _profile(img, edge, s["major"], 30)
         peak_i = int(np.argmax(prof[:25]))
-        low = float(prof[:3].min())
-        thr = low + 0.5 * (prof[peak_i] - low)
-        above = prof >= thr
-        i0, i1 = peak_i, peak_i
-        while i0 > 0 and above[i0 - 1]:
-            i0 -= 1
-        while i1 < len(prof) - 1 and above[i1 + 1]:
-            i1 += 1
+        i0, i1 = _half_max_run(prof, peak_i, float(prof[:3].min()))
         canal.append(i1 - i0 + 1)
+        sac[k] = edge + s["major"] * (i0 + i1) / 2
         csf.append(float(np.median(prof[i0 : i1 + 1])))
     out["canal_ap"] = float(np.mean(canal))
+    out["sac_to_skin"], out["fat_thickness"] = _back(img, sac[3])
     csf_value = float(np.median(csf))
     disc_vals = img[discs[:, :, x_mid] > 0]
     marrow = []
@@ -162,7 +195,7 @@ def phantom_volume(seed: int, size: tuple[int, int, int] = (221, 221, 37), healt
         mu, sd = severity.latent_parameters()
         latent = mu - sd
     spine = sample_spine(rng, latent, severity.degeneration_from_latent(latent))
-    centre = spine.to_world(0.0, spine.body_t[5], 10.0)
+    centre = spine.to_world(0.0, spine.body_t[5], 25.0)  # 25 mm behind L3: the skin stays inside
     nz, ny, nx = size
     z = centre[2] - (np.arange(nz) - nz / 2)
     y = centre[1] + (np.arange(ny) - ny / 2)
