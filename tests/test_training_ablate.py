@@ -1,5 +1,8 @@
 """Ablation: variants validated up front, trained on the same folds, one comparison table."""
 
+import itertools
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
 from crop_factory import make_crop_cache
@@ -9,7 +12,7 @@ from rsna_lumbar.training.ablate import read_variants
 from rsna_lumbar.training.config import ConfigError
 
 
-def test_ablate_writes_one_table(tmp_path, capsys):
+def test_ablate_writes_one_table(tmp_path, capsys, monkeypatch):
     crops, train_csv, folds_csv = make_crop_cache(tmp_path, n_studies=8, slices=3, size=16, k=2)
     variants = tmp_path / "variants.yaml"
     variants.write_text(
@@ -31,6 +34,10 @@ def test_ablate_writes_one_table(tmp_path, capsys):
     assert "data.views.spinal" in capsys.readouterr().out
 
     # --only: a subset; finished variants are reused (not retrained), the table lists the subset
+    (out / "baseline" / "train_seconds.txt").write_text("1234.5\n")  # as if training took 20 min
+    clock = itertools.count(step=10.0)  # and reusing it took a while on a busy machine
+    monkeypatch.setattr("rsna_lumbar.training.ablate.time",
+                        SimpleNamespace(time=lambda: next(clock)))
     trained = (out / "baseline" / "fold_0" / "model.safetensors").stat().st_mtime_ns
     code = main(["ablate", "--crops", str(crops), "--folds", str(folds_csv), "--labels",
                  str(train_csv), "--config", "tiny", "--variants", str(variants), "--out",
@@ -38,6 +45,7 @@ def test_ablate_writes_one_table(tmp_path, capsys):
     assert code == 0
     assert list(pd.read_csv(out / "comparison.csv").variant) == ["baseline"]
     assert (out / "baseline" / "fold_0" / "model.safetensors").stat().st_mtime_ns == trained
+    assert pd.read_csv(out / "comparison.csv").train_s[0] == 1234.5  # the training's time
     capsys.readouterr()
     code = main(["ablate", "--crops", str(crops), "--folds", str(folds_csv), "--labels",
                  str(train_csv), "--config", "tiny", "--variants", str(variants), "--out",

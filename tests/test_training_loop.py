@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from crop_factory import make_crop_cache
 from safetensors.torch import load_file
 
@@ -125,3 +126,13 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
     other = load_config("tiny", ["train.epochs=3", "train.folds=[0]"])
     with pytest.raises(ValueError, match="--force"):
         train_cv(crops, folds_csv, train_csv, other, tmp_path / "cut")
+    # A run stored before a config key existed is the same run when the key is at its default.
+    stored = tmp_path / "cut" / "config.yaml"
+    older = yaml.safe_load(stored.read_text())
+    del older["model"]["pooling"]  # at its default (null), as if the key were newer than the run
+    stored.write_text(yaml.safe_dump(older))
+    assert train_cv(crops, folds_csv, train_csv, config, tmp_path / "cut") is not None
+    older["model"]["retired_key"] = 1
+    stored.write_text(yaml.safe_dump(older))
+    with pytest.raises(ValueError, match="--force"):
+        train_cv(crops, folds_csv, train_csv, config, tmp_path / "cut")

@@ -100,13 +100,13 @@ def run_ablation(crops, folds_csv, labels_csv, base: dict, variants_file, out, *
     rows = []
     for name, config in configs.items():
         folder = out / name
+        timing = folder / "train_seconds.txt"  # written once the variant is trained
+        finished = timing.is_file() and not force
         started = time.time()
         LOGGER.info("ablation: variant %s (%s)", name, _flatten(changes[name]))
         train_cv(crops, folds_csv, labels_csv, config, folder, force=force)
-        elapsed = time.time() - started
-        timing = folder / "train_seconds.txt"
-        if not timing.is_file() or elapsed > 5:  # keep the first full timing of a skipped run
-            write_text(timing, f"{elapsed:.1f}\n")
+        if not finished:  # a reused variant keeps the timing of its training
+            write_text(timing, f"{time.time() - started:.1f}\n")
         metrics = build_report(folder, labels_csv)
         params = sum(p.numel() for p in load_model_folder(folder).models[0].parameters())
         row = {"variant": name, "changes": _flatten(changes[name]),

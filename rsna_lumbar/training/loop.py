@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
+import yaml
 from tqdm.auto import tqdm
 
 from rsna_lumbar.atomic import atomic_path, write_csv, write_text
@@ -42,7 +43,13 @@ from rsna_lumbar.models.registry import ModelSpec, get_spec
 from rsna_lumbar.models.weights import resolve_init_file, save_weights
 from rsna_lumbar.priors import class_priors, save_priors
 from rsna_lumbar.tables import read_train
-from rsna_lumbar.training.config import Config, config_to_dict, dump_config
+from rsna_lumbar.training.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+)
 from rsna_lumbar.training.dataset import CropCache, StudyDataset, collate, labels_by_study
 from rsna_lumbar.training.dataset import _seed
 from rsna_lumbar.training.losses import loss_parts, metric_loss
@@ -310,6 +317,16 @@ def train_cv(crops, folds_csv, labels_csv, config: Config, out, *, force: bool =
         torch.set_num_threads(threads)
 
 
+def _same_config(path: Path, config: Config) -> bool:
+    """Whether the run whose ``config.yaml`` is ``path`` used ``config``. The file is read with
+    today's schema, so a key added since (at its default) does not make an old run another one;
+    a key since removed does."""
+    try:
+        return config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8"))) == config
+    except ConfigError:
+        return False
+
+
 def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bool,
               stop_after_epochs: int | None) -> Path | None:
     d = setup(config)
@@ -320,7 +337,7 @@ def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bo
         if force and out.exists():
             shutil.rmtree(out)
         old = out / "config.yaml"
-        if old.is_file() and old.read_text(encoding="utf-8") != text:
+        if old.is_file() and not _same_config(old, config):
             msg = (f"{out} holds a run with another configuration; pass --force to retrain "
                    f"from scratch, or choose another --out")
             raise ValueError(msg)
