@@ -55,3 +55,43 @@ def test_sample_without_any_view_gives_finite_logits():
     x = torch.randn(2, 2, 3, 32, 32)
     mask = torch.tensor([[0, 0], [1, 0]], dtype=torch.bool)
     assert torch.isfinite(model({"spinal": (x, mask)})["spinal"]).all()
+
+
+def test_ordinal_head_is_a_cumulative_link():
+    """log-probabilities that sum to one, equal σ(s−c₁) − σ(s−c₂) for Moderate, stay finite for
+    extreme scores, and move mass monotonically towards Severe as the score grows."""
+    from rsna_lumbar.models.ordinal import OrdinalClassifier
+
+    torch.manual_seed(0)
+    head = OrdinalClassifier(4)
+    features = torch.randn(64, 4) * 40  # scores far beyond the cut-points on both sides
+    log_p = head(features)
+    assert log_p.shape == (64, 3) and torch.isfinite(log_p).all()
+    torch.testing.assert_close(log_p.exp().sum(-1), torch.ones(64))
+    s = head.score(features).squeeze(-1)
+    c1 = head.first_cut
+    c2 = c1 + torch.nn.functional.softplus(head.gap) + 1e-4
+    moderate = torch.sigmoid(s - c1) - torch.sigmoid(s - c2)
+    torch.testing.assert_close(log_p[:, 1].exp(), moderate, atol=1e-6, rtol=1e-4)
+    order = s.argsort()
+    p = log_p.exp()[order]
+    assert (p[1:, 0] <= p[:-1, 0] + 1e-6).all() and (p[1:, 2] >= p[:-1, 2] - 1e-6).all()
+
+
+def test_ordinal_head_from_config_reaches_the_network_and_model_json():
+    from rsna_lumbar.models.ordinal import OrdinalClassifier
+    from rsna_lumbar.training.config import ConfigError, load_config
+    from rsna_lumbar.training.loop import build_network, model_description
+
+    config = load_config("cpu", ["model.head=ordinal", "data.families=[spinal]"])
+    description = model_description(config)
+    assert description["spec"]["head"] == "ordinal"
+    net = build_network(description)
+    assert isinstance(net.heads["spinal"].classifier, OrdinalClassifier)
+    x = torch.randn(2, 2, 3, 48, 48)
+    out = net({"spinal": (x, torch.ones(2, 2, dtype=torch.bool))})["spinal"]
+    torch.testing.assert_close(torch.softmax(out, -1), out.exp())  # log-probs act as logits
+    old = {**description, "spec": {k: v for k, v in description["spec"].items() if k != "head"}}
+    assert not isinstance(build_network(old).heads["spinal"].classifier, OrdinalClassifier)
+    with pytest.raises(ConfigError, match="model.head"):
+        load_config("cpu", ["model.head=coral"])

@@ -9,7 +9,9 @@ Shapes (``B`` samples, ``V`` views of the family, ``S`` slices, ``H × W`` pixel
 * tokens: the ``V·S`` slice embeddings plus a learned view embedding and slice-position embedding;
 * :class:`AttentionPool`: gated attention-MIL (Ilse et al. 2018) over the present tokens →
   ``(B, D)``; the ``gru`` pooling first runs a bidirectional GRU along each view's slices;
-* head: dropout + linear → logits ``(B, 3)`` (Normal/Mild, Moderate, Severe).
+* head: dropout + linear → logits ``(B, 3)`` (Normal/Mild, Moderate, Severe); with
+  ``head="ordinal"`` one score and two ordered cut-points (:mod:`rsna_lumbar.models.ordinal`)
+  give the log-probabilities, which serve as logits.
 
 :class:`LumbarNet` holds one such head per family, either each with its own encoder
 (``shared=False``: one model per family) or all on one encoder (``shared=True``: one backbone,
@@ -21,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rsna_lumbar.models.ordinal import OrdinalClassifier
 from rsna_lumbar.models.registry import ModelSpec
 from rsna_lumbar.models.weights import create_backbone
 
@@ -75,7 +78,10 @@ class FamilyHead(nn.Module):
             if spec.pooling == "gru" else None
         )
         self.pool = AttentionPool(d)
-        self.classifier = nn.Sequential(nn.Dropout(spec.dropout), nn.Linear(d, 3))
+        self.classifier = (
+            OrdinalClassifier(d, spec.dropout) if spec.head == "ordinal"
+            else nn.Sequential(nn.Dropout(spec.dropout), nn.Linear(d, 3))
+        )
 
     def forward(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, v, s, d = embeddings.shape

@@ -18,6 +18,7 @@ import difflib
 from typing import Literal
 
 Pooling = Literal["attention", "gru"]
+Head = Literal["softmax", "ordinal"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,8 @@ class ModelSpec:
             (a bidirectional GRU over each view's slices, then attention).
         hidden: width of the pooled embedding.
         dropout: before the classifier.
+        head: ``softmax`` (a linear layer, three logits) or ``ordinal`` (one severity score
+            and two ordered cut-points, :mod:`rsna_lumbar.models.ordinal`).
         pretrained_tag: the timm ImageNet tag to initialise from *for training only*, loaded
             from a local file (``models/weights.py``); never used at inference.
         note: one line for ``models list``.
@@ -45,6 +48,7 @@ class ModelSpec:
     pooling: Pooling = "attention"
     hidden: int = 128
     dropout: float = 0.1
+    head: Head = "softmax"
     pretrained_tag: str | None = None
     note: str = ""
 
@@ -119,7 +123,8 @@ def create_model(spec_name: str, families, views, *, shared: bool = False, slice
         shared: one backbone with a head per family (``True``) or one network per family.
         slices, size: override the spec's defaults.
         init_file: local backbone weights for training initialisation (``weights.py``).
-        overrides: other :class:`ModelSpec` fields (``hidden``, ``dropout``, ``pooling``).
+        overrides: other :class:`ModelSpec` fields (``hidden``, ``dropout``, ``pooling``,
+            ``head``).
     """
     from rsna_lumbar.models.network import LumbarNet
 

@@ -36,6 +36,7 @@ class ModelConfig:
     slices: int | None = None  # None: the spec's default
     size: int | None = None
     pooling: str | None = None
+    head: str | None = None  # softmax | ordinal (None: the spec's)
     hidden: int | None = None
     dropout: float | None = None
     pretrained: bool = False  # ImageNet init from a local file (models/weights.py)
@@ -261,6 +262,8 @@ def validate(config: Config) -> None:
             raise ConfigError(f"data.point_jitter.{family}: amounts must be ≥ 0 (mm, slices)")
     if config.model.pooling not in (None, "attention", "gru"):
         raise ConfigError("model.pooling: use attention or gru (or null for the spec's)")
+    if config.model.head not in (None, "softmax", "ordinal"):
+        raise ConfigError("model.head: use softmax or ordinal (or null for the spec's)")
     if config.train.device not in ("auto", "cpu", "cuda"):
         raise ConfigError("train.device: use auto, cpu or cuda")
     if config.train.epochs < 1 or config.train.batch_size < 1:

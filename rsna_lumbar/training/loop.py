@@ -97,7 +97,7 @@ def resolved_spec(config: Config) -> ModelSpec:
     from dataclasses import replace
 
     m = config.model
-    changes = {k: getattr(m, k) for k in ("slices", "size", "pooling", "hidden", "dropout")
+    changes = {k: getattr(m, k) for k in ("slices", "size", "pooling", "hidden", "dropout", "head")
                if getattr(m, k) is not None}
     return replace(get_spec(m.spec), **changes)
 
