@@ -63,3 +63,22 @@ def test_bad_variant_fails_before_training(tmp_path):
     (tmp_path / "w.yaml").write_text("runs: {}\n")
     with pytest.raises(ConfigError, match="variants"):
         read_variants(tmp_path / "w.yaml")
+
+
+@pytest.mark.parametrize("base", ["cpu", "default"])
+def test_packaged_variant_files_validate(base):
+    """Every shipped ablation file is valid on the configs it is run with (fails at start-up,
+    not after hours of training, when a key is misspelt)."""
+    import yaml
+
+    from rsna_lumbar.training.ablate import variant_configs
+    from rsna_lumbar.training.config import config_path, packaged_config
+
+    files = sorted(packaged_config("cpu").parent.glob("ablation*.yaml"))
+    assert {f.stem for f in files} >= {"ablation", "ablation_cpu", "ablation_spinal_cpu"}
+    values = yaml.safe_load(config_path(base).read_text(encoding="utf-8"))
+    for path in files:
+        configs, _ = variant_configs(values, path)
+        assert "baseline" in configs
+    spinal, _ = variant_configs(values, packaged_config("ablation_spinal_cpu"))
+    assert all(c.data.families == ("spinal",) for c in spinal.values())
