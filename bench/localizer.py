@@ -25,7 +25,7 @@ from rsna_lumbar.localize.keypoints.realworld import real_exams, real_volume
 def _models(folder: Path) -> dict:
     if (folder / "config.json").is_file():
         return load_models(folder)[1]
-    return {t: [HeatmapNet(n_points=TASKS[t].n_points).eval()] for t in TASKS}
+    return {t: [HeatmapNet(n_points=TASKS[t].n_points, stride=TASKS[t].stride).eval()] for t in TASKS}
 
 
 def _axial() -> Volume:

@@ -4,6 +4,8 @@ points and the level criterion. No training here (see test_localize_real.py)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +14,7 @@ import torch
 from rsna_lumbar.dicom.volume import Volume
 from rsna_lumbar.geometry.affine import slice_affine
 from rsna_lumbar.localize.keypoints import dataset as D
-from rsna_lumbar.localize.keypoints.model import STRIDE, HeatmapNet, decode_peaks, load_models, save_models
+from rsna_lumbar.localize.keypoints.model import HeatmapNet, decode_peaks, load_models, save_models
 from rsna_lumbar.localize.keypoints.predict import chain_decode
 from rsna_lumbar.localize.keypoints.realworld import canal_truth, measure, real_exams, real_sample, real_truth, real_volume
 from rsna_lumbar.vocabulary import LEVELS, Condition, Level
@@ -25,9 +27,10 @@ def _volume(shape=(9, 300, 260), pixel_spacing=(0.9, 0.7)) -> Volume:
                   study_id=7, series_id=8, instance_numbers=np.arange(9, 0, -1))
 
 
-def test_label_point_round_trips_through_grid_target_and_decoder():
+@pytest.mark.parametrize("stride", [2, 4])
+def test_label_point_round_trips_through_grid_target_and_decoder(stride):
     """voxel → canonical grid → augmented input → Gaussian target → decoded peak → voxel."""
-    task = D.TASKS["sag_t2"]
+    task = dataclasses.replace(D.TASKS["sag_t2"], stride=stride)
     volume = _volume()
     labels = pd.DataFrame({"instance_number": [4], "x": [141.3], "y": [97.8],
                            "condition": [Condition.SPINAL_CANAL_STENOSIS.title],
@@ -39,15 +42,18 @@ def test_label_point_round_trips_through_grid_target_and_decoder():
     a = D.input_to_canon(task, 1.1, 7.0, (12.0, -9.0))
     uv = (D.invert(a) @ np.r_[sample.points[0, 1:3], 1.0])
     target = D.heatmap_target(task, uv[None], np.ones(1), np.array([Level.L3_L4.index]))
-    assert target.shape == (5, task.input_px // STRIDE, task.input_px // STRIDE)
-    peak_uv, score = decode_peaks(torch.from_numpy(target))
+    assert target.shape == (5, task.input_px // stride, task.input_px // stride)
+    peak_uv, score = decode_peaks(torch.from_numpy(target), stride)
     assert score[Level.L3_L4.index] > 0.7 and score[0] == 0  # grid-sampled peak
     back = D.compose(D.grid_to_voxel(volume, task.canon_px, task.canon_mm), a) @ np.r_[
         peak_uv[Level.L3_L4.index].numpy(), 1.0]
     np.testing.assert_allclose(back, [141.3, 97.8], atol=0.6)  # < 1 mm
     x, y = D.draw(sample, task, rng, augment=True)
     assert x.shape == (3, task.input_px, task.input_px) and np.isfinite(x).all()
-    assert y.shape == (5, task.input_px // STRIDE, task.input_px // STRIDE) and y.max() <= 1.0
+    assert y.shape == (5, task.input_px // stride, task.input_px // stride) and y.max() <= 1.0
+    net = HeatmapNet("lcnet_050", 3, 5, width=8, stride=stride).eval()
+    with torch.no_grad():
+        assert net(torch.from_numpy(x[None])).shape[-2:] == y.shape[-2:]
 
 
 def test_mirrored_draw_moves_points_and_swaps_axial_sides():
@@ -118,14 +124,15 @@ def test_slice_weight_marks_only_neighbouring_slices():
 
 def test_model_folder_round_trip(tmp_path):
     torch.manual_seed(0)
-    model = HeatmapNet("lcnet_050", 3, 5, width=16).eval()
+    stride = D.TASKS["sag_t2"].stride
+    model = HeatmapNet("lcnet_050", 3, 5, width=16, stride=stride).eval()
     x = torch.rand(1, 3, 64, 64)
     config = {"backbone": "lcnet_050", "width": 16, "tasks": {"sag_t2": D.TASKS["sag_t2"].as_config()}}
     save_models(tmp_path / "loc", config, {"sag_t2": [model]})
     loaded_config, models = load_models(tmp_path / "loc")
     assert loaded_config["files"]["sag_t2"] == ["sag_t2_fold0.safetensors"]
     with torch.no_grad():
-        assert model(x).shape == (1, 5, 16, 16)
+        assert model(x).shape == (1, 5, 64 // stride, 64 // stride)
         torch.testing.assert_close(models["sag_t2"][0](x), model(x))
     with pytest.raises(FileNotFoundError, match="rsna-lumbar localize --split train"):
         load_models(tmp_path / "missing")

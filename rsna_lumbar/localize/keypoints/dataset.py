@@ -60,7 +60,7 @@ class Task:
 
 TASKS: dict[str, Task] = {
     "sag_t2": Task("sag_t2", SeriesDescription.SAGITTAL_T2.value,
-                   (Condition.SPINAL_CANAL_STENOSIS.value,), "level", 224, 1.4, 128, 2.2),
+                   (Condition.SPINAL_CANAL_STENOSIS.value,), "level", 224, 1.4, 128, 2.2, stride=2),
     "sag_t1": Task("sag_t1", SeriesDescription.SAGITTAL_T1.value,
                    (Condition.LEFT_NEURAL_FORAMINAL_NARROWING.value,
                     Condition.RIGHT_NEURAL_FORAMINAL_NARROWING.value), "level", 224, 1.4, 128, 2.2),
