@@ -97,20 +97,20 @@ tss-wheels: $(TSS_VENV)/.installed  ## Kaggle: offline wheels of the TotalSpineS
 # --- learned localiser (rsna_lumbar/localize/keypoints) ------------------------------------------
 LOC_DATA ?= $(WORK)/synth-localizer
 LOC_MODEL ?= weights/localizer
-# The measured run of the README (~20 min on 2 busy cores); `make demo` trains a smaller one
+# The measured recipe of the README (e4: ~35 min for sag_t2 alone on 2 busy cores); `make demo` trains a smaller one
 # into weights/localizer too — the last one trained is what predict and localize-check use.
-LOC_ARGS ?= --n-folds 3 --steps sag_t2=1200,sag_t1=400,axial=300 --batch 8 --threads 1
+LOC_ARGS ?= --n-folds 3 --steps sag_t2=2000,sag_t1=400,axial=300 --batch 8 --threads 1
 
 .PHONY: localize-weights localize-check
 
 $(LOC_DATA)/truth/manifest.json: $(VENV)/.installed
-	$(PY) -c "from rsna_lumbar.synth.generate import generate; generate('$(LOC_DATA)', 40, seed=7, test_studies=4, scale=2.0)"
+	$(PY) -c "from rsna_lumbar.synth.generate import generate; generate('$(LOC_DATA)', 120, seed=17, test_studies=4, scale=2.0)"
 
 $(LOC_MODEL)/config.json: $(LOC_DATA)/truth/manifest.json
 	$(VENV)/bin/rsna-lumbar localize --data $(LOC_DATA) --split train --work $(WORK)/localizer \
 	  --out $(WORK)/localizer/oof.csv --model $(LOC_MODEL) $(LOC_ARGS)
 
-localize-weights: $(LOC_MODEL)/config.json  ## train the learned localiser OOF on synthetic data → LOC_MODEL (CPU, ~20 min)
+localize-weights: $(LOC_MODEL)/config.json  ## train the learned localiser OOF on 120 synthetic studies → LOC_MODEL (CPU, ~50 min)
 
 localize-check: $(LOC_MODEL)/config.json  ## learned localiser: CLI on synthetic data + sim-to-real on the 5 real exams
 	RSNA_LOCALIZER=$(abspath $(LOC_MODEL)) $(PY) -m pytest -q -m slow -s tests/test_localize_real.py

@@ -25,6 +25,10 @@ def test_phantom_within_real_range():
         values = [f[name] for f in real.values()]
         lo, hi = min(values), max(values)
         span = hi - lo
-        for ph in phantoms.values():
-            assert lo - 0.35 * span - 0.1 * abs(lo) <= ph[name] <= hi + 0.35 * span + 0.1 * abs(hi), (
-                name, ph[name], lo, hi)
+        measured = [ph[name] for ph in phantoms.values() if np.isfinite(ph[name])]
+        # the muscle window (25 mm behind the canal to 15 mm before the skin) can be empty on
+        # the thinnest backs; every figure must still be measured on one of the phantoms
+        assert measured, (name, "not measured on any phantom")
+        for value in measured:
+            assert lo - 0.35 * span - 0.1 * abs(lo) <= value <= hi + 0.35 * span + 0.1 * abs(hi), (
+                name, value, lo, hi)

@@ -245,10 +245,10 @@ def sample_spine(rng: np.random.Generator, latent: np.ndarray, degeneration: np.
         canal_depth=rng.uniform(15.0, 19.0) * size,
         sac_half_width=rng.uniform(8.5, 10.5) * size,
         sac_half_depth=rng.uniform(6.0, 7.5) * size,
-        back_depth=rng.uniform(75.0, 125.0),  # real exams: skin 48–64 mm behind the sac
+        back_depth=rng.uniform(65.0, 115.0),  # real exams: skin 48–64 mm behind the sac
         body_half_width=body_half_width,
         body_half_depth=rng.uniform(105.0, 130.0),
-        fat=rng.uniform(5.0, 30.0),
+        fat=rng.uniform(3.0, 20.0),
         spinal=fractions[0],
         foraminal=fractions[1:3],
         subarticular=fractions[3:5],

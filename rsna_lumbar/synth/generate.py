@@ -42,7 +42,7 @@ from rsna_lumbar.vocabulary import (
 )
 
 log = logging.getLogger(__name__)
-VERSION = 7
+VERSION = 8
 _POINT_OF = {Family.SPINAL: "canal", Family.FORAMINAL: "foramen", Family.SUBARTICULAR: "recess"}
 
 
