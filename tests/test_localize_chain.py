@@ -114,6 +114,10 @@ def test_ok_levels_give_the_canal_and_foraminal_rows(chain):
     assert len(subarticular) == 10 and (subarticular.source == "learned").all()
 
 
+def _sagittal_rows(table: pd.DataFrame) -> int:
+    return int((~table.condition.str.contains("Subarticular")).sum())
+
+
 def _doubtful(data):
     find = _truth_finder(data)
     return lambda volume: replace(find(volume), flags=(Flag.OFF_BY_ONE,))
@@ -133,7 +137,9 @@ def _raises(volume) -> LevelPoints:
 def test_doubtful_failed_or_raising_finders_leave_the_learned_rows(chain, finder, reason, caplog):
     levels = {"doubtful": _doubtful(chain["data"]), "failed": _failed, "raises": _raises}[finder]
     learned = _predict(chain)
-    assert len(learned) == 25 and (learned.source == "learned").all()
+    # 5 canal + 10 foramen rows always; the untrained test models' subarticular rows depend on
+    # whether their canal points register to an axial slice, so they are not counted here
+    assert _sagittal_rows(learned) == 15 and (learned.source == "learned").all()
     log = LevelSourceLog()
     with caplog.at_level(logging.WARNING, logger="rsna_lumbar.localize.keypoints.stage"):
         for _ in range(2):  # the same reason twice: logged once, counted twice
@@ -164,7 +170,7 @@ def test_production_finder_runs_the_program_and_never_drops_a_study(chain, tmp_p
     with torch.no_grad():
         table = predict_split(chain["data"], "train", tmp_path / "points.csv", chain["model_dir"],
                               work=chain["root"] / "work", workers=1, levels=levels)  # fmt: skip
-    assert table.study_id.unique().tolist() == [chain["study"]] and len(table) == 25
+    assert table.study_id.unique().tolist() == [chain["study"]] and _sagittal_rows(table) == 15
     sagittal = table[~table.condition.str.contains("Subarticular")]
     assert set(sagittal.source) == {"totalspineseg" if exit_code == 0 else "learned"}
     assert list(tmp_path.glob(f"cache/{chain['study']}/*/tss.log"))  # it really ran
