@@ -78,7 +78,7 @@ def run_demo(plan: DemoPlan) -> dict:
     from rsna_lumbar.inference.predict import predict_split
     from rsna_lumbar.priors import class_priors, prior_submission, save_priors
     from rsna_lumbar.submission import write_submission
-    from rsna_lumbar.synth.generate import generate
+    from rsna_lumbar.synth.generate import generate, recorded_arguments, set_arguments
     from rsna_lumbar.tables import read_train
 
     if plan.threads:
@@ -88,6 +88,14 @@ def run_demo(plan: DemoPlan) -> dict:
     progress = _Progress()
     work, weights = Path(plan.work), Path(plan.weights)
     data = work / "data"
+    made = recorded_arguments(data)
+    wanted = set_arguments(plan.studies, plan.seed, plan.test_studies)
+    if made is not None and made != wanted:
+        msg = (f"{work} holds the results of another synthetic set ({made}) than this run asks "
+               f"for ({wanted}); its index, localiser, crops and models would be reused as done. "
+               f"Use a fresh --work and --weights, or delete {work} and {weights}'s localizer "
+               f"and severity_* folders first")
+        raise ValueError(msg)
     progress.stage(f"{plan.studies} train + {plan.test_studies} test studies → {data}")
     generate(data, plan.studies, plan.seed, test_studies=plan.test_studies)
     progress.stage("both splits")

@@ -5,6 +5,7 @@ report → predict → validate → score); only the sizes are small. Then the u
 ``rsna-lumbar predict`` with the weights the demo left, must reproduce the demo's submission.
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -109,3 +110,14 @@ def test_broken_members_are_skipped_and_a_spent_budget_sheds_members_never_rows(
     first = pd.read_csv(summary["submission"])
     pd.testing.assert_frame_equal(frame.reset_index(drop=True), first, atol=1e-5,
                                   check_exact=False)
+
+
+def test_demo_refuses_a_work_folder_of_another_synthetic_set(demo):
+    """A rerun asking for other data (another size, seed or generator VERSION) must not reuse
+    the old index, localiser, crops and models: it stops before touching anything."""
+    plan, _ = demo
+    manifest = plan.work / "data" / "truth" / "manifest.json"
+    before = manifest.read_bytes()
+    with pytest.raises(ValueError, match="fresh --work"):
+        run_demo(dataclasses.replace(plan, studies=plan.studies + 1))
+    assert manifest.read_bytes() == before

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,21 @@ _OUTPUTS = ("train_images", "test_images", "truth", "train.csv", "train_label_co
             "train_series_descriptions.csv", "test_series_descriptions.csv", "sample_submission.csv")
 
 
+def set_arguments(studies: int, seed: int, test_studies: int | None = None,
+                  scale: float = 1.0) -> dict:
+    """The arguments a synthetic set is made from, as ``truth/manifest.json`` records them (with
+    the generator's :data:`VERSION`): the same arguments give the same bytes."""
+    test_studies = max(1, studies // 5) if test_studies is None else test_studies
+    return {"studies": studies, "test_studies": test_studies, "seed": seed, "scale": scale,
+            "version": VERSION}
+
+
+def recorded_arguments(out: str | os.PathLike) -> dict | None:
+    """The :func:`set_arguments` a folder was generated with (None: no synthetic set there)."""
+    manifest = Path(out) / "truth" / "manifest.json"
+    return json.loads(manifest.read_text()).get("args") if manifest.is_file() else None
+
+
 def generate(out: Path, studies: int, seed: int, test_studies: int | None = None,
              workers: int | None = None, scale: float = 1.0, force: bool = False,
              progress: bool = True) -> Path:
@@ -187,14 +203,12 @@ def generate(out: Path, studies: int, seed: int, test_studies: int | None = None
     already produced it; ``force`` rewrites. ``workers`` processes (default: every core) render
     the studies; ``progress`` shows a bar."""
     out = Path(out)
-    test_studies = max(1, studies // 5) if test_studies is None else test_studies
-    args = {"studies": studies, "test_studies": test_studies, "seed": seed, "scale": scale,
-            "version": VERSION}
+    args = set_arguments(studies, seed, test_studies, scale)
+    test_studies = args["test_studies"]
     manifest = out / "truth" / "manifest.json"
-    if manifest.exists() and not force:
-        if json.loads(manifest.read_text()).get("args") == args:
-            log.info("%s already holds this synthetic set; --force to rewrite", out)
-            return out
+    if not force and recorded_arguments(out) == args:
+        log.info("%s already holds this synthetic set; --force to rewrite", out)
+        return out
     for name in _OUTPUTS:
         path = out / name
         if path.is_dir():
