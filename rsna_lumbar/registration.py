@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +105,26 @@ def is_axial_stack(stack: Stack) -> bool:
     """Axial by geometry, in a series described ``Axial T2`` (or not described at all)."""
     described = stack.description in ("", SeriesDescription.AXIAL_T2.value)
     return described and stack.plane is Plane.AXIAL
+
+
+def stack_showing(point: np.ndarray,
+                  stacks: Sequence[Stack]) -> tuple[Stack, SlicePlacement] | None:  # fmt: skip
+    """The stack (and its placement) whose nearest slice to the world point (3,) LPS mm is
+    closest among those whose projection lies on the image (:func:`choose`); None if none."""
+    point = np.asarray(point, float)[None]
+    placements = [(stack, place_in_stack(point, stack)[0]) for stack in stacks]
+    best = choose([p for _, p in placements])
+    return None if best is None else next((s, p) for s, p in placements if p is best)
+
+
+def axial_stacks_by_study(
+    stacks: Mapping[tuple[int, int], Sequence[Stack]],
+) -> dict[int, list[Stack]]:
+    """``{study_id: [axial Stack, ...]}`` from ``{(study_id, series_id): [Stack, ...]}``."""
+    axial: dict[int, list[Stack]] = {}
+    for (study, _), series_stacks in stacks.items():
+        axial.setdefault(study, []).extend(s for s in series_stacks if is_axial_stack(s))
+    return axial
 
 
 def register_points(index: pd.DataFrame, points: pd.DataFrame) -> tuple[pd.DataFrame, list[Issue]]:

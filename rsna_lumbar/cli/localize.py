@@ -105,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from rsna_lumbar.localize import tss_level_finder
 
-        tss = tss_from_args(args.tss)
-        levels = tss_level_finder(tss, args.work / "totalspineseg") if tss else None
+        levels = tss_level_finder(tss_from_args(args.tss), args.work / "totalspineseg")
         table = predict_split(args.data, args.split, args.out, args.model, work=args.work,
                               workers=args.workers, levels=levels)
         print(f"{len(table)} rows for {table.study_id.nunique()} studies → {args.out}")

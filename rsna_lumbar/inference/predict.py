@@ -84,8 +84,8 @@ def _points(data: Path, split: str, localizer: Path | None, work: Path,
         from rsna_lumbar.localize.keypoints.stage import predict_split as predict_points
 
         out = work / f"points_{split}.csv"
-        levels = tss_level_finder(tss, work / "totalspineseg") if tss is not None else None
-        predict_points(data, split, out, localizer, work=work, levels=levels)
+        predict_points(data, split, out, localizer, work=work,
+                       levels=tss_level_finder(tss, work / "totalspineseg"))
         return out
     labelled = CompetitionFolder(data).label_coordinates_csv
     if split == "train" and labelled.is_file():

@@ -170,9 +170,11 @@ def tss_runner(mode: str = "auto") -> TotalSpineSeg | None:
     return tss
 
 
-def tss_level_finder(tss: TotalSpineSeg,
-                     cache_dir: str | os.PathLike) -> Callable[[Any], LevelPoints]:
+def tss_level_finder(tss: TotalSpineSeg | None,
+                     cache_dir: str | os.PathLike) -> Callable[[Any], LevelPoints] | None:
     """``find(volume) -> LevelPoints``: TotalSpineSeg on a sagittal ``Volume`` through
     :func:`localize_series` (no fallback: the caller keeps its own), outputs cached under
-    ``cache_dir``."""
+    ``cache_dir``; None without a runner (the learned localiser alone)."""
+    if tss is None:
+        return None
     return functools.partial(localize_series, cache_dir=Path(cache_dir), tss=tss)

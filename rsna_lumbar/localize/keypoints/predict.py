@@ -225,17 +225,16 @@ def subarticular_points(models: list, canal: list[dict], axial_stacks: list, rea
 
     ``read(stack) -> Volume`` decodes a stack (cached by the caller).
     """
-    from rsna_lumbar.registration import choose, place_in_stack
+    from rsna_lumbar.registration import stack_showing
 
     rows = []
     task = TASKS["axial"]
     for point in canal:
-        world = np.array([[point["world_x"], point["world_y"], point["world_z"]]])
-        placements = [(stack, place_in_stack(world, stack)[0]) for stack in axial_stacks]
-        best = choose([p for _, p in placements])
-        if best is None:
+        world = np.array([point["world_x"], point["world_y"], point["world_z"]])
+        found = stack_showing(world, axial_stacks)
+        if found is None:
             continue
-        stack = next(s for s, p in placements if p is best)
+        stack, best = found
         volume = read(stack)
         if volume is None:
             continue

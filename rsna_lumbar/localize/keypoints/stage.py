@@ -55,7 +55,7 @@ from rsna_lumbar.localize.keypoints.train import TrainConfig, fit, load_samples,
 from rsna_lumbar.localize.keypoints.view_errors import view_errors
 from rsna_lumbar.localize.levels import LevelPoints, PointKind
 from rsna_lumbar.registration import (
-    SlicePlacement, choose, competition_to_world, is_axial_stack, place_in_stack,
+    axial_stacks_by_study, competition_to_world, is_axial_stack, place_in_stack, stack_showing,
 )
 from rsna_lumbar.tables import read_label_coordinates
 from rsna_lumbar.vocabulary import LEVELS, Condition, SeriesDescription, Side
@@ -134,8 +134,8 @@ def _placed(world: np.ndarray, stacks: list, home, condition: Condition, level, 
     nearest to it among those showing it, else on ``home`` (the stack the finder ran on).
     ``world_*`` keep the point itself; ``instance_number, x, y`` are its slice and in-plane
     projection there."""
-    best: SlicePlacement | None = choose([place_in_stack(world[None], s)[0] for s in stacks])
-    best = best or place_in_stack(world[None], home)[0]
+    found = stack_showing(world, stacks)
+    best = found[1] if found is not None else place_in_stack(world[None], home)[0]
     return {"study_id": int(home.study_id), "series_id": int(best.series_id),
             "instance_number": int(best.instance_number), "condition": condition.title,
             "level": level.title, "x": round(best.x, 3), "y": round(best.y, 3),
@@ -356,16 +356,14 @@ def evaluate(pred: pd.DataFrame, coords: pd.DataFrame, stacks: dict) -> dict:
 def axial_disagreement(merged: pd.DataFrame, stacks: dict) -> dict:
     """How often the axial slice registered from the predicted canal point differs from the one
     registered from the true canal point (over (study, level) with both points)."""
-    axial = {}
-    for (study, _), series_stacks in stacks.items():
-        axial.setdefault(study, []).extend(s for s in series_stacks if is_axial_stack(s))
+    axial = axial_stacks_by_study(stacks)
     scs = merged[merged.condition == Condition.SPINAL_CANAL_STENOSIS.title].dropna(subset=["world_x", "tx"])
     differ = total = 0
     for row in scs.itertuples():
         picks = []
         for point in ([row.tx, row.ty, row.tz], [row.world_x, row.world_y, row.world_z]):
-            best = choose([place_in_stack(np.array([point]), s)[0] for s in axial.get(row.study_id, [])])
-            picks.append(None if best is None else (best.series_id, best.instance_number))
+            found = stack_showing(np.array(point), axial.get(row.study_id, []))
+            picks.append(None if found is None else (found[1].series_id, found[1].instance_number))
         if picks[0] is None:
             continue
         total += 1

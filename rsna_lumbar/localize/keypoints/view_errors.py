@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from rsna_lumbar.crops import VIEWS
-from rsna_lumbar.registration import choose, is_axial_stack, place_in_stack
+from rsna_lumbar.registration import axial_stacks_by_study, is_axial_stack, stack_showing
 
 QUANTILES = (50, 75)
 
@@ -35,12 +35,6 @@ def split_error(d: np.ndarray, normal: np.ndarray, spacing: float) -> tuple[floa
 
 def _own_stack(stacks: dict, study_id: int, series_id: int, instance_number: int):
     return next((s for s in stacks.get((study_id, series_id), []) if instance_number in s), None)
-
-
-def _axial_of_truth(axial: list, true_point: np.ndarray):
-    placements = [(s, place_in_stack(true_point[None], s)[0]) for s in axial]
-    best = choose([p for _, p in placements])
-    return None if best is None else next(s for s, p in placements if p is best)
 
 
 def view_errors(merged: pd.DataFrame, stacks: dict) -> dict:
@@ -57,9 +51,7 @@ def view_errors(merged: pd.DataFrame, stacks: dict) -> dict:
         ``{family: {view: {"n", "in_plane_p50_mm", "in_plane_p75_mm", "slices_p50",
         "slices_p75"}}}`` for the views with at least one measured point.
     """
-    axial: dict[int, list] = {}
-    for (study, _), series_stacks in stacks.items():
-        axial.setdefault(study, []).extend(s for s in series_stacks if is_axial_stack(s))
+    axial = axial_stacks_by_study(stacks)
     parts: dict[tuple[str, str], list[tuple[float, float]]] = {}
     rows = merged.dropna(subset=["world_x", "tx"])
     for row in rows.itertuples():
@@ -68,7 +60,8 @@ def view_errors(merged: pd.DataFrame, stacks: dict) -> dict:
         own = _own_stack(stacks, int(row.study_id), int(row.series_id_t), int(row.instance_number_t))
         for view in VIEWS[row.family]:
             if view == "axial" and (own is None or not is_axial_stack(own)):
-                frame = _axial_of_truth(axial.get(int(row.study_id), []), true)
+                found = stack_showing(true, axial.get(int(row.study_id), []))
+                frame = None if found is None else found[0]
             else:
                 frame = own
             if frame is None or not np.isfinite(frame.slice_spacing):
