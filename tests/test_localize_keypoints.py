@@ -112,6 +112,37 @@ def test_chain_decode_orders_levels_and_shifts_them_together():
     assert chain_decode(wide, to_mm) is None
 
 
+def test_level_draws_keep_the_spine_in_view_and_cut_only_outside_it():
+    """Level tasks: however far the rows are shifted, the five points and the sacrum margin stay
+    in the input; the field-of-view crop may blank rows above L1/L2 and below the margin (so an
+    image edge says nothing about the level) but never inside that span."""
+    task = D.TASKS["sag_t2"]
+    stack = np.ones((5, task.canon_px, task.canon_px), np.float16)
+    rows = np.linspace(40.0, 185.0, 5)  # canonical rows, 1.4 mm: L1/L2 … L5/S1 ~ 200 mm apart
+    points = np.c_[np.arange(5), np.full(5, 110.0), rows, np.full(5, 2.0)]
+    sample = D.SeriesSample(1, 2, stack, points, 4.0)
+    rng = np.random.default_rng(0)
+    cut_above = 0
+    for _ in range(300):
+        x, y = D.draw(sample, task, rng, augment=True, k=2)
+        peaks = y.reshape(5, -1).max(axis=1)
+        assert (peaks > 0.5).all()  # every level's Gaussian lies inside the heatmap
+        cells = [np.unravel_index(int(np.argmax(y[level])), y.shape[1:]) for level in range(5)]
+        (top, col_top), (bottom, col_bottom) = cells[0], cells[4]
+        r_top, r_bottom = top * task.stride, (bottom + 1) * task.stride
+        assert (x[1, r_top:r_bottom, col_bottom * task.stride] != 0).all()  # not blanked
+        cut_above += int((x[1, : max(r_top - 12, 0)] == 0).all(axis=1).any())
+    assert cut_above > 20  # crops above the spine do happen
+
+    # the shift is pulled back: content pushed 100 mm down ends with its margin on the last row
+    a = D.input_to_canon(task, 1.0, 0.0, (0.0, -100.0))
+    moved, (span_top, span_bottom) = D._keep_levels_in_view(a, points[:, 1:3], task)
+    v = (D.invert(moved) @ np.c_[points[:, 1:3], np.ones(5)].T)[1]
+    margin_px = D.CAUDAL_MARGIN_MM / task.input_mm
+    assert span_bottom == pytest.approx(task.input_px - 1) and v.max() == pytest.approx(span_bottom - margin_px)
+    assert span_top == pytest.approx(v.min() - D.CRANIAL_MARGIN_MM / task.input_mm)
+
+
 def test_slice_weight_marks_only_neighbouring_slices():
     task = D.TASKS["sag_t2"]
     sample = D.SeriesSample(1, 2, np.zeros((9, task.canon_px, task.canon_px), np.float16),
@@ -155,6 +186,14 @@ def test_real_exam_wrapping_puts_truth_on_the_discs():
         assert row.edge_y > row.centre_y + 8
     # pixels of the Volume are the source plane
     np.testing.assert_array_equal(volume.pixels[3], np.load(path)["image"][:, :, 13])
+    # tight framing blanks exactly the rows beyond 10 mm above L1/L2 and 20 mm below L5/S1
+    tight = real_volume(path, framing="tight").pixels
+    rows = np.nonzero(discs)[0]
+    kept = np.flatnonzero(np.abs(tight).sum(axis=(0, 2)) > 0)
+    assert kept.min() == rows.min() - 10 and kept.max() == rows.max() + 20
+    np.testing.assert_array_equal(tight[:, kept], volume.pixels[:, kept])
+    with pytest.raises(ValueError, match="framing"):
+        real_volume(path, framing="loose")
 
 
 @needs_real

@@ -81,6 +81,8 @@ def test_sim_to_real_levels():
         chosen = models["sag_t2"]
     result = measure_all(chosen)
     print("\n" + result.to_string(index=False))
+    tight = measure_all(chosen, framing="tight")  # reported, not required (realworld docstring)
+    print(f"tightly framed: {int(tight.correct.sum())}/{len(tight)} levels right")
     wrong = result[~result.correct]
     assert wrong.empty, f"levels on the wrong disc:\n{wrong.to_string(index=False)}"
     assert result.error_mm.median() < 10.0

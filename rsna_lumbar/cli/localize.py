@@ -23,7 +23,8 @@ registered from the predicted canal point. One row per (study, condition, level)
   to --out, OUT.metrics.json (median / 95th-percentile error in mm per point type, level
   accuracy, axial-slice disagreement) and the fold models to --model. With the real exams
   (--real), the sag_t2 folds also train on the real exams outside the fold and are measured on
-  those inside it: --model/real.csv and "real" in the metrics.
+  those inside it, as acquired and tightly framed (sacrum and L1/L2 just in view):
+  --model/real.csv, "real" and "real_tight" in the metrics.
 --split test (or any other): loads --model and predicts every study of the split. With
   TotalSpineSeg (--tss), each study's Sagittal T2 goes to it first: when its five levels pass
   the sanity checks, the canal points (7 mm behind the posterior disc edges) and the foramina

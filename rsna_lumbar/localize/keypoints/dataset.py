@@ -199,15 +199,50 @@ def flip_columns(task: Task) -> np.ndarray:
     return np.array([[-1.0, 0.0, task.input_px - 1.0], [0.0, 1.0, 0.0]])
 
 
+LEVEL_SHIFT_MM = 70.0  # row shift on level tasks: two levels either way
+CRANIAL_MARGIN_MM = 8.0  # kept above the highest labelled point (its disc stays whole)
+CAUDAL_MARGIN_MM = 20.0  # kept below the lowest: the top of the sacrum stays in view
+
+
+def _keep_levels_in_view(a: np.ndarray, points_uv: np.ndarray, task: Task) -> tuple[np.ndarray, tuple[float, float]]:
+    """Shift a level task's input→canonical map along the rows so the labelled points, with
+    :data:`CRANIAL_MARGIN_MM` above and :data:`CAUDAL_MARGIN_MM` below, lie inside the input
+    (centred when the span is taller than the input).
+
+    Args:
+        a: 2×3 input pixel → canonical pixel map.
+        points_uv: ``(P, 2)`` canonical ``(u, v)`` of the labelled points (any slice).
+
+    Returns:
+        ``(a', (top, bottom))``: the shifted map and the input rows of the kept span.
+    """
+    v = (invert(a) @ np.c_[points_uv, np.ones(len(points_uv))].T)[1]
+    mm_per_px = float(np.hypot(*a[:, 0])) * task.canon_mm  # input pixel → canonical mm
+    top = v.min() - CRANIAL_MARGIN_MM / mm_per_px
+    bottom = v.max() + CAUDAL_MARGIN_MM / mm_per_px
+    low, high = -top, task.input_px - 1 - bottom  # allowed downward moves of the content
+    move = float(np.clip(0.0, low, high)) if low <= high else (low + high) / 2
+    a = compose(a, np.array([[1.0, 0.0, 0.0], [0.0, 1.0, -move]]))
+    return a, (top + move, bottom + move)
+
+
 def draw(sample: SeriesSample, task: Task, rng: np.random.Generator, augment: bool = True,
          k: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """One training pair ``(input (3, px, px), target (n_points, px/4, px/4))`` from a series.
 
     Half the draws pick a slice within one slice of a labelled point, the rest any slice.
-    Geometric augmentation: scale 0.75–1.35, rotation (sd 8°), shift ±25 mm, a mirror of the
-    columns half the time (a sagittal series may run anterior or posterior; on axial slices the
-    side channels swap with it), and a random crop of the field of view (real series are often
-    narrower than ours).
+    Geometric augmentation: scale 0.75–1.35, rotation (sd 8°), shift ±25 mm (±:data:`LEVEL_SHIFT_MM`
+    along the rows on level tasks), a mirror of the columns half the time (a sagittal series
+    may run anterior or posterior; on axial slices the side channels swap with it), and a
+    random crop of the field of view (real series are often narrower than ours).
+
+    Level tasks are framed by anatomy, not by the image (see :func:`_keep_levels_in_view`):
+    the shift is pulled back so the span from :data:`CRANIAL_MARGIN_MM` above the highest
+    labelled point to :data:`CAUDAL_MARGIN_MM` below the lowest stays in the input, and the
+    crop may cut the rows anywhere outside that span. Where the field of view ends must say
+    nothing about which level is which: the levels are to be counted from the sacrum, which
+    the caudal margin keeps in view, never from an image edge (without this, the models
+    relabelled a real exam whose field of view stops one vertebra lower).
     """
     n = len(sample.stack)
     if k is None:
@@ -216,21 +251,31 @@ def draw(sample: SeriesSample, task: Task, rng: np.random.Generator, augment: bo
         else:
             k = int(rng.integers(0, n))
     channels = sample.points[:, 0].copy()
+    by_level = task.channel == "level" and len(sample.points) > 0
+    span = None  # input rows that must stay visible (level tasks)
     if augment:
+        row_shift = LEVEL_SHIFT_MM if by_level else 25.0
         a = input_to_canon(task, float(np.exp(rng.uniform(np.log(0.75), np.log(1.35)))),
-                           float(rng.normal(0, 8)), tuple(rng.uniform(-25, 25, 2)))  # fmt: skip
+                           float(rng.normal(0, 8)),
+                           (rng.uniform(-25, 25), rng.uniform(-row_shift, row_shift)))  # fmt: skip
         if rng.random() < 0.5:
             a = compose(a, flip_columns(task))
             if task.channel == "side":
                 channels = 1 - channels
+        if by_level:
+            a, span = _keep_levels_in_view(a, sample.points[:, 1:3], task)
     else:
         a = input_to_canon(task)
     x = warp(three_slices(sample.stack, k), a, task.input_px)
     if augment:
         x = augment_intensity(x, rng)
         if rng.random() < 0.5:  # narrower field of view: blank a random border
-            lo = rng.integers(0, task.input_px // 4, 2)
-            hi = task.input_px - rng.integers(0, task.input_px // 4, 2)
+            px = task.input_px
+            lo = rng.integers(0, px // 4, 2)
+            hi = px - rng.integers(0, px // 4, 2)
+            if span is not None:  # rows: anywhere outside the anatomical span
+                lo[1] = rng.integers(0, max(int(span[0]), 0) + 1)
+                hi[1] = px - rng.integers(0, max(px - int(np.ceil(span[1])), 0) + 1)
             mask = np.zeros(x.shape[1:], bool)
             mask[lo[1]:hi[1], lo[0]:hi[0]] = True
             x = x * mask[None]

@@ -20,6 +20,12 @@ the disc: on the mid-sagittal plane, along the edge's row (±2 rows averaged), t
 (cerebrospinal fluid) run starting within 4 mm behind the posterior edge, its centre clipped to
 2–9 mm behind the edge (4.5 mm when no such run is found).
 
+Framing. The exams are measured as acquired and *tightly framed*: the rows more than
+:data:`TIGHT_ABOVE_MM` above the L1/L2 disc and :data:`TIGHT_BELOW_MM` below the L5/S1 disc are
+blanked — the tightest lumbar field of view a reader would still accept (the top of the sacrum
+in view). A localiser that counts levels from an image edge rather than from the sacrum fails
+there; as acquired the exams differ in how much of T12 and the sacrum they show.
+
 Criterion (:func:`measure`): a predicted canal point for level L "lands on" the disc whose
 posterior-edge point is nearest to it in the sagittal plane (rows and columns, left–right
 ignored), provided that edge is within :data:`LANDING_MM` (a point farther from every disc, e.g.
@@ -42,6 +48,9 @@ from rsna_lumbar.vocabulary import LEVELS, SeriesDescription
 
 FIRST = 1
 STEP = 4
+FRAMINGS = ("acquired", "tight")
+TIGHT_ABOVE_MM = 10.0  # tight framing: kept above the L1/L2 disc
+TIGHT_BELOW_MM = 20.0  # … and below the L5/S1 disc (the top of the sacrum)
 LANDING_MM = 20.0  # the canal point sits 2–9 mm behind the edge; 20 mm leaves room, not the fat
 REAL_DIR = Path(__file__).resolve().parents[4] / "shared" / "data" / "real-lumbar"
 
@@ -62,9 +71,17 @@ def _affine() -> np.ndarray:
     return affine
 
 
-def real_volume(path: str | os.PathLike, study_id: int | None = None) -> Volume:
-    """One real exam as a sagittal T2 :class:`Volume` (see module docstring for the geometry)."""
-    image = np.load(path)["image"].astype(np.float32)
+def real_volume(path: str | os.PathLike, study_id: int | None = None, framing: str = "acquired") -> Volume:
+    """One real exam as a sagittal T2 :class:`Volume` (see module docstring for the geometry),
+    ``framing`` one of :data:`FRAMINGS`."""
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {FRAMINGS}; got {framing!r}")
+    source = np.load(path)
+    image = source["image"].astype(np.float32)
+    if framing == "tight":
+        rows = np.nonzero(source["discs"])[0]  # source rows run superior → inferior, 1 mm
+        image[: max(int(rows.min() - TIGHT_ABOVE_MM), 0)] = 0
+        image[int(rows.max() + TIGHT_BELOW_MM) + 1:] = 0
     pixels = np.ascontiguousarray(np.moveaxis(image[:, :, FIRST::STEP], 2, 0))
     number = int(Path(path).stem.split("_")[-1])
     return Volume(pixels=pixels, affine=_affine(), study_id=study_id or number, series_id=number,
@@ -150,12 +167,13 @@ def measure(canal_rows: list[dict], truth: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def measure_exam(models: list, path: str | os.PathLike) -> pd.DataFrame:
-    """:func:`measure` of the sagittal T2 models on one exam, with an ``exam`` column first."""
+def measure_exam(models: list, path: str | os.PathLike, framing: str = "acquired") -> pd.DataFrame:
+    """:func:`measure` of the sagittal T2 models on one exam, with ``exam`` and ``framing``
+    columns first."""
     from rsna_lumbar.localize.keypoints.predict import canal_points
 
-    result = measure(canal_points(models, real_volume(path)), real_truth(path))
-    return result.assign(exam=Path(path).stem)[["exam", *result.columns]]
+    result = measure(canal_points(models, real_volume(path, framing=framing)), real_truth(path))
+    return result.assign(exam=Path(path).stem, framing=framing)[["exam", "framing", *result.columns]]
 
 
 def summarise(result: pd.DataFrame) -> dict:
@@ -166,7 +184,7 @@ def summarise(result: pd.DataFrame) -> dict:
             "median_cc_mm": round(float(result.cc_error_mm.median()), 2)}  # fmt: skip
 
 
-def measure_all(models: list | dict, folder=None) -> pd.DataFrame:
+def measure_all(models: list | dict, folder=None, framing: str = "acquired") -> pd.DataFrame:
     """Run the sagittal T2 models on every real exam → one row per (exam, level).
 
     ``models``: one list for every exam, or ``{exam stem: list}`` (out-of-fold models).
@@ -174,9 +192,9 @@ def measure_all(models: list | dict, folder=None) -> pd.DataFrame:
     frames = []
     for path in real_exams(folder):
         chosen = models[path.stem] if isinstance(models, dict) else models
-        frames.append(measure_exam(chosen, path))
+        frames.append(measure_exam(chosen, path, framing))
     if not frames:
         msg = "no real exams found: set RSNA_REAL_LUMBAR to the folder holding ivd_*.npz"
         raise FileNotFoundError(msg)
-    return pd.concat(frames, ignore_index=True)[["exam", "level", "landed_on", "correct", "error_mm",
-                                                 "cc_error_mm", "confidence"]]  # fmt: skip
+    return pd.concat(frames, ignore_index=True)[["exam", "framing", "level", "landed_on", "correct",
+                                                 "error_mm", "cc_error_mm", "confidence"]]  # fmt: skip

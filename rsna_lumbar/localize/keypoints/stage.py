@@ -18,7 +18,8 @@ Real exams (``real``): the five real sagittal T2 exams of ``shared/data/real-lum
 fold's ``sag_t2`` model trains on the synthetic studies and the real exams outside its fold
 (``TrainConfig.extra_fraction`` of each batch real) and is measured on the exams inside it, so
 the real figure is out of fold too. It is written to ``model_dir/real.csv`` and under
-``"real"`` in the metrics; ``config.json`` records each exam's fold (``"real_folds"``).
+``"real"`` in the metrics (``"real_tight"``: the same exams tightly framed, see
+:mod:`.realworld`); ``config.json`` records each exam's fold (``"real_folds"``).
 
 Level chain (prediction): given a level finder (``Volume -> LevelPoints``, in production
 TotalSpineSeg through :func:`rsna_lumbar.localize.localize_series`), each study's sagittal T2
@@ -274,8 +275,9 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
                 rows += predict_study(fold_models, by_study.get(int(study), []), data)
             for path in exams:
                 if real_fold[path.stem] == index:
-                    result = realworld.measure_exam(fold_models["sag_t2"], path)
-                    real_rows.append(result.assign(fold=index))
+                    for framing in realworld.FRAMINGS:
+                        result = realworld.measure_exam(fold_models["sag_t2"], path, framing)
+                        real_rows.append(result.assign(fold=index))
         _LOG.info("fold %s done (%.0f s)", fold, time.time() - started)
     table = pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
     write_csv(table, out)
@@ -287,7 +289,8 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
     if real_rows:
         real_table = pd.concat(real_rows, ignore_index=True)
         write_csv(real_table, Path(model_dir) / "real.csv")
-        metrics["real"] = realworld.summarise(real_table)
+        for framing, part in real_table.groupby("framing"):
+            metrics["real" if framing == "acquired" else f"real_{framing}"] = realworld.summarise(part)
     metrics["train_seconds"] = round(time.time() - started, 1)
     text = json.dumps(metrics, indent=2) + "\n"
     write_text(Path(out).with_suffix(".metrics.json"), text)
