@@ -199,9 +199,15 @@ def flip_columns(task: Task) -> np.ndarray:
     return np.array([[-1.0, 0.0, task.input_px - 1.0], [0.0, 1.0, 0.0]])
 
 
+SHIFT_MM = 25.0  # random shift of the input, each axis
 LEVEL_SHIFT_MM = 70.0  # row shift on level tasks: two levels either way
 CRANIAL_MARGIN_MM = 8.0  # kept above the highest labelled point (its disc stays whole)
 CAUDAL_MARGIN_MM = 20.0  # kept below the lowest: the top of the sacrum stays in view
+
+
+def _canon_to_input(a: np.ndarray, points_uv: np.ndarray) -> np.ndarray:
+    """``(P, 2)`` canonical ``(u, v)`` → input pixels under the input→canonical map ``a``."""
+    return (invert(a) @ np.c_[points_uv, np.ones(len(points_uv))].T).T
 
 
 def _keep_levels_in_view(a: np.ndarray, points_uv: np.ndarray, task: Task) -> tuple[np.ndarray, tuple[float, float]]:
@@ -216,7 +222,7 @@ def _keep_levels_in_view(a: np.ndarray, points_uv: np.ndarray, task: Task) -> tu
     Returns:
         ``(a', (top, bottom))``: the shifted map and the input rows of the kept span.
     """
-    v = (invert(a) @ np.c_[points_uv, np.ones(len(points_uv))].T)[1]
+    v = _canon_to_input(a, points_uv)[:, 1]
     mm_per_px = float(np.hypot(*a[:, 0])) * task.canon_mm  # input pixel → canonical mm
     top = v.min() - CRANIAL_MARGIN_MM / mm_per_px
     bottom = v.max() + CAUDAL_MARGIN_MM / mm_per_px
@@ -254,10 +260,10 @@ def draw(sample: SeriesSample, task: Task, rng: np.random.Generator, augment: bo
     by_level = task.channel == "level" and len(sample.points) > 0
     span = None  # input rows that must stay visible (level tasks)
     if augment:
-        row_shift = LEVEL_SHIFT_MM if by_level else 25.0
+        row_shift = LEVEL_SHIFT_MM if by_level else SHIFT_MM
         a = input_to_canon(task, float(np.exp(rng.uniform(np.log(0.75), np.log(1.35)))),
                            float(rng.normal(0, 8)),
-                           (rng.uniform(-25, 25), rng.uniform(-row_shift, row_shift)))  # fmt: skip
+                           (rng.uniform(-SHIFT_MM, SHIFT_MM), rng.uniform(-row_shift, row_shift)))  # fmt: skip
         if rng.random() < 0.5:
             a = compose(a, flip_columns(task))
             if task.channel == "side":
@@ -281,5 +287,5 @@ def draw(sample: SeriesSample, task: Task, rng: np.random.Generator, augment: bo
             x = x * mask[None]
     w = np.exp(-(((k - sample.points[:, 3]) * sample.spacing) ** 2) / (2 * task.slice_sigma_mm**2))
     keep = w > 0.05
-    uv = (invert(a) @ np.c_[sample.points[keep, 1:3], np.ones(keep.sum())].T).T
+    uv = _canon_to_input(a, sample.points[keep, 1:3])
     return x, heatmap_target(task, uv, w[keep], channels[keep])
