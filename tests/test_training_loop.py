@@ -136,3 +136,50 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
     stored.write_text(yaml.safe_dump(older))
     with pytest.raises(ValueError, match="--force"):
         train_cv(crops, folds_csv, train_csv, config, tmp_path / "cut")
+
+
+def _degraded_copy(crops, dest, drop: int, seed: int = 0):
+    """``crops`` with every patch moved 6 rows down, the rows moved in plain noise (crops placed
+    off the structure, as by a localiser that missed it: the band that codes the grade is cut),
+    and study ``drop`` left out."""
+    rng = np.random.default_rng(seed)
+    dest.mkdir()
+    index = pd.read_csv(crops / "index.csv")
+    index[index.study_id != drop].to_csv(dest / "index.csv", index=False)
+    for study in sorted(set(index.study_id) - {drop}):
+        arrays = dict(np.load(crops / f"{study}.npz"))
+        moved = {}
+        for key, patch in arrays.items():
+            patch = np.roll(patch, 6, axis=-2)
+            patch[..., :6, :] = rng.normal(0, 0.6, patch[..., :6, :].shape)
+            moved[key] = patch
+        np.savez(dest / f"{study}.npz", **moved)
+    return dest
+
+
+def test_report_on_other_crops_predicts_each_study_with_its_own_fold(trained, tmp_path, capsys):
+    """--crops: on the training crops the re-predicted OOF equals training's (the right fold
+    model per study); on off-centre crops it is worse, a missing study falls back to priors,
+    and the metrics and temperatures come from those predictions."""
+    crops, train_csv, _, out = trained
+    baseline = pd.read_csv(out / "oof_logits.csv").set_index("row_id").sort_index()
+    report = ["report", "--model", str(out), "--labels", str(train_csv)]
+    assert main([*report, "--crops", str(crops)]) == 0
+    again = pd.read_csv(out / "oof_logits_on_crops.csv").set_index("row_id").sort_index()
+    assert again.index.equals(baseline.index)
+    assert (again.fold == baseline.fold).all() and (again.predicted == baseline.predicted).all()
+    np.testing.assert_allclose(again[list(LOGIT_COLUMNS)], baseline[list(LOGIT_COLUMNS)], atol=2e-4)
+    clean = json.loads((out / "metrics.json").read_text())
+
+    drop = int(baseline.study_id.iloc[0])
+    shifted = _degraded_copy(crops, tmp_path / "shifted", drop)
+    assert main([*report, "--crops", str(shifted)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["oof_crops"] == str(shifted) and clean["oof_crops"] == str(crops)
+    assert metrics["uncalibrated"]["score"] > clean["uncalibrated"]["score"] + 0.05
+    frame = pd.read_csv(out / "oof_logits_on_crops.csv")
+    assert (frame[frame.study_id == drop].predicted == 0).all() and len(frame) == len(baseline)
+    saved = json.loads((out / "calibration.json").read_text())["temperature"]
+    assert saved == metrics["temperature"]
+    assert main(report) == 0  # back to the training OOF
+    assert json.loads((out / "metrics.json").read_text())["oof_crops"] == "training"

@@ -261,7 +261,7 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
         all_studies = [s for g in gathered for s in g[0]]
         merged = {f: tuple(np.concatenate([g[1][f][k] for g in gathered]) for k in (0, 1))
                   for f in outputs}
-        priors = _fold_priors(labels, train_ids)
+        priors = fold_priors(labels, train_ids)
         frame = oof_frame(fold, all_studies, merged, priors, labels)
         missing = [int(s) for s in folds.loc[folds.fold == fold, "study_id"] if s not in in_cache]
         if missing:
@@ -277,7 +277,8 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
     return True
 
 
-def _fold_priors(labels, train_ids) -> np.ndarray:
+def fold_priors(labels, train_ids) -> np.ndarray:
+    """(25, 3) class priors of the labelled studies ``train_ids`` (a fold's fallback rows)."""
     from rsna_lumbar.vocabulary import SEVERITIES, TARGET_COLUMNS
 
     rows = [{"study_id": s, **{c: SEVERITIES[g].value for c, g in labels[s].items()}}

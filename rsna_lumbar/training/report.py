@@ -1,6 +1,9 @@
 """``rsna-lumbar report``: how good a trained model folder is, out of fold.
 
-Reads ``oof_logits.csv`` and the labels, and writes into the model folder:
+Reads ``oof_logits.csv`` and the labels — or, given ``crops``, predicts the out-of-fold logits
+afresh on that crop cache (:mod:`rsna_lumbar.training.held_out`, e.g. crops placed by the
+localiser as at inference; kept as ``oof_logits_on_crops.csv``) — and writes into the model
+folder (``metrics.json`` names the source under ``oof_crops``):
 
 * ``metrics.json`` — ``score``, ``spinal``, ``foraminal``, ``subarticular``,
   ``any_severe_spinal`` (official metric on the calibrated OOF, temperatures cross-fitted so the
@@ -105,15 +108,22 @@ def write_figures(per_condition: dict[str, dict], folder: Path) -> list[Path]:
     return [folder / "confusion_matrices.png", *paths]
 
 
-def build_report(model_dir: str | os.PathLike, labels_csv: str | os.PathLike) -> dict:
+def build_report(model_dir: str | os.PathLike, labels_csv: str | os.PathLike,
+                 crops: str | os.PathLike | None = None) -> dict:  # fmt: skip
     """Compute and write the report of a model folder (module docstring); returns metrics."""
     model_dir = Path(model_dir)
-    oof_path = model_dir / "oof_logits.csv"
-    if not oof_path.is_file():
-        msg = f"{oof_path} not found; finish 'rsna-lumbar train --out {model_dir}' first"
-        raise FileNotFoundError(msg)
-    oof = pd.read_csv(oof_path)
     train = read_train(labels_csv)
+    if crops is None:
+        oof_path = model_dir / "oof_logits.csv"
+        if not oof_path.is_file():
+            msg = f"{oof_path} not found; finish 'rsna-lumbar train --out {model_dir}' first"
+            raise FileNotFoundError(msg)
+        oof = pd.read_csv(oof_path)
+    else:
+        from rsna_lumbar.training.held_out import held_out_logits
+
+        oof = held_out_logits(model_dir, crops, train)
+        write_csv(oof, model_dir / "oof_logits_on_crops.csv", float_format="%.6g")
     labelled = {int(s) for s in train.study_id}
     oof = oof[oof.study_id.isin(labelled)].reset_index(drop=True)
     raw = score_submission(train, submission_from_logits(oof))
@@ -145,6 +155,7 @@ def build_report(model_dir: str | os.PathLike, labels_csv: str | os.PathLike) ->
         "rows_predicted": int(oof.predicted.sum()),
         "rows_fallback": int((oof.predicted == 0).sum()),
         "folds": sorted(int(f) for f in oof.fold.unique()),
+        "oof_crops": "training" if crops is None else str(crops),
     }
     save_temperatures(temperatures, model_dir / "calibration.json")
     write_csv(calibrated_sub, model_dir / "oof_calibrated.csv", float_format="%.8g")

@@ -1,0 +1,83 @@
+"""Out-of-fold logits of a trained model folder on *another* crop cache.
+
+``rsna-lumbar train`` predicts each fold's held-out studies on the crops it trained from, which
+are centred on the labelled points. At inference the crops are centred on the localiser's
+points instead, so a calibration fitted on the training crops is fitted on easier inputs than
+the ones it will scale. :func:`held_out_logits` re-predicts every study of ``folds.csv`` with
+the fold model that did not train on it, on a cache built from other points — e.g. ``rsna-lumbar
+crops`` over the localiser's out-of-fold points of the training studies — so that ``rsna-lumbar
+report --crops`` scores and calibrates on what inference will see.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from rsna_lumbar.folds import read_folds
+from rsna_lumbar.models.weights import load_weights
+from rsna_lumbar.training.config import load_config
+from rsna_lumbar.training.dataset import CropCache, StudyDataset, labels_by_study
+from rsna_lumbar.training.loop import build_network, fold_priors, resolved_spec
+from rsna_lumbar.training.oof import oof_frame, predict_logits
+
+LOGGER = logging.getLogger(__name__)
+
+
+def held_out_logits(model_dir: str | os.PathLike, crops: str | os.PathLike,
+                    train: pd.DataFrame, device: str = "cpu") -> pd.DataFrame:  # fmt: skip
+    """OOF rows (:func:`~rsna_lumbar.training.oof.oof_frame` schema) of ``model_dir`` on ``crops``.
+
+    Each study of a trained fold (``fold_k/model.safetensors``; ``train.folds`` may train only
+    some) is predicted by the model of its own fold, which did not train on it, without
+    augmentation; studies absent from ``crops`` get the fold's training priors with
+    ``predicted = 0``, as in training.
+
+    Raises:
+        FileNotFoundError: the folder lacks ``config.yaml``/``model.json``/``folds.csv`` or any
+            fold's weights, or ``crops`` is not a crop cache; the message says what to run.
+    """
+    model_dir = Path(model_dir)
+    for name in ("config.yaml", "model.json", "folds.csv"):
+        if not (model_dir / name).is_file():
+            msg = f"{model_dir / name} not found: run 'rsna-lumbar train --out {model_dir}' first"
+            raise FileNotFoundError(msg)
+    config = load_config(str(model_dir / "config.yaml"), [])
+    description = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+    spec = resolved_spec(config)
+    folds = read_folds(model_dir / "folds.csv")
+    labels = labels_by_study(train)
+    cache = CropCache(crops, keep_in_memory=False)
+    in_cache = set(cache.study_ids)
+    trained = [int(f) for f in sorted(folds.fold.unique())
+               if (model_dir / f"fold_{int(f)}" / "model.safetensors").is_file()]  # fmt: skip
+    if not trained:
+        msg = f"{model_dir} has no fold_*/model.safetensors: finish 'rsna-lumbar train' first"
+        raise FileNotFoundError(msg)
+    frames = []
+    for fold in trained:
+        weights = model_dir / f"fold_{fold}" / "model.safetensors"
+        members = [int(s) for s in folds.loc[folds.fold == fold, "study_id"]]
+        present = [s for s in members if s in in_cache]
+        missing = [s for s in members if s not in in_cache]
+        if missing:
+            LOGGER.warning("fold %d: %d of %d studies have no crops in %s; their rows are priors",
+                           fold, len(missing), len(members), crops)  # fmt: skip
+        network = build_network(description)
+        load_weights(network, weights)
+        dataset = StudyDataset(cache, present, labels, families=config.data.families,
+                               views=config.data.views, slices=spec.slices, size=spec.size)
+        studies, outputs = predict_logits(network, dataset, torch.device(device),
+                                          config.train.eval_batch_size)  # fmt: skip
+        train_ids = [int(s) for s in folds.loc[folds.fold != fold, "study_id"] if int(s) in labels]
+        priors = fold_priors(labels, train_ids)
+        frames.append(oof_frame(fold, studies, outputs, priors, labels))
+        if missing:
+            frames.append(oof_frame(fold, missing, {}, priors, labels))
+        LOGGER.info("fold %d: %d studies predicted on %s", fold, len(studies), crops)
+    return pd.concat(frames).sort_values("row_id", kind="stable").reset_index(drop=True)
