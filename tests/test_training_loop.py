@@ -157,7 +157,7 @@ def _degraded_copy(crops, dest, drop: int, seed: int = 0):
     return dest
 
 
-def test_report_on_other_crops_predicts_each_study_with_its_own_fold(trained, tmp_path, capsys):
+def test_report_on_other_crops_predicts_each_study_with_its_own_fold(trained, tmp_path):
     """--crops: on the training crops the re-predicted OOF equals training's (the right fold
     model per study); on off-centre crops it is worse, a missing study falls back to priors,
     and the metrics and temperatures come from those predictions."""

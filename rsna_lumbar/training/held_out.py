@@ -76,8 +76,6 @@ def held_out_logits(model_dir: str | os.PathLike, crops: str | os.PathLike,
                                           config.train.eval_batch_size)  # fmt: skip
         train_ids = [int(s) for s in folds.loc[folds.fold != fold, "study_id"] if int(s) in labels]
         priors = fold_priors(labels, train_ids)
-        frames.append(oof_frame(fold, studies, outputs, priors, labels))
-        if missing:
-            frames.append(oof_frame(fold, missing, {}, priors, labels))
+        frames.append(oof_frame(fold, studies, outputs, priors, labels, missing))
         LOGGER.info("fold %d: %d studies predicted on %s", fold, len(studies), crops)
     return pd.concat(frames).sort_values("row_id", kind="stable").reset_index(drop=True)

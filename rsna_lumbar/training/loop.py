@@ -262,12 +262,11 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
         merged = {f: tuple(np.concatenate([g[1][f][k] for g in gathered]) for k in (0, 1))
                   for f in outputs}
         priors = fold_priors(labels, train_ids)
-        frame = oof_frame(fold, all_studies, merged, priors, labels)
         missing = [int(s) for s in folds.loc[folds.fold == fold, "study_id"] if s not in in_cache]
         if missing:
             LOGGER.warning("fold %d: %d studies have no crops; their OOF rows are priors", fold,
                            len(missing))
-            frame = pd.concat([frame, oof_frame(fold, missing, {}, priors, labels)])
+        frame = oof_frame(fold, all_studies, merged, priors, labels, missing)
         save_weights(model, fold_dir / "model.safetensors",
                      {"fold": fold, "spec": description["spec"]["name"]})
         write_text(fold_dir / "history.json", json.dumps(history, indent=1) + "\n")

@@ -70,17 +70,19 @@ def predict_logits(model, dataset, device: torch.device, batch_size: int = 16, a
 
 
 def oof_frame(fold: int, study_ids, outputs, priors: np.ndarray,
-              labels: Mapping[int, Mapping[str, int]]) -> pd.DataFrame:
-    """OOF rows of one fold (module docstring). ``priors``: (25, 3) of the training folds."""
+              labels: Mapping[int, Mapping[str, int]], missing=()) -> pd.DataFrame:
+    """OOF rows of one fold (module docstring), sorted by study. ``priors``: (25, 3) of the
+    training folds; ``missing``: the fold's studies without crops (every row a prior)."""
     position = {s: i for i, s in enumerate(study_ids)}
     log_priors = np.log(np.clip(priors, 1e-12, None))
     records = []
-    for study in sorted(position):
-        i = position[study]
+    for study in sorted({*position, *(int(s) for s in missing)}):
         slot_of = {}
-        for f, (logits, predicted) in outputs.items():
-            for n, (condition, level) in enumerate(family_slots(f)):
-                slot_of[(condition, level)] = (logits[i, n], bool(predicted[i, n]))
+        if study in position:
+            i = position[study]
+            for f, (logits, predicted) in outputs.items():
+                for n, (condition, level) in enumerate(family_slots(f)):
+                    slot_of[(condition, level)] = (logits[i, n], bool(predicted[i, n]))
         for t, (condition, level) in enumerate(TARGETS):
             column = f"{condition.value}_{level.value}"
             logit, predicted = slot_of.get((condition.value, level.value), (None, False))
