@@ -97,9 +97,9 @@ tss-wheels: $(TSS_VENV)/.installed  ## Kaggle: offline wheels of the TotalSpineS
 # --- learned localiser (rsna_lumbar/localize/keypoints) ------------------------------------------
 LOC_DATA ?= $(WORK)/synth-localizer
 LOC_MODEL ?= weights/localizer
-# The measured recipe of the README (e4: ~35 min for sag_t2 alone on 2 busy cores); `make demo` trains a smaller one
+# The measured recipe of the README (5 folds: 73 min for the three tasks at 1 thread, 2 busy cores); `make demo` trains a smaller one
 # into weights/localizer too — the last one trained is what predict and localize-check use.
-LOC_ARGS ?= --n-folds 3 --steps sag_t2=2000,sag_t1=400,axial=300 --batch 8 --threads 1
+LOC_ARGS ?= --n-folds 5 --steps sag_t2=2000,sag_t1=400,axial=300 --batch 8 --threads 1
 
 .PHONY: localize-weights localize-check
 
@@ -110,7 +110,7 @@ $(LOC_MODEL)/config.json: $(LOC_DATA)/truth/manifest.json
 	$(VENV)/bin/rsna-lumbar localize --data $(LOC_DATA) --split train --work $(WORK)/localizer \
 	  --out $(WORK)/localizer/oof.csv --model $(LOC_MODEL) $(LOC_ARGS)
 
-localize-weights: $(LOC_MODEL)/config.json  ## train the learned localiser OOF on 120 synthetic studies → LOC_MODEL (CPU, ~50 min)
+localize-weights: $(LOC_MODEL)/config.json  ## train the learned localiser OOF on 120 synthetic studies → LOC_MODEL (CPU, ~75 min)
 
 localize-check: $(LOC_MODEL)/config.json  ## learned localiser: CLI on synthetic data + sim-to-real on the 5 real exams
 	RSNA_LOCALIZER=$(abspath $(LOC_MODEL)) $(PY) -m pytest -q -m slow -s tests/test_localize_real.py

@@ -169,6 +169,39 @@ def test_model_folder_round_trip(tmp_path):
         load_models(tmp_path / "missing")
 
 
+def test_seeds_train_several_models_per_fold_and_average_them(tmp_path):
+    from rsna_lumbar.localize.keypoints.config import TrainConfig
+    from rsna_lumbar.localize.keypoints.model import fold_members
+    from rsna_lumbar.localize.keypoints.stage import _by_study, predict_study, train_oof
+    from rsna_lumbar.localize.keypoints.train import read_or_make_folds, study_stacks
+    from rsna_lumbar.synth.generate import generate
+
+    torch.set_num_threads(1)
+    data = generate(tmp_path / "data", studies=2, seed=1, test_studies=0, workers=1, scale=4,
+                    progress=False)  # fmt: skip
+    cfg = TrainConfig(backbone="lcnet_050", width=16, steps=2, batch=2, seeds=2)
+    out, folder = tmp_path / "oof.csv", tmp_path / "loc"
+    train_oof(data, out, folder, work=tmp_path / "work", n_folds=2, cfg=cfg, tasks=("sag_t2",),
+              real=False, workers=1)  # fmt: skip
+    config, models = load_models(folder)
+    assert config["models_per_fold"] == 2
+    assert config["files"]["sag_t2"] == [f"sag_t2_fold{f}_seed{s}.safetensors" for f in (0, 1) for s in (0, 1)]
+    pair = fold_members(config, models["sag_t2"], 1)
+    assert len(pair) == 2 and pair[0] is models["sag_t2"][2]
+    assert not torch.equal(*(next(iter(m.parameters())) for m in pair))  # two seeds, two models
+    # the fold's study was predicted out of fold by the pair averaged, not by one of them
+    study = int(read_or_make_folds(data, None, 2).set_index("study_id").fold.idxmax())
+    stacks = _by_study(study_stacks(data, "train", tmp_path / "work", 1))[study]
+    oof = pd.read_csv(out).query("study_id == @study").confidence.to_numpy()
+    with torch.no_grad():
+        both = [r["confidence"] for r in predict_study({"sag_t2": pair}, stacks, data)]
+        one = [r["confidence"] for r in predict_study({"sag_t2": pair[:1]}, stacks, data)]
+    np.testing.assert_allclose(oof, both, atol=1e-4)
+    assert not np.allclose(oof, one, atol=1e-4)
+    with pytest.raises(ValueError, match="at least 1"):
+        TrainConfig(seeds=0)
+
+
 needs_real = pytest.mark.skipif(not real_exams(), reason="shared/data/real-lumbar not present")
 
 

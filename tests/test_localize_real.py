@@ -67,7 +67,7 @@ def test_cli_schema_on_synthetic(tmp_path):
 
 @pytest.mark.skipif(not real_exams(), reason="shared/data/real-lumbar not present")
 def test_sim_to_real_levels():
-    from rsna_lumbar.localize.keypoints.model import load_models
+    from rsna_lumbar.localize.keypoints.model import fold_members, load_models
 
     if not (MODEL / "config.json").is_file():
         pytest.fail(f"no trained localiser at {MODEL}: run 'make localize-weights' first")
@@ -76,7 +76,7 @@ def test_sim_to_real_levels():
     exams = [path.stem for path in real_exams()]
     if folds:
         assert set(exams) <= set(folds), f"exams {exams} not all dealt to folds {folds}"
-        chosen = {exam: [models["sag_t2"][folds[exam]]] for exam in exams}
+        chosen = {exam: fold_members(config, models["sag_t2"], folds[exam]) for exam in exams}
     else:
         chosen = models["sag_t2"]
     result = measure_all(chosen)

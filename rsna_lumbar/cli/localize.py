@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", default="300",
                         help="training steps per model: N, or per task e.g. sag_t2=300,axial=100")
     parser.add_argument("--batch", type=int, default=16, help="training batch size")
+    parser.add_argument("--seeds", type=int, default=TrainConfig.seeds,
+                        help="models per fold and task, trained on different seeds and averaged "
+                             "(variance down, training and inference time × N)")
     parser.add_argument("--backbone", default=TrainConfig.backbone, help="timm encoder (features_only)")
     parser.add_argument("--width", type=int, default=TrainConfig.width, help="decoder channels")
     parser.add_argument("--tasks", default="sag_t2,sag_t1,axial",
@@ -98,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
         steps = _steps(args.steps, tasks)
         cfg = TrainConfig(backbone=args.backbone, width=args.width, steps=max(steps.values()),
-                          batch=args.batch)
+                          batch=args.batch, seeds=args.seeds)
         metrics = train_oof(args.data, args.out, args.model, work=args.work, folds=args.folds,
                             n_folds=args.n_folds, cfg=cfg, tasks=tasks, workers=args.workers,
                             steps=steps, real={"auto": None, "on": True, "off": False}[args.real])

@@ -16,4 +16,10 @@ class TrainConfig:
     weight_decay: float = 1e-4
     pos_weight: float = 30.0
     seed: int = 0
+    seeds: int = 1  # models per fold and task (seeds seed … seed + seeds − 1), averaged
     extra_fraction: float = 0.5  # share of each batch drawn from ``fit(extra=...)`` (real exams)
+
+    def __post_init__(self):
+        if self.seeds < 1:
+            msg = f"seeds (models per fold) must be at least 1, got {self.seeds}"
+            raise ValueError(msg)

@@ -99,17 +99,24 @@ def cell_centres(cells: torch.Tensor | np.ndarray, stride: int):
 
 
 def save_models(folder: str | os.PathLike, config: dict, models: dict[str, list[nn.Module]]) -> Path:
-    """Write ``config.json`` and ``{task}_fold{k}.safetensors`` for every trained model."""
+    """Write ``config.json`` and one safetensors file per trained model.
+
+    ``models[task]`` lists the models fold by fold, ``config["models_per_fold"]`` (default 1)
+    of each: ``{task}_fold{f}.safetensors``, or ``{task}_fold{f}_seed{s}.safetensors`` when a
+    fold has several.
+    """
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = dict(config)
     config["files"] = {}
+    per_fold = int(config.get("models_per_fold", 1))
     for task, fold_models in models.items():
         names = []
         for k, model in enumerate(fold_models):
-            name = f"{task}_fold{k}.safetensors"
+            fold, seed = divmod(k, per_fold)
+            name = f"{task}_fold{fold}" + (f"_seed{seed}" if per_fold > 1 else "") + ".safetensors"
             state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
             save_file(state, str(folder / name))
             names.append(name)
@@ -138,3 +145,10 @@ def load_models(folder: str | os.PathLike) -> tuple[dict, dict[str, list[Heatmap
             model.load_state_dict(load_file(str(folder / name)))
             models.setdefault(task, []).append(model.eval())
     return config, models
+
+
+def fold_members(config: dict, task_models: list, fold: int) -> list:
+    """The models of one fold among a task's models as :func:`load_models` returns them
+    (``config["models_per_fold"]`` consecutive ones, default 1): for out-of-fold use."""
+    per_fold = int(config.get("models_per_fold", 1))
+    return task_models[fold * per_fold:(fold + 1) * per_fold]

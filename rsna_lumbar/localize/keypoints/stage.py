@@ -21,6 +21,11 @@ the real figure is out of fold too. It is written to ``model_dir/real.csv`` and 
 ``"real"`` in the metrics (``"real_tight"``: the same exams tightly framed, see
 :mod:`.realworld`); ``config.json`` records each exam's fold (``"real_folds"``).
 
+Seeds: with ``TrainConfig.seeds`` > 1 each fold trains that many models per task (seeds
+``seed`` … ``seed + seeds − 1``), averaged out of fold — synthetic studies and real exams —
+as at prediction; ``config.json`` records ``"models_per_fold"``
+(:func:`~rsna_lumbar.localize.keypoints.model.fold_members` picks a fold's models).
+
 Level chain (prediction): given a level finder (``Volume -> LevelPoints``, in production
 TotalSpineSeg through :func:`rsna_lumbar.localize.localize_series`), each study's sagittal T2
 volume goes to it first. When its result is :attr:`~rsna_lumbar.localize.LevelPoints.ok`, the
@@ -268,8 +273,9 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
             train = [s for s in samples[t] if s.study_id not in held]
             extra = [real_samples[e] for e in real_samples if real_fold[e] != index] if t == "sag_t2" else []
             task_cfg = replace(cfg, steps=(steps or {}).get(t, cfg.steps))
-            fold_models[t] = [fit(train, TASKS[t], task_cfg, extra=extra)]
-            models[t].append(fold_models[t][0])
+            fold_models[t] = [fit(train, TASKS[t], replace(task_cfg, seed=cfg.seed + s), extra=extra)
+                              for s in range(cfg.seeds)]  # fmt: skip
+            models[t] += fold_models[t]
         with torch.no_grad():
             for study in sorted(held):
                 rows += predict_study(fold_models, by_study.get(int(study), []), data)
@@ -283,7 +289,7 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
     write_csv(table, out)
     config = {"backbone": cfg.backbone, "width": cfg.width, "tasks": {t: TASKS[t].as_config() for t in tasks},
               "train": asdict(cfg), "steps": steps or {}, "folds": int(fold_of.nunique()),
-              "real_folds": real_fold}  # fmt: skip
+              "models_per_fold": cfg.seeds, "real_folds": real_fold}  # fmt: skip
     save_models(model_dir, config, models)
     metrics = evaluate(table, coords, stacks)
     if real_rows:
