@@ -225,6 +225,12 @@ def test_real_exam_wrapping_puts_truth_on_the_discs():
     kept = np.flatnonzero(np.abs(tight).sum(axis=(0, 2)) > 0)
     assert kept.min() == rows.min() - 10 and kept.max() == rows.max() + 20
     np.testing.assert_array_equal(tight[:, kept], volume.pixels[:, kept])
+    # top_cut blanks the same rows above and keeps everything below
+    top_cut = real_volume(path, framing="top_cut").pixels
+    kept = np.flatnonzero(np.abs(top_cut).sum(axis=(0, 2)) > 0)
+    acquired = np.flatnonzero(np.abs(volume.pixels).sum(axis=(0, 2)) > 0)
+    assert kept.min() == rows.min() - 10 and kept.max() == acquired.max() > rows.max() + 5
+    np.testing.assert_array_equal(top_cut[:, kept], volume.pixels[:, kept])
     with pytest.raises(ValueError, match="framing"):
         real_volume(path, framing="loose")
 

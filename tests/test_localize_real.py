@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from rsna_lumbar.cli import main
-from rsna_lumbar.localize.keypoints.realworld import measure_all, real_exams
+from rsna_lumbar.localize.keypoints.realworld import FRAMINGS, measure_all, real_exams
 
 pytestmark = pytest.mark.slow
 MODEL = Path(os.environ.get("RSNA_LOCALIZER", Path(__file__).parents[1] / "weights" / "localizer"))
@@ -81,8 +81,9 @@ def test_sim_to_real_levels():
         chosen = models["sag_t2"]
     result = measure_all(chosen)
     print("\n" + result.to_string(index=False))
-    tight = measure_all(chosen, framing="tight")  # reported, not required (realworld docstring)
-    print(f"tightly framed: {int(tight.correct.sum())}/{len(tight)} levels right")
+    for framing in FRAMINGS[1:]:  # reported, not required (realworld docstring)
+        framed = measure_all(chosen, framing=framing)
+        print(f"{framing}: {int(framed.correct.sum())}/{len(framed)} levels right")
     wrong = result[~result.correct]
     assert wrong.empty, f"levels on the wrong disc:\n{wrong.to_string(index=False)}"
     assert result.error_mm.median() < 10.0

@@ -24,7 +24,9 @@ Framing. The exams are measured as acquired and *tightly framed*: the rows more 
 :data:`TIGHT_ABOVE_MM` above the L1/L2 disc and :data:`TIGHT_BELOW_MM` below the L5/S1 disc are
 blanked — the tightest lumbar field of view a reader would still accept (the top of the sacrum
 in view). A localiser that counts levels from an image edge rather than from the sacrum fails
-there; as acquired the exams differ in how much of T12 and the sacrum they show.
+there; as acquired the exams differ in how much of T12 and the sacrum they show. A third
+framing, ``top_cut``, blanks only the rows above (a field of view that starts just above L1/L2
+with all of the sacrum below it, common in lumbar protocols); it is reported, not required.
 
 Criterion (:func:`measure`): a predicted canal point for level L "lands on" the disc whose
 posterior-edge point is nearest to it in the sagittal plane (rows and columns, left–right
@@ -48,7 +50,7 @@ from rsna_lumbar.vocabulary import LEVELS, SeriesDescription
 
 FIRST = 1
 STEP = 4
-FRAMINGS = ("acquired", "tight")
+FRAMINGS = ("acquired", "tight", "top_cut")
 TIGHT_ABOVE_MM = 10.0  # tight framing: kept above the L1/L2 disc
 TIGHT_BELOW_MM = 20.0  # … and below the L5/S1 disc (the top of the sacrum)
 LANDING_MM = 20.0  # the canal point sits 2–9 mm behind the edge; 20 mm leaves room, not the fat
@@ -78,9 +80,10 @@ def real_volume(path: str | os.PathLike, study_id: int | None = None, framing: s
         raise ValueError(f"framing must be one of {FRAMINGS}; got {framing!r}")
     source = np.load(path)
     image = source["image"].astype(np.float32)
-    if framing == "tight":
-        rows = np.nonzero(source["discs"])[0]  # source rows run superior → inferior, 1 mm
+    rows = np.nonzero(source["discs"])[0]  # source rows run superior → inferior, 1 mm
+    if framing in ("tight", "top_cut"):
         image[: max(int(rows.min() - TIGHT_ABOVE_MM), 0)] = 0
+    if framing == "tight":
         image[int(rows.max() + TIGHT_BELOW_MM) + 1:] = 0
     pixels = np.ascontiguousarray(np.moveaxis(image[:, :, FIRST::STEP], 2, 0))
     number = int(Path(path).stem.split("_")[-1])

@@ -18,8 +18,8 @@ Real exams (``real``): the five real sagittal T2 exams of ``shared/data/real-lum
 fold's ``sag_t2`` model trains on the synthetic studies and the real exams outside its fold
 (``TrainConfig.extra_fraction`` of each batch real) and is measured on the exams inside it, so
 the real figure is out of fold too. It is written to ``model_dir/real.csv`` and under
-``"real"`` in the metrics (``"real_tight"``: the same exams tightly framed, see
-:mod:`.realworld`); ``config.json`` records each exam's fold (``"real_folds"``).
+``"real"`` in the metrics (``"real_tight"``, ``"real_top_cut"``: the same exams framed
+otherwise, see :mod:`.realworld`); ``config.json`` records each exam's fold (``"real_folds"``).
 
 Seeds: with ``TrainConfig.seeds`` > 1 each fold trains that many models per task (seeds
 ``seed`` … ``seed + seeds − 1``), averaged out of fold — synthetic studies and real exams —
