@@ -202,6 +202,30 @@ def test_seeds_train_several_models_per_fold_and_average_them(tmp_path):
         TrainConfig(seeds=0)
 
 
+def test_jobs_train_the_same_models_in_parallel_processes(tmp_path):
+    from rsna_lumbar.localize.keypoints.config import TrainConfig
+    from rsna_lumbar.localize.keypoints.stage import train_oof
+    from rsna_lumbar.localize.keypoints.train import run_fits
+    from rsna_lumbar.synth.generate import generate
+
+    torch.set_num_threads(1)
+    data = generate(tmp_path / "data", studies=2, seed=2, test_studies=0, workers=1, scale=4,
+                    progress=False)  # fmt: skip
+    cfg = TrainConfig(backbone="lcnet_050", width=16, steps=3, batch=2)
+    for jobs in (1, 2):
+        train_oof(data, tmp_path / f"oof{jobs}.csv", tmp_path / f"loc{jobs}",
+                  work=tmp_path / "work", n_folds=2, cfg=cfg, tasks=("sag_t2", "axial"),
+                  real=False, workers=1, jobs=jobs)  # fmt: skip
+    files = sorted(p.name for p in (tmp_path / "loc1").glob("*.safetensors"))
+    assert len(files) == 4  # two folds × two tasks
+    for name in files:  # trained in two spawned processes, yet bit for bit the same models
+        assert (tmp_path / "loc1" / name).read_bytes() == (tmp_path / "loc2" / name).read_bytes()
+    oof = [pd.read_csv(tmp_path / f"oof{jobs}.csv") for jobs in (1, 2)]
+    pd.testing.assert_frame_equal(*oof)
+    with pytest.raises(ValueError, match="at least 1"):
+        run_fits([], {}, {}, jobs=0)
+
+
 needs_real = pytest.mark.skipif(not real_exams(), reason="shared/data/real-lumbar not present")
 
 

@@ -60,7 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train and measure sag_t2 with the 5 real exams out of fold "
                              "(auto: when shared/data/real-lumbar or RSNA_REAL_LUMBAR holds them)")
     add_tss_argument(parser)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (per job)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="models trained at once, one process each (same models as 1; "
+                             "jobs × threads ≤ cores)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=None, help="processes for the index")
 
 
@@ -104,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
                           batch=args.batch, seeds=args.seeds)
         metrics = train_oof(args.data, args.out, args.model, work=args.work, folds=args.folds,
                             n_folds=args.n_folds, cfg=cfg, tasks=tasks, workers=args.workers,
-                            steps=steps, real={"auto": None, "on": True, "off": False}[args.real])
+                            steps=steps, real={"auto": None, "on": True, "off": False}[args.real],
+                            jobs=args.jobs)  # fmt: skip
         print(json.dumps(metrics, indent=2))
     else:
         from rsna_lumbar.localize import tss_level_finder

@@ -57,7 +57,8 @@ from rsna_lumbar.dicom.reader import read_stack
 from rsna_lumbar.localize.keypoints import predict as P
 from rsna_lumbar.localize.keypoints.dataset import TASKS
 from rsna_lumbar.localize.keypoints.model import load_models, save_models
-from rsna_lumbar.localize.keypoints.train import TrainConfig, fit, load_samples, read_or_make_folds, study_stacks
+from rsna_lumbar.localize.keypoints.train import (FitJob, TrainConfig, load_samples, read_or_make_folds,
+                                                  run_fits, study_stacks)
 from rsna_lumbar.localize.keypoints.view_errors import view_errors
 from rsna_lumbar.localize.levels import LevelPoints, PointKind
 from rsna_lumbar.registration import (
@@ -235,7 +236,7 @@ def _by_study(stacks: dict) -> dict[int, list]:
 
 def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=TrainConfig(),
               tasks=tuple(TASKS), workers=None, steps: dict | None = None,
-              real: bool | None = None) -> dict:  # fmt: skip
+              real: bool | None = None, jobs: int = 1) -> dict:  # fmt: skip
     """Train per fold, predict each fold's studies with the model that did not see them,
     write ``out`` (OOF rows), ``model_dir`` (all fold models) and the metrics JSON.
 
@@ -244,6 +245,8 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
             ``cfg.steps``. The budget knob: time is about linear in the steps.
         real: train and measure ``sag_t2`` with the real exams out of fold (module docstring);
             ``None``: when the exams are present and ``sag_t2`` is trained.
+        jobs: models trained at once, each in its own process (:func:`.train.run_fits`);
+            the models are the same as with 1.
     """
     import torch
 
@@ -266,15 +269,17 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
     real_samples = {path.stem: realworld.real_sample(path) for path in exams}
     models: dict[str, list] = {t: [] for t in tasks}
     rows, real_rows, started = [], [], time.time()
+    fits = [FitJob(index, frozenset(fold_of.index[fold_of == fold]), t,
+                   replace(cfg, steps=(steps or {}).get(t, cfg.steps), seed=cfg.seed + s),
+                   tuple(e for e in real_samples if real_fold[e] != index) if t == "sag_t2" else ())
+            for index, fold in enumerate(fold_ids)
+            for t in tasks for s in range(cfg.seeds)]  # fmt: skip
+    trained = list(zip(fits, run_fits(fits, samples, real_samples, jobs)))
     for index, fold in enumerate(fold_ids):
         held = set(fold_of.index[fold_of == fold])
-        fold_models = {}
+        fold_models = {t: [m for job, m in trained if job.fold == index and job.task == t]
+                       for t in tasks}  # fmt: skip
         for t in tasks:
-            train = [s for s in samples[t] if s.study_id not in held]
-            extra = [real_samples[e] for e in real_samples if real_fold[e] != index] if t == "sag_t2" else []
-            task_cfg = replace(cfg, steps=(steps or {}).get(t, cfg.steps))
-            fold_models[t] = [fit(train, TASKS[t], replace(task_cfg, seed=cfg.seed + s), extra=extra)
-                              for s in range(cfg.seeds)]  # fmt: skip
             models[t] += fold_models[t]
         with torch.no_grad():
             for study in sorted(held):

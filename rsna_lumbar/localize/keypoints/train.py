@@ -11,8 +11,11 @@ forward + backward on one core), batch 16.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,7 @@ from rsna_lumbar.dicom.index import read_index, write_index
 from rsna_lumbar.dicom.reader import read_stack
 from rsna_lumbar.dicom.stacks import iter_series_stacks
 from rsna_lumbar.localize.keypoints.config import TrainConfig
-from rsna_lumbar.localize.keypoints.dataset import Task, SeriesSample, draw, series_sample
+from rsna_lumbar.localize.keypoints.dataset import TASKS, Task, SeriesSample, draw, series_sample
 from rsna_lumbar.localize.keypoints.model import HeatmapNet
 
 _LOG = logging.getLogger(__name__)
@@ -95,7 +98,7 @@ def fit(samples: list[SeriesSample], task: Task, cfg: TrainConfig, log_every: in
         raise ValueError(msg)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = HeatmapNet(cfg.backbone, 3, task.n_points, cfg.width, task.stride).to(memory_format=torch.channels_last)
+    model = _new_model(task, cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
                                                 pct_start=0.15)  # fmt: skip
@@ -114,6 +117,71 @@ def fit(samples: list[SeriesSample], task: Task, cfg: TrainConfig, log_every: in
                       running / log_every, time.time() - start)  # fmt: skip
             running = 0.0
     return model.eval()
+
+
+def _new_model(task: Task, cfg: TrainConfig) -> HeatmapNet:
+    model = HeatmapNet(cfg.backbone, 3, task.n_points, cfg.width, task.stride)
+    return model.to(memory_format=torch.channels_last)
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """One model of an out-of-fold run: its fold, the studies that fold holds out, the task,
+    the settings (``cfg.seed`` is this model's seed) and the real exams (keys of the ``extra``
+    samples) it may draw from."""
+
+    fold: int
+    held: frozenset[int]
+    task: str
+    cfg: TrainConfig
+    extra: tuple[str, ...] = ()
+
+
+def _fit_job(job: FitJob, samples: dict[str, list[SeriesSample]],
+             extra: dict[str, SeriesSample]) -> HeatmapNet:  # fmt: skip
+    _LOG.info("training %s, fold %d, seed %d (%d steps)", job.task, job.fold, job.cfg.seed,
+              job.cfg.steps)  # fmt: skip
+    train = [s for s in samples[job.task] if s.study_id not in job.held]
+    return fit(train, TASKS[job.task], job.cfg, extra=[extra[e] for e in job.extra])
+
+
+_WORKER: dict = {}  # a worker process's samples, set once by _start_worker
+
+
+def _start_worker(samples: dict, extra: dict, threads: int, log_level: int) -> None:
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(message)s",
+                        datefmt="%H:%M:%S")  # fmt: skip
+    _WORKER.update(samples=samples, extra=extra)
+
+
+def _fit_in_worker(job: FitJob) -> dict[str, torch.Tensor]:
+    return _fit_job(job, _WORKER["samples"], _WORKER["extra"]).state_dict()
+
+
+def run_fits(fits: list[FitJob], samples: dict[str, list[SeriesSample]],
+             extra: dict[str, SeriesSample], jobs: int = 1) -> list[HeatmapNet]:  # fmt: skip
+    """Train the models of ``fits`` (in order; eval mode), ``jobs`` at a time.
+
+    With ``jobs`` > 1 each runs in a spawned process with the caller's torch thread count (so
+    ``jobs × threads`` should not exceed the cores) and the samples sent once per process.
+    Seeding is per model, so the models are identical to those trained one after another.
+    """
+    if jobs < 1:
+        msg = f"jobs (models trained at once) must be at least 1, got {jobs}"
+        raise ValueError(msg)
+    if jobs == 1 or len(fits) == 1:
+        return [_fit_job(job, samples, extra) for job in fits]
+    start = (samples, extra, torch.get_num_threads(), logging.getLogger().getEffectiveLevel())
+    with ProcessPoolExecutor(min(jobs, len(fits)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_worker, initargs=start) as pool:  # fmt: skip
+        states = list(pool.map(_fit_in_worker, fits))
+    models = []
+    for job, state in zip(fits, states):
+        model = _new_model(TASKS[job.task], job.cfg)
+        model.load_state_dict(state)
+        models.append(model.eval())
+    return models
 
 
 def read_or_make_folds(data: Path, folds: Path | None, n_folds: int, seed: int = 42) -> pd.DataFrame:
