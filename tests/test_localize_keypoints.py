@@ -222,8 +222,50 @@ def test_jobs_train_the_same_models_in_parallel_processes(tmp_path):
         assert (tmp_path / "loc1" / name).read_bytes() == (tmp_path / "loc2" / name).read_bytes()
     oof = [pd.read_csv(tmp_path / f"oof{jobs}.csv") for jobs in (1, 2)]
     pd.testing.assert_frame_equal(*oof)
+    assert not (tmp_path / ".loc2.partial").exists()  # the resume folder goes once the run is saved
     with pytest.raises(ValueError, match="at least 1"):
         run_fits([], {}, {}, jobs=0)
+
+
+def test_an_interrupted_training_run_resumes_from_the_models_it_finished(tmp_path):
+    from dataclasses import replace
+
+    from rsna_lumbar.localize.keypoints.config import TrainConfig
+    from rsna_lumbar.localize.keypoints.model import save_state
+    from rsna_lumbar.localize.keypoints.train import FitJob, job_key, load_samples, run_fits, study_stacks
+    from rsna_lumbar.synth.generate import generate
+    from rsna_lumbar.tables import read_label_coordinates
+
+    torch.set_num_threads(1)
+    data = generate(tmp_path / "data", studies=2, seed=3, test_studies=0, workers=1, scale=4,
+                    progress=False)  # fmt: skip
+    coords = read_label_coordinates(data / "train_label_coordinates.csv")
+    stacks = study_stacks(data, "train", tmp_path / "work", 1)
+    samples = {"sag_t2": load_samples(data, D.TASKS["sag_t2"], coords, stacks)}
+    studies = sorted(s.study_id for s in samples["sag_t2"])
+    cfg = TrainConfig(backbone="lcnet_050", width=16, steps=3, batch=2)
+    fits = [FitJob(fold, frozenset({study}), "sag_t2", cfg) for fold, study in enumerate(studies)]
+    resume = tmp_path / "partial"
+    first = run_fits(fits, samples, {}, resume=resume)
+    paths = [resume / f"{job_key(job, samples, {})}.safetensors" for job in fits]
+    assert all(path.is_file() for path in paths)
+
+    # "stopped after the first model": the second's file is gone, the first's is marked (zeros)
+    # so that loading it rather than training it again shows
+    marked = first[0]
+    with torch.no_grad():
+        for p in marked.parameters():
+            p.zero_()
+    save_state(marked, paths[0])
+    paths[1].unlink()
+    again = run_fits(fits, samples, {}, resume=resume)
+    assert all((p == 0).all() for p in again[0].parameters())  # loaded
+    for a, b in zip(again[1].state_dict().values(), first[1].state_dict().values()):
+        torch.testing.assert_close(a, b)  # trained again, the same model
+    # other settings never resume from it
+    changed = replace(fits[0], cfg=replace(cfg, steps=4))
+    assert job_key(changed, samples, {}) != job_key(fits[0], samples, {})
+    assert any((p != 0).any() for p in run_fits([changed], samples, {}, resume=resume)[0].parameters())
 
 
 needs_real = pytest.mark.skipif(not real_exams(), reason="shared/data/real-lumbar not present")

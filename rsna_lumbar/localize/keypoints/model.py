@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rsna_lumbar.atomic import atomic_path, write_text
+
 STRIDE = 4
 
 
@@ -98,6 +100,22 @@ def cell_centres(cells: torch.Tensor | np.ndarray, stride: int):
     return cells * stride + (stride - 1) / 2
 
 
+def save_state(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write a model's weights to a safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+
+
+def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The weights :func:`save_state` wrote."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
 def save_models(folder: str | os.PathLike, config: dict, models: dict[str, list[nn.Module]]) -> Path:
     """Write ``config.json`` and one safetensors file per trained model.
 
@@ -105,8 +123,6 @@ def save_models(folder: str | os.PathLike, config: dict, models: dict[str, list[
     of each: ``{task}_fold{f}.safetensors``, or ``{task}_fold{f}_seed{s}.safetensors`` when a
     fold has several.
     """
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = dict(config)
@@ -117,18 +133,15 @@ def save_models(folder: str | os.PathLike, config: dict, models: dict[str, list[
         for k, model in enumerate(fold_models):
             fold, seed = divmod(k, per_fold)
             name = f"{task}_fold{fold}" + (f"_seed{seed}" if per_fold > 1 else "") + ".safetensors"
-            state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-            save_file(state, str(folder / name))
+            save_state(model, folder / name)
             names.append(name)
         config["files"][task] = names
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_text(folder / "config.json", json.dumps(config, indent=2) + "\n")
     return folder
 
 
 def load_models(folder: str | os.PathLike) -> tuple[dict, dict[str, list[HeatmapNet]]]:
     """Read a localiser folder written by :func:`save_models` → ``(config, {task: models})``."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     path = folder / "config.json"
     if not path.is_file():
@@ -142,7 +155,7 @@ def load_models(folder: str | os.PathLike) -> tuple[dict, dict[str, list[Heatmap
         for name in names:
             model = HeatmapNet(config["backbone"], spec["in_chans"], spec["n_points"],
                                config.get("width", 64), spec.get("stride", STRIDE))  # fmt: skip
-            model.load_state_dict(load_file(str(folder / name)))
+            model.load_state_dict(load_state(folder / name))
             models.setdefault(task, []).append(model.eval())
     return config, models
 

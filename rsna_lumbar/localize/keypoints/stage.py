@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -247,6 +248,11 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
             ``None``: when the exams are present and ``sag_t2`` is trained.
         jobs: models trained at once, each in its own process (:func:`.train.run_fits`);
             the models are the same as with 1.
+
+    Resuming: each model is saved to ``.{model_dir name}.partial`` next to ``model_dir`` as
+    soon as it is trained; a run stopped part-way and started again with the same settings and
+    data loads those instead of training them again. The folder is removed once ``model_dir``
+    is written.
     """
     import torch
 
@@ -274,7 +280,8 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
                    tuple(e for e in real_samples if real_fold[e] != index) if t == "sag_t2" else ())
             for index, fold in enumerate(fold_ids)
             for t in tasks for s in range(cfg.seeds)]  # fmt: skip
-    trained = list(zip(fits, run_fits(fits, samples, real_samples, jobs)))
+    resume = Path(model_dir).parent / f".{Path(model_dir).name}.partial"  # models as they finish
+    trained = list(zip(fits, run_fits(fits, samples, real_samples, jobs, resume)))
     for index, fold in enumerate(fold_ids):
         held = set(fold_of.index[fold_of == fold])
         fold_models = {t: [m for job, m in trained if job.fold == index and job.task == t]
@@ -296,6 +303,7 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
               "train": asdict(cfg), "steps": steps or {}, "folds": int(fold_of.nunique()),
               "models_per_fold": cfg.seeds, "real_folds": real_fold}  # fmt: skip
     save_models(model_dir, config, models)
+    shutil.rmtree(resume, ignore_errors=True)
     metrics = evaluate(table, coords, stacks)
     if real_rows:
         real_table = pd.concat(real_rows, ignore_index=True)

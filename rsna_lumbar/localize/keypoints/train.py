@@ -10,12 +10,14 @@ forward + backward on one core), batch 16.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ from rsna_lumbar.dicom.reader import read_stack
 from rsna_lumbar.dicom.stacks import iter_series_stacks
 from rsna_lumbar.localize.keypoints.config import TrainConfig
 from rsna_lumbar.localize.keypoints.dataset import TASKS, Task, SeriesSample, draw, series_sample
-from rsna_lumbar.localize.keypoints.model import HeatmapNet
+from rsna_lumbar.localize.keypoints.model import HeatmapNet, load_state, save_state
 
 _LOG = logging.getLogger(__name__)
 
@@ -137,42 +139,71 @@ class FitJob:
     extra: tuple[str, ...] = ()
 
 
-def _fit_job(job: FitJob, samples: dict[str, list[SeriesSample]],
-             extra: dict[str, SeriesSample]) -> HeatmapNet:  # fmt: skip
+def job_key(job: FitJob, samples: dict[str, list[SeriesSample]], extra: dict[str, SeriesSample]) -> str:
+    """Name of a job's model in a resume folder: ``{task}_fold{f}_seed{s}_{digest}``, the digest
+    over everything that shapes the model (settings, task grid, held-out studies, the training
+    series' shapes and label points, the real exams), so a changed run never resumes from it."""
+    digest = hashlib.sha1(json.dumps([asdict(job.cfg), TASKS[job.task].as_config(), sorted(job.held),
+                                      list(job.extra)], default=str).encode())  # fmt: skip
+    train = [s for s in samples[job.task] if s.study_id not in job.held]
+    for sample in train + [extra[e] for e in job.extra]:
+        digest.update(f"{sample.study_id} {sample.series_id} {sample.stack.shape} {sample.spacing}".encode())
+        digest.update(np.round(sample.points, 3).tobytes())
+    return f"{job.task}_fold{job.fold}_seed{job.cfg.seed}_{digest.hexdigest()[:12]}"
+
+
+def _fit_job(job: FitJob, samples: dict[str, list[SeriesSample]], extra: dict[str, SeriesSample],
+             resume: Path | None = None) -> HeatmapNet:  # fmt: skip
+    path = resume / f"{job_key(job, samples, extra)}.safetensors" if resume else None
+    if path is not None and path.is_file():
+        _LOG.info("%s, fold %d, seed %d: kept from an earlier run (%s)", job.task, job.fold,
+                  job.cfg.seed, path)  # fmt: skip
+        model = _new_model(TASKS[job.task], job.cfg)
+        model.load_state_dict(load_state(path))
+        return model.eval()
     _LOG.info("training %s, fold %d, seed %d (%d steps)", job.task, job.fold, job.cfg.seed,
               job.cfg.steps)  # fmt: skip
     train = [s for s in samples[job.task] if s.study_id not in job.held]
-    return fit(train, TASKS[job.task], job.cfg, extra=[extra[e] for e in job.extra])
+    model = fit(train, TASKS[job.task], job.cfg, extra=[extra[e] for e in job.extra])
+    if path is not None:
+        save_state(model, path)
+    return model
 
 
 _WORKER: dict = {}  # a worker process's samples, set once by _start_worker
 
 
-def _start_worker(samples: dict, extra: dict, threads: int, log_level: int) -> None:
+def _start_worker(samples: dict, extra: dict, resume: Path | None, threads: int, log_level: int) -> None:
     torch.set_num_threads(threads)
     logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(message)s",
                         datefmt="%H:%M:%S")  # fmt: skip
-    _WORKER.update(samples=samples, extra=extra)
+    _WORKER.update(samples=samples, extra=extra, resume=resume)
 
 
 def _fit_in_worker(job: FitJob) -> dict[str, torch.Tensor]:
-    return _fit_job(job, _WORKER["samples"], _WORKER["extra"]).state_dict()
+    return _fit_job(job, _WORKER["samples"], _WORKER["extra"], _WORKER["resume"]).state_dict()
 
 
 def run_fits(fits: list[FitJob], samples: dict[str, list[SeriesSample]],
-             extra: dict[str, SeriesSample], jobs: int = 1) -> list[HeatmapNet]:  # fmt: skip
+             extra: dict[str, SeriesSample], jobs: int = 1,
+             resume: str | os.PathLike | None = None) -> list[HeatmapNet]:  # fmt: skip
     """Train the models of ``fits`` (in order; eval mode), ``jobs`` at a time.
 
     With ``jobs`` > 1 each runs in a spawned process with the caller's torch thread count (so
     ``jobs × threads`` should not exceed the cores) and the samples sent once per process.
     Seeding is per model, so the models are identical to those trained one after another.
+
+    ``resume``: a folder where each model is saved (atomically) as soon as it is trained and
+    from which a later call loads it instead of training it again (:func:`job_key` names it),
+    so an interrupted run picks up where it stopped.
     """
     if jobs < 1:
         msg = f"jobs (models trained at once) must be at least 1, got {jobs}"
         raise ValueError(msg)
+    resume = Path(resume) if resume is not None else None
     if jobs == 1 or len(fits) == 1:
-        return [_fit_job(job, samples, extra) for job in fits]
-    start = (samples, extra, torch.get_num_threads(), logging.getLogger().getEffectiveLevel())
+        return [_fit_job(job, samples, extra, resume) for job in fits]
+    start = (samples, extra, resume, torch.get_num_threads(), logging.getLogger().getEffectiveLevel())
     with ProcessPoolExecutor(min(jobs, len(fits)), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_worker, initargs=start) as pool:  # fmt: skip
         states = list(pool.map(_fit_in_worker, fits))
