@@ -265,6 +265,8 @@ def test_an_interrupted_training_run_resumes_from_the_models_it_finished(tmp_pat
     # other settings never resume from it
     changed = replace(fits[0], cfg=replace(cfg, steps=4))
     assert job_key(changed, samples, {}) != job_key(fits[0], samples, {})
+    more_seeds = replace(fits[0], cfg=replace(cfg, seeds=3))  # … but more models per fold do
+    assert job_key(more_seeds, samples, {}) == job_key(fits[0], samples, {})
     assert any((p != 0).any() for p in run_fits([changed], samples, {}, resume=resume)[0].parameters())
 
 

@@ -142,8 +142,11 @@ class FitJob:
 def job_key(job: FitJob, samples: dict[str, list[SeriesSample]], extra: dict[str, SeriesSample]) -> str:
     """Name of a job's model in a resume folder: ``{task}_fold{f}_seed{s}_{digest}``, the digest
     over everything that shapes the model (settings, task grid, held-out studies, the training
-    series' shapes and label points, the real exams), so a changed run never resumes from it."""
-    digest = hashlib.sha1(json.dumps([asdict(job.cfg), TASKS[job.task].as_config(), sorted(job.held),
+    series' shapes and label points, the real exams), so a changed run never resumes from it.
+    ``cfg.seeds`` (models per fold) shapes no single model and is left out: a run with more
+    seeds resumes from the models of one with fewer."""
+    settings = {k: v for k, v in asdict(job.cfg).items() if k != "seeds"}
+    digest = hashlib.sha1(json.dumps([settings, TASKS[job.task].as_config(), sorted(job.held),
                                       list(job.extra)], default=str).encode())  # fmt: skip
     train = [s for s in samples[job.task] if s.study_id not in job.held]
     for sample in train + [extra[e] for e in job.extra]:
