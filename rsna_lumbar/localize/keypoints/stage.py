@@ -235,6 +235,21 @@ def _by_study(stacks: dict) -> dict[int, list]:
     return out
 
 
+def fit_jobs(fold_of: pd.Series, tasks: tuple[str, ...], cfg: TrainConfig, steps: dict | None,
+             real_fold: dict[str, int]) -> list[FitJob]:  # fmt: skip
+    """The models of an out-of-fold run, fold by fold, task by task, seed by seed.
+
+    ``fold_of``: study_id → fold; ``real_fold``: real exam → fold index (it trains the
+    ``sag_t2`` models of the other folds).
+    """
+    fold_ids = sorted(fold_of.unique())
+    return [FitJob(index, frozenset(fold_of.index[fold_of == fold]), t,
+                   replace(cfg, steps=(steps or {}).get(t, cfg.steps), seed=cfg.seed + s),
+                   tuple(e for e in real_fold if real_fold[e] != index) if t == "sag_t2" else ())
+            for index, fold in enumerate(fold_ids)
+            for t in tasks for s in range(cfg.seeds)]  # fmt: skip
+
+
 def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=TrainConfig(),
               tasks=tuple(TASKS), workers=None, steps: dict | None = None,
               real: bool | None = None, jobs: int = 1) -> dict:  # fmt: skip
@@ -275,11 +290,7 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
     real_samples = {path.stem: realworld.real_sample(path) for path in exams}
     models: dict[str, list] = {t: [] for t in tasks}
     rows, real_rows, started = [], [], time.time()
-    fits = [FitJob(index, frozenset(fold_of.index[fold_of == fold]), t,
-                   replace(cfg, steps=(steps or {}).get(t, cfg.steps), seed=cfg.seed + s),
-                   tuple(e for e in real_samples if real_fold[e] != index) if t == "sag_t2" else ())
-            for index, fold in enumerate(fold_ids)
-            for t in tasks for s in range(cfg.seeds)]  # fmt: skip
+    fits = fit_jobs(fold_of, tasks, cfg, steps, real_fold)
     resume = Path(model_dir).parent / f".{Path(model_dir).name}.partial"  # models as they finish
     trained = list(zip(fits, run_fits(fits, samples, real_samples, jobs, resume)))
     for index, fold in enumerate(fold_ids):
