@@ -15,7 +15,8 @@ from pathlib import Path
 
 from rsna_lumbar.atomic import write_text
 
-BENCHMARKS: tuple[str, ...] = ("dicom_io", "crops", "synth", "localizer", "training", "predict")
+BENCHMARKS: tuple[str, ...] = ("dicom_io", "crops", "synth", "localizer", "localizer_training", "training",
+                              "predict")
 RESULTS = Path(__file__).parent / "results"
 
 
