@@ -193,8 +193,9 @@ def run_fits(fits: list[FitJob], samples: dict[str, list[SeriesSample]],
     """Train the models of ``fits`` (in order; eval mode), ``jobs`` at a time.
 
     With ``jobs`` > 1 each runs in a spawned process with the caller's torch thread count (so
-    ``jobs × threads`` should not exceed the cores) and the samples sent once per process.
-    Seeding is per model, so the models are identical to those trained one after another.
+    ``jobs × threads`` should not exceed the cores), the samples sent once per process and the
+    models with most steps started first. Seeding is per model, so the models are identical to
+    those trained one after another.
 
     ``resume``: a folder where each model is saved (atomically) as soon as it is trained and
     from which a later call loads it instead of training it again (:func:`job_key` names it),
@@ -207,9 +208,11 @@ def run_fits(fits: list[FitJob], samples: dict[str, list[SeriesSample]],
     if jobs == 1 or len(fits) == 1:
         return [_fit_job(job, samples, extra, resume) for job in fits]
     start = (samples, extra, resume, torch.get_num_threads(), logging.getLogger().getEffectiveLevel())
+    longest_first = sorted(range(len(fits)), key=lambda i: -fits[i].cfg.steps)  # packs the processes
     with ProcessPoolExecutor(min(jobs, len(fits)), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_worker, initargs=start) as pool:  # fmt: skip
-        states = list(pool.map(_fit_in_worker, fits))
+        futures = {i: pool.submit(_fit_in_worker, fits[i]) for i in longest_first}
+        states = [futures[i].result() for i in range(len(fits))]
     models = []
     for job, state in zip(fits, states):
         model = _new_model(TASKS[job.task], job.cfg)
