@@ -1,5 +1,5 @@
 """Learned localiser training: wall time of an out-of-fold run with ``jobs`` = 1 (the baseline,
-models trained one after another) and ``jobs`` = 2 (two spawned processes), same run otherwise.
+models trained one after another) and ``jobs`` = 2 (two worker processes), same run otherwise.
 
 The run: 16 synthetic studies (``generate``, scale 2 as in ``make localize-weights``), 4 folds,
 the ``sag_t2`` and ``axial`` tasks, 100 steps of batch 8 per model, 1 torch thread per process,

@@ -27,6 +27,8 @@ def ordered_map(
     progress: bool = True,
     chunksize: int = 1,
     min_tasks: int = 2,
+    initializer: Callable | None = None,
+    initargs: tuple = (),
 ) -> Iterator:
     """Yield ``function(task)`` for every task, in task order.
 
@@ -36,16 +38,22 @@ def ordered_map(
     import what they need themselves. If the pool breaks (a worker killed, or workers that
     cannot start, e.g. a caller whose ``__main__`` cannot be re-imported), the tasks not yet
     returned run in this process instead, with a warning: slower, never lost.
+
+    ``initializer(*initargs)`` runs once in every worker before its first task, and in this
+    process before tasks run here: the way to hand each worker a large read-only object once
+    rather than with every task.
     """
     from tqdm.auto import tqdm
 
     workers = workers or os.cpu_count() or 1
     bar = dict(total=len(tasks), desc=desc, unit=unit, disable=not progress)
     if workers == 1 or len(tasks) < min_tasks:
+        if initializer is not None:
+            initializer(*initargs)
         yield from tqdm(map(function, tasks), **bar)
         return
-    pool = ProcessPoolExecutor(max_workers=workers,
-                               mp_context=multiprocessing.get_context(_CONTEXT))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(_CONTEXT),
+                               initializer=initializer, initargs=initargs)  # fmt: skip
     done = 0
     with tqdm(**bar) as progress_bar:
         try:
@@ -56,6 +64,8 @@ def ordered_map(
         except BrokenProcessPool as error:
             LOGGER.warning("process pool broke (%s); running the %d remaining tasks in this "
                            "process", error, len(tasks) - done)  # fmt: skip
+            if initializer is not None:
+                initializer(*initargs)
             for task in tasks[done:]:
                 progress_bar.update()
                 yield function(task)

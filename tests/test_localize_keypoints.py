@@ -218,7 +218,7 @@ def test_jobs_train_the_same_models_in_parallel_processes(tmp_path):
                   real=False, workers=1, jobs=jobs)  # fmt: skip
     files = sorted(p.name for p in (tmp_path / "loc1").glob("*.safetensors"))
     assert len(files) == 4  # two folds × two tasks
-    for name in files:  # trained in two spawned processes, yet bit for bit the same models
+    for name in files:  # trained in two worker processes, yet bit for bit the same models
         assert (tmp_path / "loc1" / name).read_bytes() == (tmp_path / "loc2" / name).read_bytes()
     oof = [pd.read_csv(tmp_path / f"oof{jobs}.csv") for jobs in (1, 2)]
     pd.testing.assert_frame_equal(*oof)

@@ -16,7 +16,6 @@ import logging
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from rsna_lumbar.dicom.stacks import iter_series_stacks
 from rsna_lumbar.localize.keypoints.config import TrainConfig
 from rsna_lumbar.localize.keypoints.dataset import TASKS, Task, SeriesSample, draw, series_sample
 from rsna_lumbar.localize.keypoints.model import HeatmapNet, load_state, save_state
+from rsna_lumbar.parallel import ordered_map
 
 _LOG = logging.getLogger(__name__)
 
@@ -173,13 +173,14 @@ def _fit_job(job: FitJob, samples: dict[str, list[SeriesSample]], extra: dict[st
     return model
 
 
-_WORKER: dict = {}  # a worker process's samples, set once by _start_worker
+_WORKER: dict = {}  # the samples of a process that trains models, set once by _start_worker
 
 
 def _start_worker(samples: dict, extra: dict, resume: Path | None, threads: int, log_level: int) -> None:
     torch.set_num_threads(threads)
-    logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(message)s",
-                        datefmt="%H:%M:%S")  # fmt: skip
+    if multiprocessing.parent_process() is not None:  # a worker: log like the caller
+        logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(message)s",
+                            datefmt="%H:%M:%S")  # fmt: skip
     _WORKER.update(samples=samples, extra=extra, resume=resume)
 
 
@@ -190,12 +191,12 @@ def _fit_in_worker(job: FitJob) -> dict[str, torch.Tensor]:
 def run_fits(fits: list[FitJob], samples: dict[str, list[SeriesSample]],
              extra: dict[str, SeriesSample], jobs: int = 1,
              resume: str | os.PathLike | None = None) -> list[HeatmapNet]:  # fmt: skip
-    """Train the models of ``fits`` (in order; eval mode), ``jobs`` at a time.
+    """Train the models of ``fits`` (returned in order, eval mode), ``jobs`` at a time.
 
-    With ``jobs`` > 1 each runs in a spawned process with the caller's torch thread count (so
-    ``jobs × threads`` should not exceed the cores), the samples sent once per process and the
-    models with most steps started first. Seeding is per model, so the models are identical to
-    those trained one after another.
+    With ``jobs`` > 1 each runs in a worker process (:func:`rsna_lumbar.parallel.ordered_map`)
+    with the caller's torch thread count (so ``jobs × threads`` should not exceed the cores),
+    the samples handed to each worker once and the models with most steps started first.
+    Seeding is per model, so the models are identical to those trained one after another.
 
     ``resume``: a folder where each model is saved (atomically) as soon as it is trained and
     from which a later call loads it instead of training it again (:func:`job_key` names it),
@@ -205,19 +206,16 @@ def run_fits(fits: list[FitJob], samples: dict[str, list[SeriesSample]],
         msg = f"jobs (models trained at once) must be at least 1, got {jobs}"
         raise ValueError(msg)
     resume = Path(resume) if resume is not None else None
-    if jobs == 1 or len(fits) == 1:
-        return [_fit_job(job, samples, extra, resume) for job in fits]
     start = (samples, extra, resume, torch.get_num_threads(), logging.getLogger().getEffectiveLevel())
-    longest_first = sorted(range(len(fits)), key=lambda i: -fits[i].cfg.steps)  # packs the processes
-    with ProcessPoolExecutor(min(jobs, len(fits)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_worker, initargs=start) as pool:  # fmt: skip
-        futures = {i: pool.submit(_fit_in_worker, fits[i]) for i in longest_first}
-        states = [futures[i].result() for i in range(len(fits))]
-    models = []
-    for job, state in zip(fits, states):
-        model = _new_model(TASKS[job.task], job.cfg)
+    order = sorted(range(len(fits)), key=lambda i: -fits[i].cfg.steps)  # longest first
+    states = ordered_map(_fit_in_worker, [fits[i] for i in order], workers=jobs, progress=False,
+                         initializer=_start_worker, initargs=start)  # fmt: skip
+    models: list[HeatmapNet | None] = [None] * len(fits)
+    for i, state in zip(order, states):
+        model = _new_model(TASKS[fits[i].task], fits[i].cfg)
         model.load_state_dict(state)
-        models.append(model.eval())
+        models[i] = model.eval()
+    _WORKER.clear()  # a run in this process leaves no samples behind
     return models
 
 
