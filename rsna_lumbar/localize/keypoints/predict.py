@@ -154,7 +154,13 @@ def canal_points(models: list, volume, chain: bool = True, centre_sd_mm: float =
     """Spinal Canal Stenosis rows (one per level) of a sagittal T2 Volume (``chain``: decode
     the five levels jointly, see the module docstring; else each level on its own)."""
     prob, to_vox, slices = slice_probabilities(models, volume, TASKS["sag_t2"])
-    stride = models[0].stride
+    return decode_canal(prob, to_vox, slices, volume, models[0].stride, chain, centre_sd_mm)
+
+
+def decode_canal(prob: torch.Tensor, to_vox: np.ndarray, slices: np.ndarray, volume, stride: int,
+                 chain: bool = True, centre_sd_mm: float = 20.0) -> list[dict]:  # fmt: skip
+    """:func:`canal_points` from the ``sag_t2`` probabilities of :func:`slice_probabilities`
+    (``prob (K, 5, h, w)``, ``to_vox``, ``slices``) of ``volume`` on a ``stride`` grid."""
     reach = 8 // stride  # cells spanning 8 input pixels: the refinement window's half-width
     uv, score = decode_peaks(prob, stride)
     vox, score = _to_voxel(to_vox, uv.numpy()), score.numpy()
