@@ -98,7 +98,7 @@ tss-wheels: $(TSS_VENV)/.installed  ## Kaggle: offline wheels of the TotalSpineS
 LOC_DATA ?= $(WORK)/synth-localizer
 LOC_MODEL ?= weights/localizer
 # The measured recipe of the README (5 folds, three tasks, two models at a time of 1 thread
-# each: 39 min on 2 cores, the same weights as --jobs 1, which took 73 min); `make demo` trains a
+# each: 61 min on 2 AVX-512 cores; --jobs 1 trains the same weights, slower); `make demo` trains a
 # smaller one into weights/localizer too — the last one trained is what predict and
 # localize-check use.
 LOC_ARGS ?= --n-folds 5 --steps sag_t2=6000,sag_t1=2000,axial=1500 --batch 8 --threads 1 --jobs 2
@@ -112,7 +112,7 @@ $(LOC_MODEL)/config.json: $(LOC_DATA)/truth/manifest.json
 	$(VENV)/bin/rsna-lumbar localize --data $(LOC_DATA) --split train --work $(WORK)/localizer \
 	  --out $(WORK)/localizer/oof.csv --model $(LOC_MODEL) $(LOC_ARGS)
 
-localize-weights: $(LOC_MODEL)/config.json  ## train the learned localiser OOF on 120 synthetic studies → LOC_MODEL (2 CPU cores, 20–40 min by CPU)
+localize-weights: $(LOC_MODEL)/config.json  ## train the learned localiser OOF on 120 synthetic studies → LOC_MODEL (2 CPU cores, ~1 h)
 
 localize-check: $(LOC_MODEL)/config.json  ## learned localiser: CLI on synthetic data + sim-to-real on the 5 real exams
 	RSNA_LOCALIZER=$(abspath $(LOC_MODEL)) $(PY) -m pytest -q -m slow -s tests/test_localize_real.py
