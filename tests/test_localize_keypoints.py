@@ -15,7 +15,7 @@ from rsna_lumbar.dicom.volume import Volume
 from rsna_lumbar.geometry.affine import slice_affine
 from rsna_lumbar.localize.keypoints import dataset as D
 from rsna_lumbar.localize.keypoints.model import HeatmapNet, decode_peaks, load_models, save_models
-from rsna_lumbar.localize.keypoints.predict import chain_decode
+from rsna_lumbar.localize.keypoints.predict import chain_decode, decode_canal
 from rsna_lumbar.localize.keypoints.realworld import canal_truth, measure, real_exams, real_sample, real_truth, real_volume
 from rsna_lumbar.vocabulary import LEVELS, Condition, Level
 
@@ -110,6 +110,29 @@ def test_chain_decode_orders_levels_and_shifts_them_together():
     for level in range(5):
         wide[level] = _blob(64, 8, 2 + level * 10, 4, 0.9)
     assert chain_decode(wide, to_mm) is None
+
+
+def test_canal_point_stays_on_the_disc_the_chain_chose():
+    """A level's map rising toward the next disc (a real-exam failure: L4/L5's heatmap was
+    stronger on L5/S1) must not drag its point off the chosen candidate: the refined peak is
+    taken where the chain measured the level's evidence (±2 cells, ±8.8 mm), not half-way to
+    the next disc, where the point would be counted on the wrong level."""
+    stride, scale = 2, 2.2  # input pixels of 2.2 mm: 4.4 mm cells, as the sag_t2 task
+    h = w = 48
+    discs = [8, 15, 22, 29, 36]  # cell rows, 7 cells = 31 mm apart
+    prob = np.zeros((5, h, w), np.float32)
+    for level, row in enumerate(discs):
+        if level != 3:
+            prob[level] = _blob(h, w, row, 20, 0.8)
+    prob[3] = _blob(h, w, discs[3], 20, 0.3) + _blob(h, w, discs[4], 20, 0.7, sigma=4.0)
+    affine = slice_affine((0.0, 1.0, 0.0, 0.0, 0.0, -1.0), (-4.0, 0.0, 0.0), (1.0, 1.0), (4.0, 0.0, 0.0))
+    volume = Volume(pixels=np.zeros((3, 240, 240), np.float32), affine=affine, study_id=7, series_id=8,
+                    instance_numbers=np.arange(1, 4))  # fmt: skip
+    to_vox = np.array([[scale, 0.0, 0.0], [0.0, scale, 0.0]])  # input pixel → voxel (col, row)
+    rows = decode_canal(torch.from_numpy(np.stack([prob] * 3)), to_vox, np.arange(3), volume, stride)
+    disc_z = [volume.voxel_to_world(np.array([0.0, scale * (stride * r + 0.5), 0.0]))[2] for r in discs]
+    point_z = [row["world_z"] for row in rows]
+    assert np.abs(np.subtract(point_z, disc_z)).max() < 4.4  # every level within a cell of its disc
 
 
 def test_level_draws_keep_the_spine_in_view_and_cut_only_outside_it():

@@ -11,7 +11,9 @@ Rules (documented choices):
   evidence says the chain sits one disc higher or lower. The mid-line slice is the one whose
   chain scores best after a Gaussian prior (sd 20 mm) on its distance from the series centre
   (sagittal series are centred on the spine). Each level's point is its heatmap's refined
-  peak near the chosen candidate, on the slice (of the three) where that peak is highest.
+  peak within the cells where the chain read that level's evidence (±2 cells, ±8.8 mm, around
+  the chosen candidate), on the slice (of the three) where that peak is highest; a wider
+  window let a level's map that rises toward the next disc drag its point half-way there.
   Without a valid chain the mid-line slice is the one with the highest (prior-weighted) sum
   of the five levels' peaks and each level takes its own best peak within one slice of it.
 * **Sagittal T1 → Neural Foraminal Narrowing**: the ``sag_t1`` model scores every slice for
@@ -161,7 +163,8 @@ def decode_canal(prob: torch.Tensor, to_vox: np.ndarray, slices: np.ndarray, vol
                  chain: bool = True, centre_sd_mm: float = 20.0) -> list[dict]:  # fmt: skip
     """:func:`canal_points` from the ``sag_t2`` probabilities of :func:`slice_probabilities`
     (``prob (K, 5, h, w)``, ``to_vox``, ``slices``) of ``volume`` on a ``stride`` grid."""
-    reach = 8 // stride  # cells spanning 8 input pixels: the refinement window's half-width
+    pool = 8 // stride + 1  # cells (odd) of a level's evidence at a candidate: ±8.8 mm at stride 2
+    half = pool // 2
     uv, score = decode_peaks(prob, stride)
     vox, score = _to_voxel(to_vox, uv.numpy()), score.numpy()
     # sagittal series are centred on the spine: a Gaussian prior on the mid-line slice
@@ -179,7 +182,7 @@ def decode_canal(prob: torch.Tensor, to_vox: np.ndarray, slices: np.ndarray, vol
                 v = _to_voxel(to_vox, centre)
                 return volume.voxel_to_world(np.c_[v, np.full(len(v), float(slices[k]))])
 
-            found = chain_decode(stacked, cell_to_mm, window=reach + 1)
+            found = chain_decode(stacked, cell_to_mm, window=pool)
             if found is not None and found[1] + log_prior[k] > best_objective:
                 best_objective, cells, mid = found[1] + log_prior[k], found[0], k
     near = np.flatnonzero(np.abs(np.arange(len(slices)) - mid) <= 1)
@@ -190,10 +193,10 @@ def decode_canal(prob: torch.Tensor, to_vox: np.ndarray, slices: np.ndarray, vol
             best = int(near[np.argmax(score[near, i])])
             col, row = vox[best, i]
             conf = score[best, i]
-        else:  # the level's refined peak within ±8 input pixels of its chosen candidate
+        else:  # the level's refined peak where the chain measured its evidence (± pool // 2 cells)
             r, c = cells[i]
             window = torch.zeros_like(prob[0, i])
-            window[max(r - reach, 0):r + reach + 1, max(c - reach, 0):c + reach + 1] = 1
+            window[max(r - half, 0):r + half + 1, max(c - half, 0):c + half + 1] = 1
             local = prob[near, i] * window
             best = int(near[int(torch.argmax(local.flatten(1).max(dim=1).values))])
             peak, peak_score = decode_peaks(prob[best, i] * window, stride)
