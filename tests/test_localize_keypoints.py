@@ -14,7 +14,7 @@ import torch
 from rsna_lumbar.dicom.volume import Volume
 from rsna_lumbar.geometry.affine import slice_affine
 from rsna_lumbar.localize.keypoints import dataset as D
-from rsna_lumbar.localize.keypoints.model import HeatmapNet, decode_peaks, load_models, save_models
+from rsna_lumbar.localize.keypoints.model import HeatmapNet, cell_centres, decode_peaks, load_models, save_models
 from rsna_lumbar.localize.keypoints.predict import chain_decode, decode_canal
 from rsna_lumbar.localize.keypoints.realworld import canal_truth, measure, real_exams, real_sample, real_truth, real_volume
 from rsna_lumbar.vocabulary import LEVELS, Condition, Level
@@ -24,7 +24,7 @@ def _volume(shape=(9, 300, 260), pixel_spacing=(0.9, 0.7)) -> Volume:
     iop = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # sagittal
     affine = slice_affine(iop, (-16.0, -90.0, 120.0), pixel_spacing, (4.0, 0.0, 0.0))
     return Volume(pixels=np.random.default_rng(0).random(shape, dtype=np.float32), affine=affine,
-                  study_id=7, series_id=8, instance_numbers=np.arange(9, 0, -1))
+                  study_id=7, series_id=8, instance_numbers=np.arange(shape[0], 0, -1))
 
 
 @pytest.mark.parametrize("stride", [2, 4])
@@ -125,12 +125,10 @@ def test_canal_point_stays_on_the_disc_the_chain_chose():
         if level != 3:
             prob[level] = _blob(h, w, row, 20, 0.8)
     prob[3] = _blob(h, w, discs[3], 20, 0.3) + _blob(h, w, discs[4], 20, 0.7, sigma=4.0)
-    affine = slice_affine((0.0, 1.0, 0.0, 0.0, 0.0, -1.0), (-4.0, 0.0, 0.0), (1.0, 1.0), (4.0, 0.0, 0.0))
-    volume = Volume(pixels=np.zeros((3, 240, 240), np.float32), affine=affine, study_id=7, series_id=8,
-                    instance_numbers=np.arange(1, 4))  # fmt: skip
+    volume = _volume(shape=(3, 240, 240), pixel_spacing=(1.0, 1.0))
     to_vox = np.array([[scale, 0.0, 0.0], [0.0, scale, 0.0]])  # input pixel → voxel (col, row)
     rows = decode_canal(torch.from_numpy(np.stack([prob] * 3)), to_vox, np.arange(3), volume, stride)
-    disc_z = [volume.voxel_to_world(np.array([0.0, scale * (stride * r + 0.5), 0.0]))[2] for r in discs]
+    disc_z = [volume.voxel_to_world(np.array([0.0, scale * cell_centres(r, stride), 0.0]))[2] for r in discs]
     point_z = [row["world_z"] for row in rows]
     assert np.abs(np.subtract(point_z, disc_z)).max() < 4.4  # every level within a cell of its disc
 
