@@ -7,6 +7,7 @@ report → predict → validate → score); only the sizes are small. Then the u
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,8 @@ import pytest
 
 from rsna_lumbar.cli import main as cli_main
 from rsna_lumbar.demo import STAGES, DemoPlan, run_demo
+from rsna_lumbar.inference.predict import summary_path
+from rsna_lumbar.priors import load_priors
 from rsna_lumbar.submission import validate_submission
 from rsna_lumbar.tables import split_study_ids
 
@@ -95,21 +98,63 @@ def _predict(plan, models, out, work, **kwargs):
     return predict_split(plan.work / "data", "test", out, models, work=work, **kwargs)
 
 
-def test_broken_members_are_skipped_and_a_spent_budget_sheds_members_never_rows(
-        demo, tmp_path, caplog):
+def test_broken_members_are_reported_and_the_others_predict(demo, tmp_path, caplog):
     plan, summary = demo
     models = _ensemble(plan.weights, tmp_path / "models", {"a": 1.0, "b": 3.0, "c": 1.0},
                        broken="c")
-    frame = _predict(plan, models, tmp_path / "sub.csv", tmp_path / "w", budget_s=0.0)
+    out = tmp_path / "sub.csv"
+    run = _predict(plan, models, out, tmp_path / "w")
+    frame = pd.read_csv(out)
     validate_submission(frame, split_study_ids(plan.work / "data", "test"))
     assert any(f"member {models / 'c'} cannot be loaded" in r.message for r in caplog.records)
-    shed = [r.message for r in caplog.records if "shedding ensemble member" in r.message]
-    assert len(shed) == 1 and shed[0].endswith(" b")  # the last member goes, the first stays
-    # a and b are copies of the demo's model: before and after the shedding, every study gets
-    # exactly what that model alone predicted
-    first = pd.read_csv(summary["submission"])
-    pd.testing.assert_frame_equal(frame.reset_index(drop=True), first, atol=1e-5,
+    fates = {Path(m.path).name: m.status for m in run.members}
+    assert fates == {"a": "used", "b": "used", "c": "not loaded"}
+    # a and b are copies of the demo's model: the average is what that model alone predicted
+    pd.testing.assert_frame_equal(frame, pd.read_csv(summary["submission"]), atol=1e-5,
                                   check_exact=False)
+    on_disk = json.loads(summary_path(out).read_text())
+    assert on_disk["members"][2]["status"] == "not loaded" and on_disk["members"][2]["reason"]
+    assert on_disk["targets"] == 75 and on_disk["targets_from_models"] == run.targets_from_models
+    assert on_disk["device"]["device"] == "cpu"
+
+
+def test_a_spent_budget_writes_every_row_from_the_fallback(demo, tmp_path):
+    plan, _ = demo
+    out = tmp_path / "sub.csv"
+    run = _predict(plan, plan.weights, out, tmp_path / "w", budget_s=0.0)
+    frame = pd.read_csv(out)
+    validate_submission(frame, split_study_ids(plan.work / "data", "test"))
+    priors = load_priors(plan.weights / "priors.json")
+    assert np.allclose(frame[["normal_mild", "moderate", "severe"]].to_numpy(),
+                       np.tile(priors, (3, 1)), atol=1e-6)
+    assert run.budget["stopped_early"] and run.coverage == 0
+    assert any("came from models" in p for p in run.problems())
+
+
+def test_a_tight_budget_sheds_members_then_localiser_models_then_studies(demo, tmp_path):
+    """A frozen clock with a budget of 1 ms: the first chunk (one study) runs with every member;
+    its measured cost then projects past the budget, so member b (the last) and the localiser's
+    extra models are shed, and the two studies left get the fallback — never a missing row."""
+    plan, summary = demo
+    models = _ensemble(plan.weights, tmp_path / "models", {"a": 1.0, "b": 3.0})
+    out = tmp_path / "sub.csv"
+    run = _predict(plan, models, out, tmp_path / "w", budget_s=1e-3, started_at=0.0,
+                   clock=lambda: 0.0, chunk_studies=1)
+    frame = pd.read_csv(out)
+    test_ids = split_study_ids(plan.work / "data", "test")
+    validate_submission(frame, test_ids)
+    assert run.shed[0] == f"ensemble member {models / 'b'}"
+    assert "localiser's extra models" in run.shed[1]
+    assert {Path(m.path).name: m.status for m in run.members} == {"a": "used", "b": "shed"}
+    assert run.studies_processed == 1 and run.budget["stopped_early"]
+    first = pd.read_csv(summary["submission"])
+    one = frame.row_id.str.startswith(f"{test_ids[0]}_")
+    pd.testing.assert_frame_equal(frame[one].reset_index(drop=True),
+                                  first[first.row_id.str.startswith(f"{test_ids[0]}_")]
+                                  .reset_index(drop=True), atol=1e-5, check_exact=False)
+    priors = load_priors(models / "priors.json")
+    assert np.allclose(frame[~one][["normal_mild", "moderate", "severe"]].to_numpy(),
+                       np.tile(priors, (2, 1)), atol=1e-6)
 
 
 def test_demo_refuses_a_work_folder_of_another_synthetic_set(demo):

@@ -213,6 +213,7 @@ def build_crops(
     progress: bool = True,
     montages: int = 3,
     on_study: Callable[[int], None] | None = None,
+    studies: list[int] | None = None,
 ) -> Path:
     """Run the stage; returns the path of ``index.csv``. See the module docstring.
 
@@ -221,6 +222,7 @@ def build_crops(
     ``on_study``: called in this process with each study id once its crops are on disk —
     cached studies first, then the others as the worker processes finish them, so the caller
     (``predict``: the models) works while the pool decodes the next studies.
+    ``studies``: only these studies of the split (default: all); ``index.csv`` lists them.
     """
     folder = CompetitionFolder(data)
     out = Path(out)
@@ -232,7 +234,8 @@ def build_crops(
         raise FileNotFoundError(msg)
     table = read_points(points_path)
     index = read_index(write_index(data, split, work, workers=workers, progress=progress))
-    studies = split_study_ids(data, split)
+    if studies is None:
+        studies = split_study_ids(data, split)
     todo = [s for s in studies if force or not (out / f"{s}.json").is_file()]
     LOGGER.info("crops: %d studies, %d to cut, %d cached in %s",
                 len(studies), len(todo), len(studies) - len(todo), out)  # fmt: skip

@@ -2,39 +2,53 @@
 
 The chain, each stage guarded so that a failure degrades the prediction instead of the run:
 
+0. device — CUDA only if a smoke test passes on it (:mod:`rsna_lumbar.models.device`);
 1. studies — from ``{split}_series_descriptions.csv`` (the list Kaggle scores);
-2. points — the ensemble's learned localiser (``rsna-lumbar localize``), after TotalSpineSeg
-   when a runner is given (its ok levels give the canal and foraminal points, see
-   :mod:`rsna_lumbar.localize.keypoints.stage`), or the labelled points when the split has them
-   (train: out-of-fold checks), else none;
-3. crops — :func:`rsna_lumbar.crops.stage.build_crops` on those points: DICOM decoding and
-   resampling run in a process pool across studies;
-4. models — as studies' crops land, every member of the ensemble manifest
-   (:mod:`rsna_lumbar.inference.ensemble`) predicts them in batches of 8 studies in this process
-   (GPU when there is one) while the pool decodes the next studies; weighted average of
-   calibrated probabilities, targets a member cannot predict left out;
-5. fallback — what no member predicted gets the class priors of ``MODELS/priors.json`` (uniform
-   when absent); the count is logged;
-6. a validated, atomically written submission.
+2. a fallback submission (the class priors of ``MODELS/priors.json``, else uniform) is written
+   first, so a complete file exists from the first seconds whatever happens next;
+3. then, chunk by chunk of studies:
 
-Time budget: by default Kaggle's 9 h less a 30 min margin. After each batch the seconds spent
-plus the measured per-study cost of the kept members times the studies left are projected;
-when that passes the budget the last member of the manifest is shed (logged), never a row.
-Seconds per study for every stage are logged at the end.
+   a. points — the ensemble's learned localiser (``rsna-lumbar localize``), after TotalSpineSeg
+      when a runner is given, or the labelled points when the split has them (train:
+      out-of-fold checks), else none;
+   b. crops — :func:`rsna_lumbar.crops.stage.build_crops` on those points: DICOM decoding and
+      resampling run in a process pool across studies;
+   c. models — as studies' crops land, every kept member of the ensemble manifest
+      (:mod:`rsna_lumbar.inference.ensemble`) predicts them in batches in this process while
+      the pool decodes the next studies; weighted average of calibrated probabilities. A member
+      that fails on the GPU is moved to the CPU and retried before it is dropped;
+   d. the submission is rewritten (atomically) with what is known so far;
+
+4. fallback — what no member predicted keeps the priors.
+
+Time: :mod:`rsna_lumbar.inference.budget` — the budget counts from ``started_at`` and covers
+every stage; work is shed (members, then the localiser's extra models) when the measured pace
+would pass it, and chunks stop starting when even one would end late.
+
+The run ends with a machine-readable summary (:class:`RunSummary`, written as JSON next to the
+submission): targets from models and from the fallback, each member's fate and why, the device,
+seconds per stage, what was shed. :meth:`RunSummary.problems` lists what makes a run not worth
+submitting (no model loaded, priors missing, coverage below a threshold); ``rsna-lumbar predict
+--strict`` turns them into a failing exit status after the submission is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
+import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from rsna_lumbar.atomic import write_text
+from rsna_lumbar.inference.budget import Deadline, Plan
 from rsna_lumbar.inference.ensemble import read_ensemble
 from rsna_lumbar.layout import CompetitionFolder
 from rsna_lumbar.priors import load_priors, uniform_priors
@@ -47,100 +61,159 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger(__name__)
 PRIORS_FILE = "priors.json"
 KAGGLE_BUDGET_S = 9 * 3600 - 30 * 60
+CHUNK_STUDIES = 32
+MIN_COVERAGE = 0.7
 
 
-def fallback_priors(models: str | os.PathLike | None) -> np.ndarray:
-    """(25, 3) priors from ``models/priors.json``, else uniform; the choice is logged."""
+def fallback_priors(models: str | os.PathLike | None) -> tuple[np.ndarray, str]:
+    """(25, 3) priors from ``models/priors.json``, else uniform, and where they came from."""
     path = Path(models) / PRIORS_FILE if models is not None else None
     if path is not None and path.is_file():
         LOGGER.info("fallback probabilities: class priors from %s", path)
-        return load_priors(path)
+        return load_priors(path), str(path)
     LOGGER.warning("no %s in %s: the fallback is uniform probabilities", PRIORS_FILE, models)
-    return uniform_priors()
+    return uniform_priors(), "uniform"
 
 
-class _Stages:
-    """Wall time per stage, reported per study."""
+@dataclasses.dataclass
+class MemberReport:
+    """One ensemble member's fate: ``used``, ``shed``, ``dropped`` or ``not loaded``."""
 
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    def run(self, name: str, function, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
-
-    def report(self, n_studies: int) -> str:
-        return ", ".join(f"{k} {v / max(n_studies, 1):.2f}" for k, v in self.seconds.items())
+    path: str
+    weight: float
+    status: str = "used"
+    reason: str = ""
+    device: str = ""
+    studies: int = 0
+    seconds: float = 0.0
 
 
-def _points(data: Path, split: str, localizer: Path | None, work: Path,
-            tss: TotalSpineSeg | None = None) -> Path | None:
-    """The points file the crops use, or ``None`` when there is no way to place levels."""
+@dataclasses.dataclass
+class RunSummary:
+    """What a ``predict`` run did; :meth:`as_dict` is the JSON written next to the submission."""
+
+    split: str
+    studies: int
+    submission: str
+    fallback: str = "uniform"
+    device: dict = dataclasses.field(default_factory=dict)
+    localiser: dict = dataclasses.field(default_factory=dict)
+    members: list[MemberReport] = dataclasses.field(default_factory=list)
+    targets_from_models: int = 0
+    studies_processed: int = 0
+    stages_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    budget: dict = dataclasses.field(default_factory=dict)
+    shed: list[str] = dataclasses.field(default_factory=list)
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def targets(self) -> int:
+        return 25 * self.studies
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of the split's targets that came from models."""
+        return self.targets_from_models / self.targets if self.targets else 0.0
+
+    def problems(self, min_coverage: float = MIN_COVERAGE) -> list[str]:
+        """Why this run should not be submitted (empty when it may be)."""
+        found = []
+        if not any(m.status in ("used", "shed") for m in self.members):
+            found.append("no ensemble member predicted anything (see members)")
+        if self.fallback == "uniform":
+            found.append(f"no {PRIORS_FILE} in the model folder: the fallback is uniform")
+        if self.coverage < min_coverage:
+            found.append(f"only {self.coverage:.0%} of the targets came from models "
+                         f"(threshold {min_coverage:.0%})")
+        return found
+
+    def as_dict(self, min_coverage: float = MIN_COVERAGE) -> dict:
+        payload = dataclasses.asdict(self)
+        payload.update(targets=self.targets, targets_from_fallback=self.targets - self.targets_from_models,
+                       coverage=round(self.coverage, 4), problems=self.problems(min_coverage))
+        return payload
+
+    def write(self, path: str | os.PathLike, min_coverage: float = MIN_COVERAGE) -> None:
+        write_text(path, json.dumps(self.as_dict(min_coverage), indent=1) + "\n")
+
+
+def summary_path(out: str | os.PathLike) -> Path:
+    """Where the run summary of submission ``out`` goes: ``{stem}_summary.json`` beside it."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_summary.json")
+
+
+def _points(data: Path, split: str, localizer: Path | None, work: Path, studies: list[int],
+            chunk: int, models_per_task: int | None, tss: TotalSpineSeg | None) -> Path | None:
+    """The points file the crops of ``studies`` use, or ``None`` when levels cannot be placed."""
     if localizer is not None and localizer.is_dir():
         from rsna_lumbar.localize import tss_level_finder
         from rsna_lumbar.localize.keypoints.stage import predict_split as predict_points
 
-        out = work / f"points_{split}.csv"
-        predict_points(data, split, out, localizer, work=work,
-                       levels=tss_level_finder(tss, work / "totalspineseg"))
+        out = work / f"points_{split}_{chunk}.csv"
+        predict_points(data, split, out, localizer, work=work, studies=studies,
+                       models_per_task=models_per_task,
+                       levels=tss_level_finder(tss, work / "totalspineseg"))  # fmt: skip
         return out
     labelled = CompetitionFolder(data).label_coordinates_csv
     if split == "train" and labelled.is_file():
-        LOGGER.info("no localiser: using the labelled points of %s", labelled)
         return labelled
-    LOGGER.warning("no localiser in the model folder and no labelled points: priors only")
     return None
 
 
 @dataclasses.dataclass
 class _Kept:
-    """An ensemble member still in use, with the seconds it has cost over the studies it ran."""
+    """An ensemble member in use and its report."""
 
     member: object
     predictor: object
-    seconds: float = 0.0
-    studies: int = 0
-
-    @property
-    def per_study(self) -> float:
-        return self.seconds / max(self.studies, 1)
+    report: MemberReport
 
 
 class _EnsembleRunner:
-    """Runs every kept ensemble member on batches of studies and sheds members on a budget.
+    """Runs every kept ensemble member on batches of studies as their crops land.
 
-    Called from the crops stage as each study's crops land on disk; every ``batch_studies``
-    studies (and at :meth:`flush`) each member predicts the batch in one pass, so DICOM decoding
-    of the next studies (in the crops' worker processes) overlaps the model work here. Members
-    are kept in manifest order; when the seconds spent so far plus the projected cost of the
-    remaining studies would pass the budget, the last kept member is shed (logged), never a row.
+    Called from the crops stage with each study id once its crops are on disk; every
+    ``batch_studies`` studies (and at :meth:`flush`) each member predicts the batch in one pass,
+    so DICOM decoding of the next studies (in the crops' worker processes) overlaps the model
+    work here. A member that raises on the GPU is moved to the CPU and the batch retried; a
+    member that fails there too is dropped (its report says why).
     """
 
-    def __init__(self, ensemble, crops: Path, study_ids: list[int], budget_s: float,
-                 started: float, device: str, batch_studies: int = 8):
+    def __init__(self, ensemble, study_ids: list[int], device, reports: list[MemberReport],
+                 batch_studies: int = 8):
         from rsna_lumbar.models import load_model_folder
 
-        self.crops, self.budget_s, self.started = crops, budget_s, started
         self.batch_studies = max(1, batch_studies)
         self.position = {int(s): k for k, s in enumerate(study_ids)}
         self.total = np.zeros((len(study_ids), 25, 3))
         self.weight = np.zeros((len(study_ids), 25))
         self.members: list[_Kept] = []
+        self.crops: Path | None = None
         for member in ensemble.members:
+            report = MemberReport(str(member.path), member.weight, device=str(device))
+            reports.append(report)
             try:
-                self.members.append(_Kept(member, load_model_folder(member.path, device=device)))
+                predictor = load_model_folder(member.path, device=device)
             except Exception as error:  # noqa: BLE001 - a broken member must not stop the run
-                LOGGER.error("ensemble member %s cannot be loaded (%s: %s); continuing without it",
-                             member.path, type(error).__name__, error)  # fmt: skip
-        self.remaining = len(study_ids)
+                report.status, report.reason = "not loaded", f"{type(error).__name__}: {error}"
+                LOGGER.error("ensemble member %s cannot be loaded (%s); continuing without it",
+                             member.path, report.reason)  # fmt: skip
+                continue
+            self.members.append(_Kept(member, predictor, report))
         self.batch: dict[int, dict[str, np.ndarray]] = {}
+
+    def seconds(self) -> dict[str, float]:
+        return {kept.report.path: kept.report.seconds for kept in self.members}
+
+    def keep_only(self, paths: list[str]) -> None:
+        """Shed every member not in ``paths`` (their reports say so)."""
+        for kept in [k for k in self.members if k.report.path not in paths]:
+            kept.report.status, kept.report.reason = "shed", "time budget"
+            self.members.remove(kept)
 
     def __call__(self, study_id: int) -> None:
         """Queue one study whose crops are on disk; predict when the batch is full."""
-        self.remaining -= 1
         npz = self.crops / f"{study_id}.npz"
         if not npz.is_file() or not self.members:
             return
@@ -149,45 +222,58 @@ class _EnsembleRunner:
         if len(self.batch) >= self.batch_studies:
             self.flush()
 
+    def _predict(self, kept: _Kept, batch: dict) -> dict | None:
+        """One member on one batch: GPU, then CPU on failure; None when it is dropped."""
+        try:
+            return kept.predictor.predict_studies(batch)
+        except Exception as error:  # noqa: BLE001 - retried on the CPU or dropped, never fatal
+            reason = f"{type(error).__name__}: {error}"
+            if kept.predictor.device.type != "cpu":
+                LOGGER.error("ensemble member %s failed on %s (%s); retrying on the CPU",
+                             kept.report.path, kept.predictor.device, reason)  # fmt: skip
+                try:
+                    kept.predictor.to("cpu")
+                    kept.report.device = "cpu"
+                    kept.report.reason = f"moved to the CPU after: {reason}"
+                    return kept.predictor.predict_studies(batch)
+                except Exception as again:  # noqa: BLE001
+                    reason = f"{type(again).__name__}: {again}"
+            LOGGER.error("ensemble member %s failed on studies %s (%s); dropped",
+                         kept.report.path, list(batch), reason)  # fmt: skip
+            kept.report.status, kept.report.reason = "dropped", reason
+            self.members.remove(kept)
+            return None
+
     def flush(self) -> None:
-        """Predict the queued studies with every kept member, then check the budget."""
+        """Predict the queued studies with every kept member."""
         if not self.batch:
             return
         batch, self.batch = self.batch, {}
         for kept in list(self.members):
-            member = kept.member
-            member_started = time.perf_counter()
-            try:
-                results = kept.predictor.predict_studies(batch)
-            except Exception as error:  # noqa: BLE001 - drop the member, keep the studies
-                LOGGER.error("ensemble member %s failed on studies %s (%s: %s); dropped",
-                             member.path, list(batch), type(error).__name__, error)  # fmt: skip
-                self.members.remove(kept)
+            started = time.perf_counter()
+            results = self._predict(kept, batch)
+            if results is None:
                 continue
             for study_id, (probs, mask) in results.items():
                 k = self.position[study_id]
-                self.total[k][mask] += member.weight * probs[mask]
-                self.weight[k][mask] += member.weight
-            kept.seconds += time.perf_counter() - member_started
-            kept.studies += len(batch)
-        self._shed()
-
-    def _shed(self) -> None:
-        elapsed = time.perf_counter() - self.started
-        while len(self.members) > 1:
-            per_study = sum(kept.per_study for kept in self.members)
-            if elapsed + per_study * self.remaining <= self.budget_s:
-                return
-            shed = self.members.pop()
-            LOGGER.warning("time budget %.0f s: %.0f s spent, %d studies left at %.2f s each; "
-                           "shedding ensemble member %s", self.budget_s, elapsed, self.remaining,
-                           per_study, shed.member.path.name)  # fmt: skip
+                self.total[k][mask] += kept.member.weight * probs[mask]
+                self.weight[k][mask] += kept.member.weight
+            kept.report.seconds += time.perf_counter() - started
+            kept.report.studies += len(batch)
 
 
-def _device() -> str:
-    import torch
+def _write(out: Path, study_ids: list[int], priors: np.ndarray, total: np.ndarray,
+           weight: np.ndarray) -> int:
+    """Write the submission (models where they predicted, priors elsewhere); returns the
+    number of targets from models."""
+    predicted = weight > 0
+    probs = np.where(predicted[..., None], total / np.maximum(weight, 1e-12)[..., None], priors)
+    write_submission(build_submission(dict(zip(study_ids, probs))), out, study_ids)
+    return int(predicted.sum())
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+
+def _chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[i:i + size] for i in range(0, len(items), max(size, 1))]
 
 
 def predict_split(
@@ -198,58 +284,141 @@ def predict_split(
     *,
     work: str | os.PathLike | None = None,
     budget_s: float = KAGGLE_BUDGET_S,
+    started_at: float | None = None,
+    device: str = "auto",
+    chunk_studies: int = CHUNK_STUDIES,
+    min_coverage: float = MIN_COVERAGE,
     timings: dict[str, float] | None = None,
     tss: TotalSpineSeg | None = None,
-) -> pd.DataFrame:
+    clock=time.time,
+) -> RunSummary:
     """Write a complete submission for ``split`` of the competition folder ``data`` to ``out``.
 
     Args:
         data: competition folder.
         split: ``train`` or ``test``.
-        out: submission CSV path.
+        out: submission CSV path; the run summary goes to :func:`summary_path` of it.
         models: model root (``weights/``): ``priors.json``, ensemble members, localiser.
-        work: scratch folder for points and crops (default: next to ``out``).
-        budget_s: total time budget in seconds; ensemble members are shed to honour it.
+        work: scratch folder for points and crops (default: a temporary folder, removed after).
+        budget_s: seconds allowed from ``started_at`` to the last row written.
+        started_at: Unix time the budget counts from (default: now).
+        device: ``auto``, ``cpu`` or ``cuda`` (see :func:`rsna_lumbar.models.device.choose_device`;
+            a wrong choice raises ``ValueError`` before anything is written).
+        chunk_studies: studies localised and cropped per chunk (the budget is judged between).
+        min_coverage: the coverage below which :meth:`RunSummary.problems` complains.
         timings: when given, filled with the wall seconds of each stage (all studies).
         tss: a :class:`~rsna_lumbar.localize.TotalSpineSeg` runner tried before the learned
-            localiser on each study (``rsna_lumbar.localize.tss_runner("auto")`` finds one);
-            None: the learned localiser only.
+            localiser on each study; None: the learned localiser only.
+        clock: the Unix-time clock of the budget (tests pass their own).
+
+    Returns:
+        The :class:`RunSummary` (also written as JSON).
     """
-    started = time.perf_counter()
-    stages = _Stages()
-    data = Path(data)
-    work = Path(work) if work is not None else Path(out).parent / f"predict_work_{split}"
+    from rsna_lumbar.models.device import choose_device
+
+    deadline = Deadline(budget_s, clock() if started_at is None else started_at, clock)
+    choice = choose_device(device)  # a wrong --device is the caller's error: raise, write nothing
+    LOGGER.info("device: %s (%s)", choice.device, choice.note)
+    data, out = Path(data), Path(out)
     study_ids = split_study_ids(data, split)
-    priors = fallback_priors(models)
+    priors, source = fallback_priors(models)
+    summary = RunSummary(split, len(study_ids), str(out), fallback=source,
+                         device=choice.as_dict(),
+                         budget={"budget_s": budget_s, "started_at": deadline.started_at})
     total = np.zeros((len(study_ids), 25, 3))
     weight = np.zeros((len(study_ids), 25))
-    ensemble = read_ensemble(models) if models is not None and Path(models).is_dir() else None
-    if ensemble is None or not ensemble.members:
-        LOGGER.warning("no trained models in %s: every study gets the fallback", models)
-    else:
-        try:
-            points = stages.run("localise", _points, data, split, ensemble.localizer, work, tss)
-            if points is not None:
-                from rsna_lumbar.crops.stage import build_crops
-
-                crops = work / f"crops_{split}"
-                runner = stages.run("load models", _EnsembleRunner, ensemble, crops, study_ids,
-                                    budget_s, started, _device())  # fmt: skip
-                stages.run("crops + models", build_crops, data, split, crops, points=points,
-                           work=work, montages=0, on_study=runner)  # fmt: skip
-                stages.run("crops + models", runner.flush)
-                total, weight = runner.total, runner.weight
-        except Exception as error:  # noqa: BLE001 - the submission must still be written
-            LOGGER.error("inference chain failed (%s: %s); falling back to priors",
+    _write(out, study_ids, priors, total, weight)
+    LOGGER.info("wrote the fallback submission for %d studies to %s; now the models",
+                len(study_ids), out)  # fmt: skip
+    stages: dict[str, float] = {}
+    try:
+        ensemble = read_ensemble(models) if models is not None and Path(models).is_dir() else None
+        if ensemble is None or not ensemble.members:
+            summary.errors.append(f"no ensemble members in {models}")
+            LOGGER.error("no trained models in %s: every study gets the fallback", models)
+        else:
+            with ExitStack() as scratch:
+                if work is None:
+                    work = scratch.enter_context(tempfile.TemporaryDirectory(prefix="rsna-predict-"))
+                total, weight = _run_chunks(data, split, out, Path(work), ensemble, study_ids,
+                                            priors, deadline, choice.device, chunk_studies, tss,
+                                            summary, stages)  # fmt: skip
+    except Exception as error:  # noqa: BLE001 - the submission must still be written
+        summary.errors.append(f"{type(error).__name__}: {error}")
+        LOGGER.exception("inference chain failed (%s: %s); the rest falls back to priors",
                          type(error).__name__, error)  # fmt: skip
-    predicted = weight > 0
-    probs = np.where(predicted[..., None], total / np.maximum(weight, 1e-12)[..., None], priors)
-    submission = build_submission(dict(zip(study_ids, probs)))
-    write_submission(submission, out, study_ids)
-    LOGGER.info("wrote %d rows for %d studies to %s; %d of %d targets from models, the rest "
-                "from the fallback", len(submission), len(study_ids), out, int(predicted.sum()),
-                predicted.size)  # fmt: skip
-    LOGGER.info("seconds per study: %s", stages.report(len(study_ids)) or "none")
+    summary.targets_from_models = _write(out, study_ids, priors, total, weight)
+    summary.stages_s = {k: round(v, 2) for k, v in stages.items()}
+    summary.budget["elapsed_s"] = round(deadline.elapsed, 1)
+    summary.write(summary_path(out), min_coverage)
+    LOGGER.info("wrote %d rows for %d studies to %s; %d of %d targets from models (%.0f%%), "
+                "the rest from the fallback (%s)", 25 * len(study_ids), len(study_ids), out,
+                summary.targets_from_models, summary.targets, 100 * summary.coverage,
+                source)  # fmt: skip
+    for problem in summary.problems(min_coverage):
+        LOGGER.warning("problem: %s", problem)
     if timings is not None:
-        timings.update(stages.seconds)
-    return submission
+        timings.update(stages)
+    return summary
+
+
+def _run_chunks(data, split, out, work, ensemble, study_ids, priors, deadline, device,
+                chunk_studies, tss, summary, stages):
+    """Steps 2-3 of the module docstring; returns the (total, weight) accumulators."""
+    from rsna_lumbar.crops.stage import build_crops
+
+    def timed(name, function, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            stages[name] = stages.get(name, 0.0) + time.perf_counter() - started
+
+    runner = timed("load models", _EnsembleRunner, ensemble, study_ids, device,
+                   summary.members)  # fmt: skip
+    runner.crops = work / f"crops_{split}"
+    localiser_models, floor = _localiser_models(ensemble.localizer)
+    summary.localiser = {"path": str(ensemble.localizer) if localiser_models else None,
+                         "models_per_task": localiser_models}
+    plan = Plan([k.report.path for k in runner.members], localiser_models, floor)
+    chunks = _chunks(study_ids, chunk_studies)
+    for index, chunk in enumerate(chunks):
+        if not runner.members:
+            break
+        if not plan.next_chunk_fits(deadline, len(chunk), first=index == 0):
+            LOGGER.warning("time budget: %.0f s of %.0f s spent; %d studies left get the fallback",
+                           deadline.elapsed, deadline.budget_s,
+                           len(study_ids) - summary.studies_processed)  # fmt: skip
+            summary.budget["stopped_early"] = True
+            break
+        chunk_started, before = time.perf_counter(), runner.seconds()
+        loc_started = time.perf_counter()
+        points = timed("localise", _points, data, split, ensemble.localizer, work, chunk, index,
+                       plan.localiser_models or None, tss)  # fmt: skip
+        localiser_s = time.perf_counter() - loc_started
+        if points is not None:
+            timed("crops + models", build_crops, data, split, runner.crops, points=points,
+                  work=work, montages=0, on_study=runner, studies=chunk, progress=False)  # fmt: skip
+            timed("crops + models", runner.flush)
+        summary.studies_processed += len(chunk)
+        after = runner.seconds()
+        plan.record_chunk(len(chunk), time.perf_counter() - chunk_started,
+                          localiser_s if points is not None else 0.0,
+                          {p: after[p] - before.get(p, 0.0) for p in after})  # fmt: skip
+        _write(out, study_ids, priors, runner.total, runner.weight)
+        plan.members = [p for p in plan.members if p in after]
+        if plan.shed_to_fit(deadline, len(study_ids) - summary.studies_processed):
+            runner.keep_only(plan.members)
+            summary.shed = list(plan.shed)
+    summary.localiser["models_per_task_at_end"] = plan.localiser_models
+    return runner.total, runner.weight
+
+
+def _localiser_models(localizer: Path | None) -> tuple[int, int]:
+    """(models per task, the fewest worth keeping: one fold's) of a localiser folder."""
+    config = localizer / "config.json" if localizer is not None else None
+    if config is None or not config.is_file():
+        return 0, 0
+    payload = json.loads(config.read_text(encoding="utf-8"))
+    per_task = max((len(names) for names in payload.get("files", {}).values()), default=0)
+    return per_task, min(per_task, int(payload.get("models_per_fold", 1)))

@@ -57,6 +57,12 @@ class FoldEnsemble:
         self.views = {f: tuple(v) for f, v in description["views"].items()}
         self.spec = ModelSpec(**description["spec"])
 
+    def to(self, device: str | torch.device) -> FoldEnsemble:
+        """Move every fold model to ``device`` (in place); returns self."""
+        self.device = torch.device(device)
+        self.models = [model.to(self.device) for model in self.models]
+        return self
+
     def __repr__(self) -> str:
         return (f"FoldEnsemble({self.folder}, spec={self.spec.name}, folds={len(self.models)}, "
                 f"families={self.families}, temperatures={self.temperatures})")

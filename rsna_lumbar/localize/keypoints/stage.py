@@ -62,6 +62,7 @@ from rsna_lumbar.localize.keypoints.train import (FitJob, TrainConfig, load_samp
                                                   run_fits, study_stacks)
 from rsna_lumbar.localize.keypoints.view_errors import view_errors
 from rsna_lumbar.localize.levels import LevelPoints, PointKind
+from rsna_lumbar.provenance import write_provenance
 from rsna_lumbar.registration import (
     axial_stacks_by_study, competition_to_world, is_axial_stack, place_in_stack, stack_showing,
 )
@@ -254,7 +255,8 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
               tasks=tuple(TASKS), workers=None, steps: dict | None = None,
               real: bool | None = None, jobs: int = 1) -> dict:  # fmt: skip
     """Train per fold, predict each fold's studies with the model that did not see them,
-    write ``out`` (OOF rows), ``model_dir`` (all fold models) and the metrics JSON.
+    write ``out`` (OOF rows), ``model_dir`` (all fold models, ``provenance.json``: trained on
+    ``data``) and the metrics JSON.
 
     Args:
         steps: training steps per task (``{"sag_t2": 600, ...}``); tasks not named train
@@ -314,6 +316,8 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
               "train": asdict(cfg), "steps": steps or {}, "folds": int(fold_of.nunique()),
               "models_per_fold": cfg.seeds, "real_folds": real_fold}  # fmt: skip
     save_models(model_dir, config, models)
+    write_provenance(model_dir, data, f"localize {cfg.backbone}: {int(fold_of.nunique())} folds, "
+                     f"steps {steps or cfg.steps}, {len(exams)} real exams (config.json)")
     shutil.rmtree(resume, ignore_errors=True)
     metrics = evaluate(table, coords, stacks)
     if real_rows:
@@ -329,20 +333,28 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
 
 
 def predict_split(data, split, out, model_dir, *, work="work", workers=None,
-                  levels: LevelFinder | None = None) -> pd.DataFrame:  # fmt: skip
+                  levels: LevelFinder | None = None, studies=None,
+                  models_per_task: int | None = None) -> pd.DataFrame:  # fmt: skip
     """Predict every study of ``split`` with a trained localiser folder; write ``out``.
 
     ``levels``: a level finder tried first on each study's sagittal T2 (module docstring), e.g.
     :func:`rsna_lumbar.localize.tss_level_finder`; None: the learned models only.
+    ``studies``: only these study ids (default: all of the split).
+    ``models_per_task``: average only the first that many models of each task (default: all;
+    ``predict`` lowers it to honour a time budget).
     """
     import torch
 
     config, models = load_models(model_dir)
+    if models_per_task is not None:
+        models = {task: task_models[:max(models_per_task, 1)] for task, task_models in models.items()}
     stacks = study_stacks(data, split, work, workers)
+    wanted = None if studies is None else {int(s) for s in studies}
     rows, log = [], LevelSourceLog()
     with torch.no_grad():
         for study, study_stacks_ in sorted(_by_study(stacks).items()):
-            rows += predict_study(models, study_stacks_, Path(data), levels, log)
+            if wanted is None or study in wanted:
+                rows += predict_study(models, study_stacks_, Path(data), levels, log)
     if levels is not None:
         _LOG.info("%s", log.summary())
     table = pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
