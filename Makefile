@@ -42,20 +42,33 @@ clean:  ## remove work outputs (keeps .venv)
 # Your Kaggle user: KAGGLE_USER (default: KAGGLE_USERNAME, else the username in kaggle.json).
 # Slugs: WEIGHTS_DATASET / KERNEL_SLUG (default: the ids in dataset-metadata.json and
 # kernels/kernel-metadata.json). Credentials stay with the kaggle CLI's usual configuration.
+# push-weights refuses model folders not trained on competition data (provenance.json) unless
+# ALLOW_SYNTHETIC=1; push-kernel waits up to DATASET_WAIT s for the dataset version (polling every
+# DATASET_POLL s); submit submits KERNEL_VERSION (default: the version push-kernel recorded).
 KAGGLE_USER     ?=
 WEIGHTS_DATASET ?=
 KERNEL_SLUG     ?=
 WHEELHOUSE      ?= wheelhouse
 KAGGLE_BUILD    ?= build
-# Packages the Kaggle GPU image lacks, fetched as cp310/cp311 manylinux (glibc <= 2.28) wheels;
-# unpinned names take their pin from requirements.txt. pydicom: the kit needs 3.x; pylibjpeg*:
-# JPEG-LS/JPEG 2000 DICOM decoders. libjpeg 2.5.0 has only manylinux_2_31 wheels, hence 2.4.0.
+WEIGHTS_DIR     ?= weights
+ALLOW_SYNTHETIC ?=
+DATASET_WAIT    ?= 900
+DATASET_POLL    ?= 15
+KERNEL_VERSION  ?=
+SUBMIT_MESSAGE  ?=
+# Packages the Kaggle GPU image lacks, fetched as manylinux (glibc <= 2.28) wheels for every
+# Python the image may run (3.12 now; 3.13 if it follows Colab; 3.11 before); unpinned names
+# take their pin from requirements.txt. pydicom (pure Python, required): the kit needs 3.x;
+# pylibjpeg* (compiled, optional: the kernel installs them best effort): JPEG-LS/JPEG 2000 DICOM
+# decoders. libjpeg 2.5.0 has only manylinux_2_31 wheels, hence 2.4.0.
 KAGGLE_WHEELS   ?= pydicom pylibjpeg pylibjpeg-libjpeg==2.4.0 pylibjpeg-openjpeg
-KAGGLE_PYTHON   ?= 3.10 3.11
+KAGGLE_PYTHON   ?= 3.11 3.12 3.13
 PUBLISH = $(PY) -m rsna_lumbar.kaggle_publish
 KAGGLE_ARGS = $(if $(KAGGLE_USER),--owner $(KAGGLE_USER)) $(if $(WEIGHTS_DATASET),--dataset $(WEIGHTS_DATASET))
+KERNEL_ARGS = $(KAGGLE_ARGS) $(if $(KERNEL_SLUG),--kernel $(KERNEL_SLUG)) --out $(KAGGLE_BUILD)/kaggle-kernel
+KERNEL_VERSION_ARG = $(if $(KERNEL_VERSION),--kernel-version $(KERNEL_VERSION))
 
-.PHONY: wheels kit-wheel push-weights push-kernel
+.PHONY: wheels kit-wheel push-weights push-kernel submit kernel-status
 
 wheels: $(VENV)/.installed  ## offline wheelhouse/: the kit's wheel + the KAGGLE_WHEELS the Kaggle image lacks
 	$(PUBLISH) wheels --out $(WHEELHOUSE) --python $(KAGGLE_PYTHON) --download $(KAGGLE_WHEELS)
@@ -63,11 +76,17 @@ wheels: $(VENV)/.installed  ## offline wheelhouse/: the kit's wheel + the KAGGLE
 kit-wheel: $(VENV)/.installed  ## rebuild only the kit's wheel in wheelhouse/ (offline)
 	$(PUBLISH) wheels --out $(WHEELHOUSE)
 
-push-weights: kit-wheel  ## publish weights/ + wheelhouse/ as your Kaggle dataset (version, or create)
-	$(PUBLISH) push-weights $(KAGGLE_ARGS) --wheelhouse $(WHEELHOUSE) --out $(KAGGLE_BUILD)/kaggle-dataset
+push-weights: kit-wheel  ## publish weights/ + wheelhouse/ as your Kaggle dataset (competition-trained models only; ALLOW_SYNTHETIC=1)
+	$(PUBLISH) push-weights $(KAGGLE_ARGS) --weights $(WEIGHTS_DIR) --wheelhouse $(WHEELHOUSE) --out $(KAGGLE_BUILD)/kaggle-dataset $(if $(filter 1 yes true,$(ALLOW_SYNTHETIC)),--allow-synthetic)
 
-push-kernel: $(VENV)/.installed  ## push the inference kernel (kernels/) to Kaggle: GPU on, internet off
-	$(PUBLISH) push-kernel $(KAGGLE_ARGS) $(if $(KERNEL_SLUG),--kernel $(KERNEL_SLUG)) --out $(KAGGLE_BUILD)/kaggle-kernel
+push-kernel: $(VENV)/.installed  ## once the dataset version is ready, push the inference kernel: T4 GPU, internet off
+	$(PUBLISH) push-kernel $(KERNEL_ARGS) --wait-timeout $(DATASET_WAIT) --wait-interval $(DATASET_POLL)
+
+submit: $(VENV)/.installed  ## submit the pushed kernel version to the competition (KERNEL_VERSION=N: another)
+	$(PUBLISH) submit $(KERNEL_ARGS) $(KERNEL_VERSION_ARG) $(if $(SUBMIT_MESSAGE),--message "$(SUBMIT_MESSAGE)")
+
+kernel-status: $(VENV)/.installed  ## state of the kernel's latest run (KERNEL_VERSION=N: that version's)
+	$(PUBLISH) kernel-status $(KERNEL_ARGS) $(KERNEL_VERSION_ARG)
 
 # --- TotalSpineSeg in its own environment (it pins timm<1.0.23; the kit's .venv keeps its timm) --
 # TSS_VENV: where it lives (CI keeps it in a cache folder). The adapter finds its executable via
@@ -93,6 +112,27 @@ test-live: $(VENV)/.installed $(TSS_VENV)/.installed  ## live TotalSpineSeg test
 
 tss-wheels: $(TSS_VENV)/.installed  ## Kaggle: offline wheels of the TotalSpineSeg env in $(WHEELHOUSE)/tss (after `make wheels`)
 	$(PY) tools/tss_wheelhouse.py --venv $(TSS_VENV) --out $(WHEELHOUSE)/tss --python $(TSS_KAGGLE_PYTHON)
+
+# --- the kernel on Kaggle's own stack (kernels/kaggle-image-requirements.txt, Python 3.12) ---------
+# A venv of the image's package versions (7.6 GB with torch 2.10's CUDA libraries, ~2.5 min to
+# build), kept in a cache folder keyed by the pins so a machine builds it once.
+KAGGLE_IMAGE_PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do $$p -c '' 2>/dev/null && { echo $$p; break; }; done)
+KAGGLE_IMAGE_KEY    := $(shell cat kernels/kaggle-image-requirements.txt 2>/dev/null | sha256sum | cut -c1-12)
+KAGGLE_IMAGE_VENV   ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/rsna-lumbar/kaggle-image-venv-$(KAGGLE_IMAGE_KEY)
+
+.PHONY: kaggle-image-env test-kaggle-image
+
+$(KAGGLE_IMAGE_VENV)/.installed: kernels/kaggle-image-requirements.txt
+	@test -n "$(KAGGLE_IMAGE_PYTHON)" || { echo "no Python 3.12 found: set KAGGLE_IMAGE_PYTHON=/path/to/python3.12"; exit 2; }
+	test -x $(KAGGLE_IMAGE_VENV)/bin/python || $(KAGGLE_IMAGE_PYTHON) -m venv $(KAGGLE_IMAGE_VENV)
+	$(KAGGLE_IMAGE_VENV)/bin/pip install --quiet pip==24.1.2
+	$(KAGGLE_IMAGE_VENV)/bin/pip install --quiet -r kernels/kaggle-image-requirements.txt
+	touch $@
+
+kaggle-image-env: $(KAGGLE_IMAGE_VENV)/.installed  ## a venv of Kaggle's image versions (Python 3.12, torch 2.10, ...)
+
+test-kaggle-image: $(VENV)/.installed $(KAGGLE_IMAGE_VENV)/.installed  ## the kernel offline on Kaggle's Python and packages (~3 min)
+	RSNA_KAGGLE_IMAGE_PYTHON=$(KAGGLE_IMAGE_VENV)/bin/python $(PY) -m pytest -q -m kaggle_image tests/test_kaggle_image.py
 
 # --- learned localiser (rsna_lumbar/localize/keypoints) ------------------------------------------
 LOC_DATA ?= $(WORK)/synth-localizer

@@ -118,7 +118,7 @@ def run_demo(plan: DemoPlan) -> dict:
     build_crops(data, "train", crops, work=work)
     progress.stage(f"config {plan.config}, {plan.folds} folds × {plan.epochs} epochs")
     model_dir = weights / f"severity_{plan.config}"
-    _train(plan, crops, folds_csv, data / "train.csv", model_dir)
+    _train(plan, data, crops, folds_csv, model_dir)
     progress.stage(str(model_dir / "report"))
     summary.update(_report(model_dir, data / "train.csv"))
     progress.stage("localise → crops → models → submission")
@@ -153,12 +153,14 @@ def _localiser(plan: DemoPlan, data: Path, work: Path, weights: Path, folds_csv:
     return {"folder": str(folder), "oof_points": str(out), "metrics": metrics}
 
 
-def _train(plan: DemoPlan, crops: Path, folds_csv: Path, labels_csv: Path, model_dir: Path):
+def _train(plan: DemoPlan, data: Path, crops: Path, folds_csv: Path, model_dir: Path):
     from rsna_lumbar.training.config import load_config
     from rsna_lumbar.training.loop import train_cv
 
-    config = load_config(plan.config, [f"train.epochs={plan.epochs}", *plan.overrides])
-    train_cv(crops, folds_csv, labels_csv, config, model_dir)
+    overrides = [f"train.epochs={plan.epochs}", *plan.overrides]
+    config = load_config(plan.config, overrides)
+    train_cv(crops, folds_csv, data / "train.csv", config, model_dir, data=data,
+             recipe=" ".join(["demo: --config", plan.config, *overrides]))
 
 
 def _report(model_dir: Path, labels_csv: Path) -> dict:

@@ -1,8 +1,21 @@
 """Publish the kit to Kaggle: the offline wheelhouse, the weights dataset, the inference kernel.
 
-The Make targets ``wheels``, ``push-weights`` and ``push-kernel`` are thin wrappers over
-``python -m rsna_lumbar.kaggle_publish STEP`` (``wheels``, ``stage-weights``, ``push-weights``,
-``stage-kernel``, ``push-kernel``).
+The Make targets ``wheels``, ``push-weights``, ``push-kernel``, ``submit`` and ``kernel-status``
+are thin wrappers over ``python -m rsna_lumbar.kaggle_publish STEP`` (``wheels``,
+``stage-weights``, ``push-weights``, ``stage-kernel``, ``push-kernel``, ``submit``,
+``kernel-status``).
+
+Guards (each says what to do):
+
+- ``push-weights`` publishes only model folders (sub-folders of ``weights/`` with ``model.json``
+  or ``config.json``) whose ``provenance.json`` (:mod:`rsna_lumbar.provenance`) says they were
+  trained on competition data; no model folder, a folder without provenance, or one trained on
+  synthetic data is refused unless ``--allow-synthetic`` (Make: ``ALLOW_SYNTHETIC=1``). The
+  staged ``weights/MANIFEST.json`` lists each folder's provenance for the kernel to print.
+- ``push-kernel`` first waits (``kaggle datasets status``) until the weights dataset's current
+  version is ready, so the kernel never runs against a version still being processed.
+- ``push-kernel`` records the kernel version Kaggle reports in ``OUT/pushed.json``; ``submit``
+  submits that version (or ``--kernel-version N``) with ``kaggle competitions submit -k -v``.
 
 Where things are configured (one place each):
 
@@ -24,13 +37,16 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from rsna_lumbar import __version__
+from rsna_lumbar.provenance import SYNTHETIC, read_provenance
 
 PLACEHOLDER_OWNER = "your-kaggle-username"
 COMPETITION = "rsna-2024-lumbar-spine-degenerative-classification"
@@ -38,6 +54,9 @@ DATASET_METADATA = "dataset-metadata.json"
 KERNEL_DIR = "kernels"
 KERNEL_METADATA = "kernel-metadata.json"
 REQUIREMENTS_FILE = "kaggle-requirements.txt"  # written into the wheelhouse; the kernel installs it
+WEIGHTS_MANIFEST = "MANIFEST.json"  # in the staged weights/: each model folder's provenance
+PUSH_RECORD = "pushed.json"  # written into the staged kernel folder after a push: kernel + version
+SUBMISSION_FILE = "submission.csv"  # what the kernel writes and the competition scores
 KIT_DIST = "rsna-lumbar"
 # Kaggle's GPU images are x86-64 Linux with a recent glibc. pip 23 does not expand the
 # PEP 600 tags itself, so list the ones a wheel may carry.
@@ -248,15 +267,62 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
+def model_folders(weights: Path) -> list[Path]:
+    """The model folders of ``weights``: sub-folders holding ``model.json`` (severity models) or
+    ``config.json`` (the localiser); hidden ones are never uploaded, so never counted."""
+    return sorted(p for p in weights.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and ((p / "model.json").is_file() or (p / "config.json").is_file()))
+
+
+_ALLOW = "pass ALLOW_SYNTHETIC=1 (--allow-synthetic) to publish anyway"
+
+
+def check_weights(weights: Path, allow_synthetic: bool = False) -> dict[str, dict | None]:
+    """Each model folder's provenance (None: none recorded), after the guards of the module doc.
+
+    Raises :class:`PublishError` naming the offending folders unless ``allow_synthetic``, in
+    which case they are only warned about.
+    """
+    folders = model_folders(weights)
+    if not folders:
+        msg = (f"{weights} holds no model folder (a sub-folder with model.json, or localizer/ "
+               "with config.json): a submission from it would be the class priors at best. Train "
+               f"models into it (README: Kaggle), or {_ALLOW}.")
+        if not allow_synthetic:
+            raise PublishError(msg)
+        print(f"warning: {msg}", file=sys.stderr)
+    records = {p.name: read_provenance(p) for p in folders}
+    bad = []
+    for name, record in records.items():
+        if record is None:
+            bad.append(f"  {name}: no provenance.json (trained before it was recorded, or "
+                       "'rsna-lumbar train' ran without --data)")
+        elif record.get("data_kind") == SYNTHETIC:
+            bad.append(f"  {name}: trained on synthetic data ({record.get('data_folder')})")
+    if bad:
+        msg = ("these model folders were not trained on the competition data:\n"
+               + "\n".join(bad) + "\nA Kaggle submission from synthetic-trained models scores "
+               "like noise. Retrain them on the competition folder ('rsna-lumbar train --data "
+               f"DIR ...', 'rsna-lumbar localize --data DIR ...'), or {_ALLOW}.")
+        if not allow_synthetic:
+            raise PublishError(msg)
+        print(f"warning (ALLOW_SYNTHETIC): {msg}", file=sys.stderr)
+    return records
+
+
 def stage_weights(root: Path, out: Path, owner: str, dataset: str | None = None,
-                  weights: Path | None = None, wheelhouse: Path | None = None) -> Path:
-    """Fill ``out`` with ``weights/``, ``wheels/`` and the rendered ``dataset-metadata.json``."""
+                  weights: Path | None = None, wheelhouse: Path | None = None, *,
+                  allow_synthetic: bool = False) -> Path:
+    """Fill ``out`` with ``weights/`` (plus ``MANIFEST.json``), ``wheels/`` and the rendered
+    ``dataset-metadata.json``; refuses weights that are not what a submission needs
+    (:func:`check_weights`) unless ``allow_synthetic``."""
     weights = weights or root / "weights"
     wheelhouse = wheelhouse or root / "wheelhouse"
     if not weights.is_dir():
         raise PublishError(f"{weights} does not exist: train models into it, or pass --weights.")
     if not (wheelhouse / REQUIREMENTS_FILE).is_file():
         raise PublishError(f"{wheelhouse} has no {REQUIREMENTS_FILE}: run 'make wheels' first.")
+    records = check_weights(weights, allow_synthetic)
     meta = render_dataset_metadata(root, owner, dataset)
     if not [w for w in wheelhouse.glob("*.whl") if not w.name.startswith("rsna_lumbar-")]:
         print(f"warning: {wheelhouse} holds only the kit's wheel; 'make wheels' adds the packages "
@@ -265,6 +331,9 @@ def stage_weights(root: Path, out: Path, owner: str, dataset: str | None = None,
     skip = shutil.ignore_patterns(".*", "__pycache__", "*.pyc")
     shutil.copytree(weights, out / "weights", ignore=skip)
     shutil.copytree(wheelhouse, out / "wheels", ignore=skip)
+    _write_json(out / "weights" / WEIGHTS_MANIFEST,
+                {"kit_version": __version__, "allow_synthetic": allow_synthetic,
+                 "models": records})
     _write_json(out / DATASET_METADATA, meta)
     return out
 
@@ -296,28 +365,70 @@ def kaggle_executable() -> str:
 
 
 def _kaggle(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the kaggle CLI, echoing its output; ``check``: raise on failure."""
     cmd = [kaggle_executable(), *args]
-    print("+ kaggle", " ".join(args), flush=True)
+    print("+ kaggle", shlex.join(args), flush=True)
     done = subprocess.run(cmd, capture_output=True, text=True)
-    sys.stdout.write(done.stdout)
+    sys.stdout.write(done.stdout if done.stdout.endswith("\n") or not done.stdout
+                     else done.stdout + "\n")  # some commands end without one
     sys.stderr.write(done.stderr)
     text = done.stdout + done.stderr
     failed = done.returncode != 0 or re.search(r"(creation|push) error", text)
     if check and failed:
-        msg = f"'kaggle {' '.join(args)}' failed (exit {done.returncode}); its output is above."
+        msg = f"'kaggle {shlex.join(args)}' failed (exit {done.returncode}); its output is above."
         raise PublishError(msg)
     return done
 
 
+def dataset_status(ref: str) -> dict | None:
+    """``{"status": "ready", "current_version_number": 3}`` from ``kaggle datasets status``;
+    None when Kaggle has no dataset ``ref`` (404); raises otherwise."""
+    done = _kaggle("datasets", "status", ref, "--format", "json", check=False)
+    text = done.stdout + done.stderr
+    if done.returncode != 0:
+        if "404" in text or "not found" in text.lower():
+            return None
+        raise PublishError(f"'kaggle datasets status {ref}' failed; its output is above.")
+    try:  # the JSON is the last line; anything the CLI warns about comes before it
+        return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    except (IndexError, ValueError):
+        msg = f"'kaggle datasets status {ref}' printed no status; its output is above."
+        raise PublishError(msg) from None
+
+
 def dataset_exists(ref: str) -> bool:
     """True when ``kaggle datasets status`` finds ``ref``; False on 404; raises otherwise."""
-    done = _kaggle("datasets", "status", ref, check=False)
-    if done.returncode == 0:
-        return True
-    text = done.stdout + done.stderr
-    if "404" in text or "not found" in text.lower():
-        return False
-    raise PublishError(f"'kaggle datasets status {ref}' failed; its output is above.")
+    return dataset_status(ref) is not None
+
+
+DATASET_FAILED = ("failed", "deleted")
+
+
+def wait_for_dataset(ref: str, timeout: float = 900, interval: float = 15) -> int | None:
+    """Poll ``kaggle datasets status`` until the current version of ``ref`` is ready (Kaggle
+    processes a new version for a few minutes); returns its number. Raises when the dataset
+    does not exist, its version failed, or it is still not ready after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = dataset_status(ref)
+        if state is None:
+            msg = f"the weights dataset {ref} is not on Kaggle: run 'make push-weights' first."
+            raise PublishError(msg)
+        status, version = state.get("status"), state.get("current_version_number")
+        what = f"dataset {ref} version {version}"
+        if status == "ready":
+            print(f"{what} is ready", flush=True)
+            return version
+        if status in DATASET_FAILED:
+            msg = (f"{what} is '{status}' on Kaggle: see the dataset's page, then run "
+                   "'make push-weights' again.")
+            raise PublishError(msg)
+        if time.monotonic() >= deadline:
+            msg = (f"{what} is still '{status}' after {timeout:g} s: rerun 'make push-kernel' "
+                   "later, or wait longer with DATASET_WAIT=SECONDS.")
+            raise PublishError(msg)
+        print(f"{what} is '{status}': checking again in {interval:g} s", flush=True)
+        time.sleep(interval)
 
 
 def version_notes(root: Path) -> str:
@@ -340,8 +451,44 @@ def push_weights(staged: Path, notes: str) -> str:
     return "create"
 
 
-def push_kernel(staged: Path) -> None:
-    _kaggle("kernels", "push", "-p", str(staged))
+def push_kernel(staged: Path, timeout: float = 900, interval: float = 15) -> int | None:
+    """Wait for the weights dataset (:func:`wait_for_dataset`), push, and record the kernel
+    version Kaggle reports in ``staged/pushed.json`` (for :func:`submit`); returns it."""
+    meta = _load_json(staged / KERNEL_METADATA)
+    weights = meta["dataset_sources"][0]
+    dataset_version = wait_for_dataset(weights, timeout, interval)
+    done = _kaggle("kernels", "push", "-p", str(staged))
+    found = re.search(r"Kernel version (\d+) successfully", done.stdout)
+    version = int(found[1]) if found else None
+    _write_json(staged / PUSH_RECORD, {"kernel": meta["id"], "version": version,
+                                       "dataset": weights, "dataset_version": dataset_version})
+    return version
+
+
+def pushed_version(staged: Path, kernel: str) -> int:
+    """The version of ``kernel`` that the last ``push-kernel`` into ``staged`` recorded."""
+    record = staged / PUSH_RECORD
+    try:
+        pushed = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pushed = {}
+    if not isinstance(pushed, dict) or pushed.get("kernel") != kernel or not pushed.get("version"):
+        msg = (f"{record} records no pushed version of {kernel}: run 'make push-kernel' first, or "
+               "pass KERNEL_VERSION=N (the 'Kernel version N' that push printed).")
+        raise PublishError(msg)
+    return int(pushed["version"])
+
+
+def submit(kernel: str, version: int, message: str, file_name: str = SUBMISSION_FILE) -> None:
+    """Submit version ``version`` of ``kernel`` (``owner/slug``) to the competition: Kaggle
+    reruns it on the hidden test set and scores its ``file_name``."""
+    _kaggle("competitions", "submit", COMPETITION, "-k", kernel, "-v", str(version),
+            "-f", file_name, "-m", message)
+
+
+def kernel_status(kernel: str, version: int | None = None) -> None:
+    """Print the state of ``kernel``'s latest run, or of version ``version``."""
+    _kaggle("kernels", "status", f"{kernel}/{version}" if version else kernel)
 
 
 # ---------------------------------------------------------------------------------- command line
@@ -357,7 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     wheels.add_argument("--download", nargs="*", default=[], metavar="PKG",
                         help="also fetch these (pinned as in requirements.txt); empties --out")
     wheels.add_argument("--python", nargs="+", default=["3.10"], help="Kaggle Python versions")
-    for step in ("stage-weights", "push-weights", "stage-kernel", "push-kernel"):
+    for step in ("stage-weights", "push-weights", "stage-kernel", "push-kernel", "submit",
+                 "kernel-status"):
         p = sub.add_parser(step)
         p.add_argument("--owner", help="Kaggle user (default: KAGGLE_USERNAME or kaggle.json)")
         p.add_argument("--dataset", help="weights dataset slug (default: dataset-metadata.json)")
@@ -366,9 +514,22 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--wheelhouse", type=Path, help="default: ROOT/wheelhouse")
             p.add_argument("--out", type=Path, default=Path("build/kaggle-dataset"))
             p.add_argument("--notes", help="version notes (default: kit version + git commit)")
-        else:
-            p.add_argument("--kernel", help="kernel slug (default: kernels/kernel-metadata.json)")
-            p.add_argument("--out", type=Path, default=Path("build/kaggle-kernel"))
+            p.add_argument("--allow-synthetic", action="store_true",
+                           help="publish even without competition-trained model folders")
+            continue
+        p.add_argument("--kernel", help="kernel slug (default: kernels/kernel-metadata.json)")
+        p.add_argument("--out", type=Path, default=Path("build/kaggle-kernel"),
+                       help="staged kernel folder (push-kernel records the version there)")
+        if step == "push-kernel":
+            p.add_argument("--wait-timeout", type=float, default=900, metavar="S",
+                           help="wait this long for the weights dataset to be ready")
+            p.add_argument("--wait-interval", type=float, default=15, metavar="S")
+        if step in ("submit", "kernel-status"):
+            p.add_argument("--kernel-version", type=int, metavar="N",
+                           help="default: " + ("the version push-kernel recorded"
+                                               if step == "submit" else "the latest run"))
+        if step == "submit":
+            p.add_argument("--message", help="default: kit version + git commit + kernel version")
     return parser
 
 
@@ -383,16 +544,28 @@ def main(argv: list[str] | None = None) -> int:
         owner = resolve_owner(args.owner)
         if args.step in ("stage-weights", "push-weights"):
             staged = stage_weights(root, args.out, owner, args.dataset, args.weights,
-                                   args.wheelhouse)
+                                   args.wheelhouse, allow_synthetic=args.allow_synthetic)
             print(f"staged {staged}")
             if args.step == "push-weights":
                 how = push_weights(staged, args.notes or version_notes(root))
                 print(f"weights dataset: {how} done")
-        else:
+        elif args.step in ("stage-kernel", "push-kernel"):
             staged = stage_kernel(root, args.out, owner, args.kernel, args.dataset)
             print(f"staged {staged}")
             if args.step == "push-kernel":
-                push_kernel(staged)
+                version = push_kernel(staged, args.wait_timeout, args.wait_interval)
+                print(f"kernel version {version} pushed: 'make kernel-status' shows its run; "
+                      "once it is complete, 'make submit' submits it")
+        else:
+            kernel = render_kernel_metadata(root, owner, args.kernel, args.dataset)["id"]
+            if args.step == "kernel-status":
+                kernel_status(kernel, args.kernel_version)
+            else:
+                version = args.kernel_version or pushed_version(args.out, kernel)
+                message = args.message or f"{version_notes(root)}, kernel version {version}"
+                submit(kernel, version, message)
+                print(f"submitted {kernel} version {version}: Kaggle reruns it on the hidden test "
+                      "set; the competition's 'Submissions' page shows the score")
     except PublishError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -36,3 +36,19 @@ def make_train_frame(n_studies: int, seed: int = 0, missing: float = 0.01) -> pd
 @pytest.fixture
 def train_frame() -> pd.DataFrame:
     return make_train_frame(60, seed=1)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """``make demo`` at a reduced size (8 + 3 synthetic studies, tiny models): ``(plan, summary)``.
+
+    Every stage runs for real; its ``plan.weights`` is a trained model root (localiser, severity
+    folder, priors) that predict and the Kaggle kernel's dry run use.
+    """
+    from rsna_lumbar.demo import DemoPlan, run_demo
+
+    root = tmp_path_factory.mktemp("demo")
+    plan = DemoPlan(work=root / "work", weights=root / "weights", studies=8, test_studies=3,
+                    folds=2, epochs=2, config="tiny", localizer_steps=4, real_exams=False,
+                    overrides=("train.threads=2",))
+    return plan, run_demo(plan)

@@ -5,6 +5,11 @@ call to ``http://localhost/api/v1/<service>/<method>`` (a JSON POST), and ``HTTP
 that to this server (reference/environment-facts.md §4). Blob uploads come back as
 ``PUT http://localhost/upload/<token>``. Every request is recorded: method, path, headers,
 JSON body, and the bytes of each upload.
+
+State it keeps, as Kaggle would: which datasets exist and their current version numbers (create
+→ 1, each new version + 1), the status each dataset reports (``dataset_states``: served in turn,
+the last one repeated; default ``READY``), each kernel's pushed versions and the status of its
+run (``kernel_states``; default ``COMPLETE``). Code submissions get ref :data:`SUBMISSION_REF`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+SUBMISSION_REF = 4242
 
 
 @dataclass
@@ -35,6 +42,10 @@ class KaggleStub:
     """Start with ``with KaggleStub(existing={"owner/slug"}) as stub:``; then ``stub.env(...)``."""
 
     existing: set = field(default_factory=set)  # datasets that GetDatasetStatus finds
+    dataset_states: dict = field(default_factory=dict)  # ref -> statuses served in turn
+    kernel_states: dict = field(default_factory=dict)  # owner/slug -> run status
+    versions: dict = field(default_factory=dict)  # dataset ref -> current version number
+    kernel_versions: dict = field(default_factory=dict)  # owner/slug -> versions pushed
     requests: list = field(default_factory=list)
     blob_names: dict = field(default_factory=dict)  # token -> file name announced
     uploads: dict = field(default_factory=dict)  # token -> bytes received
@@ -99,20 +110,36 @@ class KaggleStub:
             token = f"tok{len(self.blob_names) + 1}"
             self.blob_names[token] = body["name"]
             return 200, {"token": token, "createUrl": f"http://localhost/upload/{token}"}
-        if rpc == "GetDatasetStatus":
+        if rpc in ("GetDatasetStatus", "GetDataset"):
             ref = f"{body.get('ownerSlug')}/{body.get('datasetSlug')}"
-            if ref in self.existing:
-                return 200, {"status": "READY"}
-            return 404, {"code": 404, "message": f"Dataset {ref} not found"}
+            if ref not in self.existing:
+                return 404, {"code": 404, "message": f"Dataset {ref} not found"}
+            if rpc == "GetDataset":
+                return 200, {"ref": ref, "currentVersionNumber": self.versions.get(ref, 1)}
+            states = self.dataset_states.get(ref) or ["READY"]
+            return 200, {"status": states.pop(0) if len(states) > 1 else states[0]}
         if rpc in ("CreateDataset", "CreateDatasetVersion"):
             slug = body.get("slug") or body.get("datasetSlug")
             ref = f"{body.get('ownerSlug')}/{slug}"
+            known = ref in self.existing and rpc == "CreateDatasetVersion"
             self.existing.add(ref)
+            self.versions[ref] = self.versions.get(ref, 1) + 1 if known else 1
             return 200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}",
                          "status": "ok", "error": ""}
         if rpc == "SaveKernel":
-            url = f"https://www.kaggle.com/code/{body.get('slug')}"
-            return 200, {"ref": body.get("slug"), "url": url, "versionNumber": 1, "error": ""}
+            ref = body.get("slug")
+            self.kernel_versions[ref] = version = self.kernel_versions.get(ref, 0) + 1
+            url = f"https://www.kaggle.com/code/{ref}"
+            return 200, {"ref": ref, "url": url, "versionNumber": version, "error": ""}
+        if rpc == "GetKernelSessionStatus":
+            status = self.kernel_states.get(f"{body.get('userName')}/{body.get('kernelSlug')}",
+                                            "COMPLETE")
+            failure = {"failureMessage": "stub: the run failed"} if status == "ERROR" else {}
+            return 200, {"status": status, **failure}
+        if rpc == "CreateCodeSubmission":
+            return 200, {"message": "Successfully submitted", "ref": SUBMISSION_REF}
+        if rpc == "GetSubmissionLimits":
+            return 200, {"numToday": 1, "numTotal": 1, "numAllowedNow": 4}
         return 501, {"code": 501, "message": f"stub does not know {req.path}"}
 
     def calls(self, rpc: str) -> list[Request]:

@@ -1,4 +1,5 @@
-"""The main job end to end at a reduced size: what ``make demo`` runs, on 8 + 3 studies.
+"""The main job end to end at a reduced size: what ``make demo`` runs, on 8 + 3 studies
+(the session fixture ``demo`` of conftest.py, shared with the Kaggle kernel's dry run).
 
 Every stage runs for real (synth → index → folds → localiser → crops → k-fold training →
 report → predict → validate → score); only the sizes are small. Then the user's next command,
@@ -12,22 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from rsna_lumbar.cli import main as cli_main
-from rsna_lumbar.demo import STAGES, DemoPlan, run_demo
+from rsna_lumbar.demo import STAGES, run_demo
 from rsna_lumbar.inference.predict import summary_path
 from rsna_lumbar.priors import load_priors
 from rsna_lumbar.submission import validate_submission
 from rsna_lumbar.tables import split_study_ids
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    plan = DemoPlan(work=root / "work", weights=root / "weights", studies=8, test_studies=3,
-                    folds=2, epochs=2, config="tiny", localizer_steps=4, real_exams=False,
-                    overrides=("train.threads=2",))
-    return plan, run_demo(plan)
 
 
 def test_demo_runs_every_stage_and_writes_a_complete_submission(demo, capsys):
@@ -55,6 +48,10 @@ def test_demo_leaves_weights_that_predict_reuses(demo, tmp_path):
     model_dir = weights / "severity_tiny"
     assert (model_dir / "model.json").is_file()
     assert (model_dir / "report" / "confusion_matrices.png").stat().st_size > 1000
+    for folder in (model_dir, weights / "localizer"):  # what trained them is recorded
+        made = json.loads((folder / "provenance.json").read_text())
+        assert made["data_kind"] == "synthetic"
+        assert made["data_folder"] == str((plan.work / "data").resolve())
     out = tmp_path / "sub.csv"
     code = cli_main(["predict", "--data", str(plan.work / "data"), "--split", "test",
                      "--out", str(out), "--models", str(weights), "--work", str(tmp_path / "w")])
@@ -166,3 +163,22 @@ def test_demo_refuses_a_work_folder_of_another_synthetic_set(demo):
     with pytest.raises(ValueError, match="fresh --work"):
         run_demo(dataclasses.replace(plan, studies=plan.studies + 1))
     assert manifest.read_bytes() == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where CUDA calls fail")
+def test_members_that_fail_on_the_gpu_run_on_the_cpu(demo, tmp_path, monkeypatch):
+    """A GPU that passes the smoke test but fails the models (out of memory, a missing kernel):
+    each member is retried on the CPU before it could be dropped. Here the device choice is
+    forced to CUDA; on this machine every CUDA call then fails for real (no driver)."""
+    from rsna_lumbar.models import device as device_module
+
+    plan, summary = demo
+    forced = device_module.DeviceChoice(torch.device("cuda"), "forced by the test")
+    monkeypatch.setattr(device_module, "choose_device", lambda requested: forced)
+    out = tmp_path / "sub.csv"
+    run = _predict(plan, plan.weights, out, tmp_path / "w")
+    (member,) = run.members
+    assert member.status == "used" and member.device == "cpu"
+    assert member.reason.startswith("on the CPU after: ")
+    pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(summary["submission"]),
+                                  atol=1e-5, check_exact=False)

@@ -1,37 +1,31 @@
-"""The Kaggle inference kernel, run locally: the kit's wheel, an offline install, a dry run.
+"""The Kaggle inference kernel, run locally: the kit's wheel, an offline install, dry runs.
 
-The dry run executes kernels/rsna_lumbar_inference.py unchanged against a fake /kaggle tree
-(RSNA_KAGGLE_ROOT) in a throwaway venv: it must install the kit from the staged weights dataset
-with pip --no-index and write a complete submission, with no network (proxies point nowhere).
+Each dry run executes kernels/rsna_lumbar_inference.py unchanged against a fake /kaggle tree
+(RSNA_KAGGLE_ROOT) in a throwaway venv with no network (proxies point nowhere, pip has no
+index): it installs the kit from the staged weights dataset and runs predict. The weights are
+the reduced demo's (conftest ``demo``): a real localiser and severity model folder.
+
+What must never happen is a silent run: outside Kaggle's scoring rerun a run that is not worth
+submitting (no weights, corrupt weights) exits non-zero; in the scoring rerun
+(KAGGLE_IS_COMPETITION_RERUN set) the same runs exit 0 with every row written. A GPU the models
+cannot use and a codec with no wheel for this Python are survived and said.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
+import shutil
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
 import pytest
+from kaggle_dry_run import (KERNEL, REPO, offline_env, run_kernel, run_summary, stage_kaggle,
+                            submission_rows)
 
 from rsna_lumbar import kaggle_publish as kp
-from rsna_lumbar.vocabulary import study_row_ids
-
-REPO = Path(__file__).resolve().parents[1]
-KERNEL = REPO / "kernels" / "rsna_lumbar_inference.py"
-HEADER = ["row_id", "normal_mild", "moderate", "severe"]
-
-
-def _offline_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k.upper() not in ("PYTHONPATH", "NO_PROXY", "PIP_FIND_LINKS", "PIP_INDEX_URL")}
-    dead = "http://127.0.0.1:9"  # nothing listens: any network use fails fast
-    env.update(HTTP_PROXY=dead, HTTPS_PROXY=dead, http_proxy=dead, https_proxy=dead,
-               PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", **extra)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +34,7 @@ def wheelhouse(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheelhouse")
     done = subprocess.run([sys.executable, "-m", "rsna_lumbar.kaggle_publish", "--root", str(REPO),
                            "wheels", "--out", str(out)], capture_output=True, text=True,
-                          env=_offline_env(), cwd=out)
+                          env=offline_env(), cwd=out)
     assert done.returncode == 0, done.stdout + done.stderr
     return out
 
@@ -66,76 +60,125 @@ def test_wheelhouse_holds_the_kit_wheel_and_its_requirements(wheelhouse):
     assert (wheelhouse / kp.REQUIREMENTS_FILE).read_text().split() == ["rsna-lumbar==0.1.0"]
 
 
-def _fake_competition(folder: Path) -> list[int]:
-    """A test split for the kernel: ``rsna-lumbar synth`` when it exists, else a bare CSV."""
-    from rsna_lumbar.cli import COMMANDS
+@pytest.fixture(scope="module")
+def kernel_study_ids(demo) -> list[int]:
+    from rsna_lumbar.tables import split_study_ids
 
-    if "synth" in COMMANDS:
-        subprocess.run([sys.executable, "-m", "rsna_lumbar", "synth", "--out", str(folder),
-                        "--studies", "2", "--seed", "0"], check=True, env=_offline_env(), cwd=REPO)
-    else:  # two studies, empty image folders: predict must still write every row (priors)
-        rows = [(4001, 11, "Sagittal T1"), (4001, 12, "Axial T2"), (4002, 21, "Sagittal T2/STIR")]
-        for study, series, _ in rows:
-            (folder / "test_images" / str(study) / str(series)).mkdir(parents=True)
-        with open(folder / "test_series_descriptions.csv", "w", newline="") as f:
-            csv.writer(f).writerows([("study_id", "series_id", "series_description"), *rows])
-    with open(folder / "test_series_descriptions.csv", newline="") as f:
-        return sorted({int(r["study_id"]) for r in csv.DictReader(f)})
+    plan, _ = demo
+    return split_study_ids(plan.work / "data", "test")
 
 
 @pytest.fixture(scope="module")
-def dry_run(tmp_path_factory, wheelhouse, venv):
-    """Stage the weights dataset as push-weights would, lay out /kaggle, run the kernel."""
+def dry_run(tmp_path_factory, wheelhouse, venv, demo):
+    """The kernel on trained weights; the wheelhouse also lists a codec with no wheel here."""
+    plan, _ = demo
     root = tmp_path_factory.mktemp("kaggle")
-    dataset = kp.stage_weights(REPO, root / "input" / "rsna-lumbar-weights", "fakeuser",
-                               wheelhouse=wheelhouse)
-    (dataset / kp.DATASET_METADATA).unlink()  # Kaggle does not mount the metadata file
-    studies = _fake_competition(root / "input" / kp.COMPETITION)
-    (root / "working").mkdir()
-    done = subprocess.run([str(venv / "bin" / "python"), str(KERNEL)], capture_output=True,
-                          text=True, cwd=root / "working", timeout=300,
-                          env=_offline_env(RSNA_KAGGLE_ROOT=str(root)))
-    return root, studies, done
+    dataset = stage_kaggle(root, wheelhouse, plan.weights, plan.work / "data")
+    (dataset / "wheels" / "kaggle-optional.txt").write_text("pylibjpeg-libjpeg==2.4.0\n")
+    return root, run_kernel(venv / "bin" / "python", root)
 
 
-def test_dry_run_writes_a_complete_submission(dry_run):
-    root, studies, done = dry_run
+def test_dry_run_writes_a_complete_submission_from_the_models(dry_run, kernel_study_ids, demo):
+    root, done = dry_run
     assert done.returncode == 0, done.stdout + done.stderr
+    submission_rows(root, kernel_study_ids)
     sub = root / "working" / "submission.csv"
-    with open(sub, newline="") as f:
-        rows = list(csv.reader(f))
-    assert rows[0] == HEADER
-    expected = sorted(r for s in studies for r in study_row_ids(s))
-    assert sorted(r[0] for r in rows[1:]) == expected
-    assert len(rows) - 1 == 25 * len(studies)
-    for r in rows[1:]:
-        assert abs(sum(map(float, r[1:])) - 1) < 1e-5
-    assert f"wrote {sub}: {25 * len(studies)} rows" in done.stdout
+    assert f"wrote {sub}: {25 * len(kernel_study_ids)} rows; predict exit status 0" in done.stdout
     assert "--no-index" in done.stdout  # installed offline, from the attached wheels
+    assert "kit imports: ok" in done.stdout
+    summary = run_summary(root)
+    assert summary["problems"] == [] and summary["coverage"] >= 0.7
+    assert [m["status"] for m in summary["members"]] == ["used"]
+    plan, demo_summary = demo  # the kernel predicts what the demo's own predict did
+    with open(demo_summary["submission"], newline="") as f:
+        expected = {r[0]: [float(x) for x in r[1:]] for r in list(csv.reader(f))[1:]}
+    for row in submission_rows(root, kernel_study_ids):
+        assert [float(x) for x in row[1:]] == pytest.approx(expected[row[0]], abs=1e-5)
+    assert not list((root / "working").glob("*/")), "scratch must not land in the output folder"
+
+
+def test_a_codec_without_a_wheel_for_this_python_is_skipped_and_said(dry_run):
+    _, done = dry_run
+    assert "warning: pylibjpeg-libjpeg==2.4.0 has no wheel for this Python" in done.stdout
 
 
 def test_dry_run_installed_the_wheel_into_the_kernel_env(dry_run, venv):
     done = subprocess.run([str(venv / "bin" / "python"), "-c",
                            "import rsna_lumbar; print(rsna_lumbar.__file__)"],
-                          capture_output=True, text=True, cwd=venv, env=_offline_env())
+                          capture_output=True, text=True, cwd=venv, env=offline_env())
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()).is_relative_to(venv), done.stdout
     script = subprocess.run([str(venv / "bin" / "rsna-lumbar"), "--version"],
-                            capture_output=True, text=True, cwd=venv, env=_offline_env())
+                            capture_output=True, text=True, cwd=venv, env=offline_env())
     assert script.returncode == 0 and script.stdout.strip() == "rsna-lumbar 0.1.0", script
+
+
+def _weights_without_models(demo, folder: Path, corrupt: bool) -> Path:
+    """The demo's priors only (corrupt=False), or its folders with every tensor file broken."""
+    plan, _ = demo
+    if corrupt:
+        shutil.copytree(plan.weights, folder)
+        for tensor in folder.rglob("*.safetensors"):
+            tensor.write_bytes(b"not a tensor file")
+    else:
+        folder.mkdir()
+        shutil.copy(plan.weights / "priors.json", folder)
+    return folder
+
+
+@pytest.mark.parametrize("corrupt", [False, True], ids=["empty-weights", "corrupt-weights"])
+def test_weights_that_cannot_predict_fail_loudly_except_in_the_scoring_rerun(
+        tmp_path, wheelhouse, venv, demo, kernel_study_ids, corrupt):
+    plan, _ = demo
+    weights = _weights_without_models(demo, tmp_path / "weights", corrupt)
+    for rerun in (False, True):
+        root = tmp_path / f"kaggle-rerun-{rerun}"
+        stage_kaggle(root, wheelhouse, weights, plan.work / "data")
+        done = run_kernel(venv / "bin" / "python", root, rerun=rerun)
+        submission_rows(root, kernel_study_ids)  # every row, in both cases
+        summary = run_summary(root)
+        assert summary["coverage"] == 0 and summary["problems"]
+        if rerun:
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "scoring rerun: True" in done.stdout
+        else:
+            assert done.returncode != 0, done.stdout + done.stderr
+            assert "not fit to submit" in done.stderr
+            assert "predict exit status 3" in done.stderr
+
+
+def test_a_gpu_the_models_cannot_use_is_seen_and_the_cpu_predicts(tmp_path, wheelhouse, venv,
+                                                                  demo, kernel_study_ids):
+    """torch reports a GPU (as Kaggle's cu128 torch does on a P100) but every CUDA call fails
+    (this machine has no driver): the smoke test catches it and the CPU does the work."""
+    plan, _ = demo
+    root = tmp_path / "kaggle"
+    stage_kaggle(root, wheelhouse, plan.weights, plan.work / "data")
+    fake = tmp_path / "fake-gpu"
+    fake.mkdir()
+    (fake / "sitecustomize.py").write_text(
+        "import torch\ntorch.cuda.is_available = lambda: True\n")
+    done = run_kernel(venv / "bin" / "python", root, PYTHONPATH=str(fake))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "fails the CUDA smoke test" in done.stderr
+    summary = run_summary(root)
+    assert summary["device"]["device"] == "cpu"
+    assert summary["device"]["note"].startswith("GPU unusable, CUDA smoke test failed")
+    assert summary["problems"] == []
+    submission_rows(root, kernel_study_ids)
 
 
 def test_kernel_without_the_weights_dataset_says_what_to_attach(tmp_path, venv):
     (tmp_path / "input" / kp.COMPETITION).mkdir(parents=True)
     done = subprocess.run([str(venv / "bin" / "python"), str(KERNEL)], capture_output=True,
-                          text=True, cwd=tmp_path, env=_offline_env(RSNA_KAGGLE_ROOT=str(tmp_path)))
+                          text=True, cwd=tmp_path, env=offline_env(RSNA_KAGGLE_ROOT=str(tmp_path)))
     assert done.returncode != 0
     assert "wheels/kaggle-requirements.txt" in done.stderr and "kernels/README.md" in done.stderr
 
 
 def test_kernel_script_is_a_thin_shim():
     text = KERNEL.read_text()
-    assert len(text.splitlines()) <= 50
-    assert "/kaggle" in text and "RSNA_KAGGLE_ROOT" in text
+    assert len(text.splitlines()) <= 65
+    assert "/kaggle" in text and "RSNA_KAGGLE_ROOT" in text and "KAGGLE_IS_COMPETITION_RERUN" in text
     meta = json.loads((REPO / "kernels" / kp.KERNEL_METADATA).read_text())
     assert meta["code_file"] == KERNEL.name

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from kaggle_stub import KaggleStub
+from kaggle_stub import SUBMISSION_REF, KaggleStub
 from rsna_lumbar import kaggle_publish as kp
+from rsna_lumbar.provenance import read_provenance, write_provenance
 
 REPO = Path(__file__).resolve().parents[1]
 KAGGLE = str(Path(sys.executable).parent / "kaggle")
@@ -65,12 +66,40 @@ def _tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+def _weights(folder: Path, kind: str = "competition", provenance: bool = True) -> Path:
+    """A weights/ folder: a severity model folder, a localiser, priors.json; each model folder
+    with the provenance of a (tiny) competition folder, synthetic when ``kind`` says so."""
+    data = folder.parent / f"data-{kind}"
+    (data / "train_images" / "1" / "2").mkdir(parents=True, exist_ok=True)
+    (data / "train_images" / "1" / "2" / "1.dcm").write_bytes(b"dicm")
+    (data / "train.csv").write_text("study_id\n1\n")
+    if kind == "synthetic":
+        (data / "truth").mkdir(exist_ok=True)
+        (data / "truth" / "manifest.json").write_text("{}")
+    for name, marker in (("severity_default", "model.json"), ("localizer", "config.json")):
+        (folder / name).mkdir(parents=True)
+        (folder / name / marker).write_text("{}\n")
+        if provenance:
+            write_provenance(folder / name, data, recipe=f"test {name}")
+    (folder / "priors.json").write_text("{}\n")
+    return folder
+
+
+def _wheelhouse(folder: Path) -> Path:
+    """What 'make wheels' leaves, without building: the requirements file and a kit wheel."""
+    folder.mkdir()
+    (folder / "rsna_lumbar-0.1.0-py3-none-any.whl").write_bytes(b"")
+    kp.write_requirements(folder)
+    return folder
+
+
 def test_push_weights_creates_then_versions_the_dataset(tmp_path):
     wheelhouse = tmp_path / "wheelhouse"
     staged = tmp_path / "build" / "kaggle-dataset"
+    weights = _weights(tmp_path / "weights")
     with KaggleStub() as stub:
         first = _make("push-weights", stub, tmp_path, f"WHEELHOUSE={wheelhouse}",
-                      "WEIGHTS_DATASET=my-lumbar-weights")
+                      "WEIGHTS_DATASET=my-lumbar-weights", f"WEIGHTS_DIR={weights}")
         assert first.returncode == 0, first.stdout + first.stderr
         _assert_no_secret(first, staged)
         _assert_authenticated(stub)
@@ -90,12 +119,19 @@ def test_push_weights_creates_then_versions_the_dataset(tmp_path):
         for name in ("weights", "wheels"):
             assert _zip_members(uploaded[f"{name}.zip"]) == _tree(staged / name)
         assert "rsna_lumbar-0.1.0-py3-none-any.whl" in _tree(staged / "wheels")
-        assert _tree(staged / "weights") == _tree(REPO / "weights")
+        published = _tree(staged / "weights")
+        manifest = json.loads(published.pop(kp.WEIGHTS_MANIFEST))
+        assert published == _tree(weights)
+        assert manifest["allow_synthetic"] is False
+        assert manifest["models"] == {name: read_provenance(weights / name)
+                                      for name in ("localizer", "severity_default")}
+        assert manifest["models"]["localizer"]["data_kind"] == "competition"
 
         # second time: it exists, so a new version carries the files
         stub.requests.clear(), stub.blob_names.clear(), stub.uploads.clear()
         second = _make("push-weights", stub, tmp_path, f"WHEELHOUSE={wheelhouse}",
-                       "WEIGHTS_DATASET=my-lumbar-weights", "-o", "kit-wheel")  # wheel is built
+                       "WEIGHTS_DATASET=my-lumbar-weights", f"WEIGHTS_DIR={weights}",
+                       "-o", "kit-wheel")  # wheel is built
         assert second.returncode == 0, second.stdout + second.stderr
         _assert_no_secret(second, staged)
         assert not stub.calls("CreateDataset")
@@ -108,24 +144,139 @@ def test_push_weights_creates_then_versions_the_dataset(tmp_path):
         assert "version done" in second.stdout
 
 
-def test_push_kernel_sends_slug_sources_gpu_on_internet_off(tmp_path):
+@pytest.mark.parametrize("case", ["empty", "synthetic", "unrecorded"])
+def test_stage_weights_refuses_what_would_score_like_noise(tmp_path, case):
+    wheelhouse = _wheelhouse(tmp_path / "wheelhouse")
+    if case == "empty":
+        weights, match = REPO / "weights", "holds no model folder"
+    else:
+        weights = _weights(tmp_path / "weights", "synthetic", provenance=case == "synthetic")
+        match = "trained on synthetic data" if case == "synthetic" else "no provenance.json"
+    with pytest.raises(kp.PublishError, match=match) as refused:
+        kp.stage_weights(REPO, tmp_path / "out", USER, weights=weights, wheelhouse=wheelhouse)
+    assert "ALLOW_SYNTHETIC=1" in str(refused.value)
+    if case != "empty":
+        named = ("  localizer: ", "  severity_default: ")
+        assert all(name in str(refused.value) for name in named)
+        assert "scores like noise" in str(refused.value)
+    assert not (tmp_path / "out").exists()
+    staged = kp.stage_weights(REPO, tmp_path / "out", USER, weights=weights,
+                              wheelhouse=wheelhouse, allow_synthetic=True)
+    manifest = json.loads((staged / "weights" / kp.WEIGHTS_MANIFEST).read_text())
+    assert manifest["allow_synthetic"] is True
+    kinds = {name: record and record["data_kind"] for name, record in manifest["models"].items()}
+    assert kinds == {"empty": {}, "synthetic": {"localizer": "synthetic",
+                                                "severity_default": "synthetic"},
+                     "unrecorded": {"localizer": None, "severity_default": None}}[case]
+
+
+def test_push_weights_refuses_synthetic_models_unless_allowed(tmp_path):
+    wheelhouse = _wheelhouse(tmp_path / "wheelhouse")
+    weights = _weights(tmp_path / "weights", "synthetic")
+    args = (f"WHEELHOUSE={wheelhouse}", f"WEIGHTS_DIR={weights}", "-o", "kit-wheel")
     with KaggleStub() as stub:
-        done = _make("push-kernel", stub, tmp_path, f"KAGGLE_USER={USER}",
-                     "KERNEL_SLUG=my-lumbar-kernel", "WEIGHTS_DATASET=my-lumbar-weights")
+        refused = _make("push-weights", stub, tmp_path, *args)
+        assert refused.returncode != 0
+        assert not stub.requests  # refused before any upload
+        assert "severity_default: trained on synthetic data" in refused.stderr
+        assert "ALLOW_SYNTHETIC=1" in refused.stderr
+        allowed = _make("push-weights", stub, tmp_path, *args, "ALLOW_SYNTHETIC=1")
+        assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+        assert "warning (ALLOW_SYNTHETIC)" in allowed.stderr
+        assert len(stub.calls("CreateDataset")) == 1
+
+
+def test_push_kernel_waits_for_the_dataset_then_submit_and_status(tmp_path):
+    """The full cycle after push-weights: push-kernel (once the dataset version is ready),
+    kernel-status, submit the version it pushed (or KERNEL_VERSION)."""
+    dataset, kernel = f"{USER}/my-lumbar-weights", f"{USER}/my-lumbar-kernel"
+    args = (f"KAGGLE_USER={USER}", "KERNEL_SLUG=my-lumbar-kernel",
+            "WEIGHTS_DATASET=my-lumbar-weights", "DATASET_POLL=0")
+    states = {dataset: ["BLOBS_RECEIVED", "READY"]}
+    with KaggleStub(existing={dataset}, dataset_states=states, versions={dataset: 3}) as stub:
+        done = _make("push-kernel", stub, tmp_path, *args)
         assert done.returncode == 0, done.stdout + done.stderr
         _assert_no_secret(done, tmp_path / "build")
         _assert_authenticated(stub)
-    (save,) = stub.calls("SaveKernel")
-    body = save.json
-    assert body["slug"] == f"{USER}/my-lumbar-kernel"
-    assert body["datasetDataSources"] == [f"{USER}/my-lumbar-weights"]
-    assert body["competitionDataSources"] == [kp.COMPETITION]
-    assert body["enableGpu"] is True and body["enableInternet"] is False
-    assert body["isPrivate"] is True
-    assert (body["language"], body["kernelType"]) == ("python", "script")
-    assert body["text"] == (REPO / "kernels" / "rsna_lumbar_inference.py").read_text()
-    assert "does not resolve" not in done.stdout  # the title matches the slug
-    assert "successfully pushed" in done.stdout
+        rpcs = [r.rpc for r in stub.requests if r.rpc != "GetDataset"]
+        assert rpcs == ["GetDatasetStatus", "GetDatasetStatus", "SaveKernel"]
+        assert all(r.json == {"ownerSlug": USER, "datasetSlug": "my-lumbar-weights"}
+                   for r in stub.calls("GetDatasetStatus"))
+        assert f"dataset {dataset} version 3 is 'blobs_received'" in done.stdout
+        assert f"dataset {dataset} version 3 is ready" in done.stdout
+        (save,) = stub.calls("SaveKernel")
+        body = save.json
+        assert body["slug"] == kernel
+        assert body["datasetDataSources"] == [dataset]
+        assert body["competitionDataSources"] == [kp.COMPETITION]
+        assert body["enableGpu"] is True and body["enableInternet"] is False
+        assert body["machineShape"] == "NvidiaTeslaT4"
+        assert body["dockerImagePinningType"] == "original"
+        assert body["isPrivate"] is True
+        assert (body["language"], body["kernelType"]) == ("python", "script")
+        assert body["text"] == (REPO / "kernels" / "rsna_lumbar_inference.py").read_text()
+        assert "does not resolve" not in done.stdout  # the title matches the slug
+        assert "successfully pushed" in done.stdout
+        record = json.loads((tmp_path / "build" / "kaggle-kernel" / kp.PUSH_RECORD).read_text())
+        assert record == {"kernel": kernel, "version": 1, "dataset": dataset,
+                          "dataset_version": 3}
+
+        stub.requests.clear()
+        status = _make("kernel-status", stub, tmp_path, *args)
+        assert status.returncode == 0, status.stdout + status.stderr
+        (asked,) = stub.calls("GetKernelSessionStatus")
+        assert asked.json == {"userName": USER, "kernelSlug": "my-lumbar-kernel"}
+        assert f"{kernel} has status" in status.stdout and "COMPLETE" in status.stdout
+
+        submitted = _make("submit", stub, tmp_path, *args)
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        _assert_no_secret(submitted, tmp_path / "build")
+        (sub,) = stub.calls("CreateCodeSubmission")
+        assert sub.json["competitionName"] == kp.COMPETITION
+        assert (sub.json["kernelOwner"], sub.json["kernelSlug"]) == (USER, "my-lumbar-kernel")
+        assert sub.json["kernelVersion"] == 1 and sub.json["fileName"] == "submission.csv"
+        assert sub.json["submissionDescription"].startswith("rsna-lumbar 0.1.0")
+        assert sub.json["submissionDescription"].endswith("kernel version 1")
+        assert f"Submission ref: {SUBMISSION_REF}" in submitted.stdout
+
+        # a second push is version 2, and submit follows it; KERNEL_VERSION picks another
+        assert _make("push-kernel", stub, tmp_path, *args).returncode == 0
+        stub.requests.clear()
+        assert _make("submit", stub, tmp_path, *args).returncode == 0
+        chosen = _make("submit", stub, tmp_path, *args, "KERNEL_VERSION=1",
+                       "SUBMIT_MESSAGE=first try")
+        assert chosen.returncode == 0, chosen.stdout + chosen.stderr
+        assert [(r.json["kernelVersion"], r.json["submissionDescription"][-16:])
+                for r in stub.calls("CreateCodeSubmission")] == [
+            (2, "kernel version 2"), (1, "first try")]
+
+        stub.kernel_states[kernel] = "ERROR"
+        stub.requests.clear()
+        failed = _make("kernel-status", stub, tmp_path, *args, "KERNEL_VERSION=2")
+        assert failed.returncode == 0, failed.stdout + failed.stderr
+        (asked,) = stub.calls("GetKernelSessionStatus")
+        assert asked.json["versionLabel"] == "v2"
+        assert "ERROR" in failed.stdout and "stub: the run failed" in failed.stdout
+
+
+@pytest.mark.parametrize("state", ["missing", "FAILED", "BLOBS_RECEIVED"])
+def test_push_kernel_does_not_push_before_the_dataset_is_ready(tmp_path, state):
+    dataset = f"{USER}/rsna-lumbar-weights"
+    existing = set() if state == "missing" else {dataset}
+    with KaggleStub(existing=existing, dataset_states={dataset: [state]}) as stub:
+        done = _make("push-kernel", stub, tmp_path, "DATASET_WAIT=0")
+    assert done.returncode != 0
+    assert not stub.calls("SaveKernel")
+    expected = {"missing": "run 'make push-weights' first", "FAILED": "is 'failed' on Kaggle",
+                "BLOBS_RECEIVED": "still 'blobs_received' after 0 s"}[state]
+    assert expected in done.stderr, done.stderr
+
+
+def test_submit_without_a_pushed_version_says_what_to_do(tmp_path):
+    with KaggleStub() as stub:
+        done = _make("submit", stub, tmp_path)
+    assert done.returncode != 0 and not stub.requests
+    assert "make push-kernel' first, or pass KERNEL_VERSION=N" in done.stderr
 
 
 def test_push_kernel_fails_when_kaggle_reports_an_error(tmp_path):
@@ -135,10 +286,11 @@ def test_push_kernel_fails_when_kaggle_reports_an_error(tmp_path):
                 return 200, {"error": "Notebook not found or no access", "versionNumber": 0}
             return super().answer(req)
 
-    with Refusing() as stub:
+    with Refusing(existing={f"{USER}/rsna-lumbar-weights"}) as stub:
         done = _make("push-kernel", stub, tmp_path)
     assert done.returncode != 0
     assert "Kernel push error" in done.stdout and "failed" in done.stderr
+    assert not (tmp_path / "build" / "kaggle-kernel" / kp.PUSH_RECORD).exists()
 
 
 @pytest.mark.parametrize("command", ["kernels", "datasets"])
@@ -161,6 +313,10 @@ def test_committed_templates_pass_the_cli_validation(tmp_path, command):
     assert len(sent) == 1 and "error" not in done.stdout.lower()
     assert "does not resolve" not in done.stdout  # title and slug agree
     assert kp.PLACEHOLDER_OWNER in json.dumps(sent[0].json)
+    if command == "kernels":  # the accelerator and the image pinning reach Kaggle
+        assert sent[0].json["machineShape"] == "NvidiaTeslaT4"
+        assert sent[0].json["dockerImagePinningType"] == "original"
+        assert "retired" not in done.stderr
 
 
 def test_templates_hold_no_real_owner_and_agree_on_the_weights_dataset():
@@ -170,6 +326,9 @@ def test_templates_hold_no_real_owner_and_agree_on_the_weights_dataset():
     assert kernel["dataset_sources"] == [dataset["id"]]
     assert kernel["competition_sources"] == [kp.COMPETITION]
     assert kernel["enable_gpu"] is True and kernel["enable_internet"] is False
+    rendered = kp.render_kernel_metadata(REPO, USER, "my-kernel", "my-weights")
+    assert rendered["machine_shape"] == kernel["machine_shape"] == "NvidiaTeslaT4"
+    assert rendered["docker_image_pinning_type"] == "original"
 
 
 def test_owner_comes_from_flag_env_or_kaggle_json(tmp_path, monkeypatch):

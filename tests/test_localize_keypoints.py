@@ -5,6 +5,7 @@ points and the level criterion. No training here (see test_localize_real.py)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
@@ -206,6 +207,7 @@ def test_seeds_train_several_models_per_fold_and_average_them(tmp_path):
               real=False, workers=1)  # fmt: skip
     config, models = load_models(folder)
     assert config["models_per_fold"] == 2
+    assert json.loads((folder / "provenance.json").read_text())["data_kind"] == "synthetic"
     assert config["files"]["sag_t2"] == [f"sag_t2_fold{f}_seed{s}.safetensors" for f in (0, 1) for s in (0, 1)]
     pair = fold_members(config, models["sag_t2"], 1)
     assert len(pair) == 2 and pair[0] is models["sag_t2"][2]

@@ -1,18 +1,29 @@
-"""The official metric: hand-computed cases, sklearn agreement, an independent re-implementation
-of Kaggle's step-by-step ``score`` (competition-facts §1.2), and the training-loss equivalence."""
+"""The official metric: hand-computed cases, sklearn agreement, an independent literal transcription
+of Kaggle's step-by-step ``score`` with scikit-learn 1.2.2's ``log_loss`` (competition-facts §1),
+completeness and ``subset``, the CLI, and the training-loss equivalence."""
 
+import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.special import xlogy
 from sklearn.metrics import log_loss
 
 from conftest import make_train_frame
-from rsna_lumbar.metric import any_severe_log_loss, score_submission, weighted_log_loss
+from rsna_lumbar.cli import main
+from rsna_lumbar.metric import (
+    IncompleteSubmissionError,
+    any_severe_log_loss,
+    score_submission,
+    weighted_log_loss,
+)
 from rsna_lumbar.tables import labels_long
 from rsna_lumbar.vocabulary import TARGET_COLUMNS, study_row_ids
+
+LEVELS = ["normal_mild", "moderate", "severe"]
 
 
 def random_submission(row_ids, seed):
@@ -21,36 +32,112 @@ def random_submission(row_ids, seed):
     return pd.DataFrame({"row_id": row_ids, "normal_mild": p[:, 0], "moderate": p[:, 1], "severe": p[:, 2]})
 
 
-def kaggle_reference(train: pd.DataFrame, submission: pd.DataFrame) -> dict:
-    """Kaggle's score as described step by step, built on sklearn.log_loss (not our code)."""
+def all_rows(train):
+    return [r for s in train["study_id"] for r in study_row_ids(s)]
+
+
+# --- The reference, written here from competition-facts §1; nothing shared with rsna_lumbar.metric.
+
+
+def sklearn_122_log_loss(y_true, y_pred, sample_weight):
+    """scikit-learn 1.2.2's ``log_loss`` (eps='auto', normalize=True), step by step. ``y_true`` is
+    one-hot (n, k) or binary (n,); a binary y_true with one label is scored over labels [0, 1]
+    (1.2.2 raises there; the kit documents scoring it instead)."""
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    eps = np.finfo(y_pred.dtype).eps
+    y_pred = np.clip(y_pred, eps, 1 - eps)
+    if y_pred.ndim == 1:
+        y_pred = y_pred[:, np.newaxis]
+    if y_pred.shape[1] == 1:
+        y_pred = np.append(1 - y_pred, y_pred, axis=1)
+    transformed = np.asarray(y_true, dtype=np.float64)
+    if transformed.ndim == 1:
+        transformed = transformed[:, np.newaxis]
+        transformed = np.append(1 - transformed, transformed, axis=1)
+    y_pred_sum = y_pred.sum(axis=1)
+    y_pred = y_pred / y_pred_sum[:, np.newaxis]
+    loss = -xlogy(transformed, y_pred).sum(axis=1)
+    return np.average(loss, weights=sample_weight)
+
+
+def kaggle_score(solution, submission, row_id_column_name, any_severe_scalar):
+    """Kaggle's ``score`` as described in competition-facts §1.2; returns the four terms too."""
+    solution, submission = solution.copy(), submission.copy()
+    for column in LEVELS:
+        if not pd.api.types.is_numeric_dtype(submission[column]):
+            raise ValueError(f"Submission column {column} must be a number")
+    if not np.isfinite(submission[LEVELS].values).all():
+        raise ValueError("All submission values must be finite")
+    if solution[LEVELS].min().min() < 0 or submission[LEVELS].min().min() < 0:
+        raise ValueError("All labels and predictions must be at least zero")
+    row_ids = solution[row_id_column_name]
+    solution["study_id"] = row_ids.apply(lambda x: x.split("_")[0])
+    solution["location"] = row_ids.apply(lambda x: "_".join(x.split("_")[1:]))
+    solution["condition"] = row_ids.apply(
+        lambda x: [c for c in ("spinal", "foraminal", "subarticular") if c in x][0]
+    )
+    del solution[row_id_column_name]
+    del submission[row_id_column_name]
+    assert sorted(submission.columns) == sorted(LEVELS)
+    for column in ("study_id", "location", "condition"):
+        submission[column] = solution[column]
+    losses, weights = {}, []
+    for condition in ("spinal", "foraminal", "subarticular"):
+        index = solution.loc[solution["condition"] == condition].index.values
+        losses[condition] = sklearn_122_log_loss(
+            y_true=solution.loc[index, LEVELS].values,
+            y_pred=submission.loc[index, LEVELS].values,
+            sample_weight=solution.loc[index, "sample_weight"].values,
+        )
+        weights.append(1)
+    spinal_solution = solution.loc[solution["condition"] == "spinal"].groupby("study_id")
+    labels = spinal_solution["severe"].max()
+    sample_weight = spinal_solution["sample_weight"].max()
+    spinal_submission = submission.loc[submission["condition"] == "spinal"].groupby("study_id")
+    predictions = spinal_submission["severe"].max()
+    losses["any_severe_spinal"] = sklearn_122_log_loss(
+        y_true=labels.values, y_pred=predictions.values, sample_weight=sample_weight.values
+    )
+    weights.append(any_severe_scalar)
+    losses["score"] = float(np.average(list(losses.values()), weights=weights))
+    return losses
+
+
+def kaggle_reference(train, submission, studies=None):
+    """Labelled cells of ``train`` (of ``studies``) as Kaggle's solution; both frames sorted by
+    row_id with a fresh index, then :func:`kaggle_score`."""
     grades = {"Normal/Mild": 0, "Moderate": 1, "Severe": 2}
     rows = []
     for _, record in train.iterrows():
-        for column in TARGET_COLUMNS:
+        if studies is not None and record["study_id"] not in studies:
+            continue
+        for column in (c for c in train.columns if c != "study_id"):
             if isinstance(record[column], str):
-                rows.append((f"{record['study_id']}_{column}", grades[record[column]]))
-    solution = pd.DataFrame(rows, columns=["row_id", "y"])
-    merged = solution.merge(submission, on="row_id").sort_values("row_id").reset_index(drop=True)
-    p = merged[["normal_mild", "moderate", "severe"]].to_numpy()
-    p = p / p.sum(axis=1, keepdims=True)
-    y = merged["y"].to_numpy()
-    onehot = np.eye(3)[y]
-    weight = 2.0 ** y
-    losses = {}
-    for group in ("spinal", "foraminal", "subarticular"):
-        mask = merged["row_id"].str.contains(group).to_numpy()
-        losses[group] = log_loss(onehot[mask], p[mask], sample_weight=weight[mask])
-    spinal = merged[merged["row_id"].str.contains("spinal")].copy()
-    spinal["study"] = spinal["row_id"].str.split("_").str[0]
-    spinal["is_severe"] = (spinal["y"] == 2).astype(int)
-    spinal["w"] = 2.0 ** spinal["y"]
-    spinal["p"] = p[spinal.index, 2]
-    per_study = spinal.groupby("study")[["is_severe", "w", "p"]].max()
-    losses["any_severe_spinal"] = log_loss(
-        per_study["is_severe"], per_study["p"], sample_weight=per_study["w"], labels=[0, 1]
+                y = grades[record[column]]
+                rows.append((f"{record['study_id']}_{column}", *np.eye(3, dtype=int)[y], 2**y))
+    solution = pd.DataFrame(rows, columns=["row_id", *LEVELS, "sample_weight"])
+    solution = solution.sort_values("row_id").reset_index(drop=True)
+    submission = submission[submission["row_id"].isin(solution["row_id"])]
+    submission = submission.sort_values("row_id").reset_index(drop=True)
+    assert submission["row_id"].tolist() == solution["row_id"].tolist()
+    return kaggle_score(solution, submission, "row_id", 1.0)
+
+
+def assert_matches_reference(result, reference):
+    for key, value in reference.items():
+        assert getattr(result, key) == pytest.approx(value, rel=1e-12), key
+
+
+def test_reference_log_loss_is_sklearn_on_normalised_rows():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=100)
+    p = rng.dirichlet([1, 1, 1], size=100)
+    assert sklearn_122_log_loss(np.eye(3)[y], p, 2.0**y) == pytest.approx(
+        log_loss(np.eye(3)[y], p, sample_weight=2.0**y), rel=1e-12
     )
-    losses["score"] = float(np.mean(list(losses.values())))
-    return losses
+    q = rng.random(50)
+    b = rng.integers(0, 2, size=50)
+    assert sklearn_122_log_loss(b, q, None) == pytest.approx(log_loss(b, q), rel=1e-12)
 
 
 def test_hand_computed_single_study():
@@ -71,6 +158,7 @@ def test_hand_computed_single_study():
     assert math.isnan(result.foraminal) and math.isnan(result.subarticular)
     assert result.score == pytest.approx((spinal - math.log(0.8)) / 2)
     assert result.rows_scored == 3 and result.studies_scored == 1
+    assert result.rows_unscored == 22 and not result.subset
 
 
 def test_any_severe_hand_computed_two_studies():
@@ -91,20 +179,34 @@ def test_group_loss_agrees_with_sklearn(seed):
     assert weighted_log_loss(y, p) == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_full_score_agrees_with_independent_kaggle_reference(seed):
-    train = make_train_frame(40, seed=seed, missing=0.05)
-    row_ids = [r for s in train["study_id"] for r in study_row_ids(s)]
-    sub = random_submission(row_ids, seed)
-    ours = score_submission(train, sub).as_dict()
-    reference = kaggle_reference(train, sub)
-    for key, value in reference.items():
-        assert ours[key] == pytest.approx(value, rel=1e-10), key
+def _unnormalised(sub, rng):
+    sub[LEVELS] *= rng.uniform(0.3, 3.0, size=len(sub))[:, None]
+
+
+def _all_zero_rows(sub, rng):
+    spinal = np.flatnonzero(sub["row_id"].str.contains("spinal"))
+    foraminal = np.flatnonzero(sub["row_id"].str.contains("foraminal"))
+    sub.loc[[spinal[0], spinal[7], foraminal[3]], LEVELS] = 0.0
+
+
+def _severe_above_one(sub, rng):
+    spinal = np.flatnonzero(sub["row_id"].str.contains("spinal"))
+    picked = rng.choice(spinal, size=len(spinal) // 4, replace=False)
+    sub.loc[picked, "severe"] = rng.uniform(1.0, 3.0, size=picked.size)
+
+
+@pytest.mark.parametrize("alter", [None, _unnormalised, _all_zero_rows, _severe_above_one])
+@pytest.mark.parametrize("seed", range(2))
+def test_full_score_equals_kaggle_reference(alter, seed):
+    train = make_train_frame(30, seed=seed, missing=0.05)
+    sub = random_submission(all_rows(train), seed)
+    if alter is not None:
+        alter(sub, np.random.default_rng(seed + 100))
+    assert_matches_reference(score_submission(train, sub), kaggle_reference(train, sub))
 
 
 def test_rows_aligned_by_row_id_not_position(train_frame):
-    row_ids = [r for s in train_frame["study_id"] for r in study_row_ids(s)]
-    sub = random_submission(row_ids, 3)
+    sub = random_submission(all_rows(train_frame), 3)
     shuffled = sub.sample(frac=1.0, random_state=0).reset_index(drop=True)
     assert score_submission(train_frame, shuffled).score == pytest.approx(
         score_submission(train_frame, sub).score, rel=1e-12
@@ -118,7 +220,7 @@ def test_rows_aligned_by_row_id_not_position(train_frame):
 
 
 def test_missing_labels_are_not_scored(train_frame):
-    row_ids = [r for s in train_frame["study_id"] for r in study_row_ids(s)]
+    row_ids = all_rows(train_frame)
     sub = random_submission(row_ids, 4)
     base = score_submission(train_frame, sub)
     # Changing predictions of rows whose label is missing changes nothing.
@@ -129,25 +231,46 @@ def test_missing_labels_are_not_scored(train_frame):
     altered.loc[mask, ["normal_mild", "moderate", "severe"]] = [1e-9, 1e-9, 1.0]
     assert score_submission(train_frame, altered).as_dict() == base.as_dict()
     assert base.rows_scored == len(row_ids) - len(missing)
+    assert base.rows_unscored == len(missing)
+    # Unlabelled rows may be left out, and rows of a study train.csv lacks are not scored either.
+    extra = pd.concat([sub[~mask], random_submission(study_row_ids(1), 0)], ignore_index=True)
+    result = score_submission(train_frame, extra)
+    assert result.score == base.score and result.rows_unscored == 25
 
 
 def test_single_class_subset_does_not_crash():
     train = make_train_frame(5, seed=0, missing=0.0)
     for column in TARGET_COLUMNS:
         train[column] = "Normal/Mild"
-    sub = random_submission([r for s in train["study_id"] for r in study_row_ids(s)], 0)
+    sub = random_submission(all_rows(train), 0)
     result = score_submission(train, sub)
     assert np.isfinite(result.score) and np.isfinite(result.any_severe_spinal)
 
 
-def test_unnormalised_rows_are_scored_as_their_normalised_probabilities(train_frame):
-    row_ids = [r for s in train_frame["study_id"] for r in study_row_ids(s)]
-    sub = random_submission(row_ids, 5)
+def test_scaled_rows_change_only_the_any_severe_term(train_frame):
+    # Groups divide each clipped row by its sum, so shrinking rows leaves them unchanged; the
+    # any-severe term takes the raw severe column, so it moves (as on Kaggle).
+    sub = random_submission(all_rows(train_frame), 5)
     scaled = sub.copy()
-    factors = np.linspace(0.5, 3.0, len(sub))
-    scaled[["normal_mild", "moderate", "severe"]] *= factors[:, None]
-    assert score_submission(train_frame, scaled).score == pytest.approx(
-        score_submission(train_frame, sub).score, rel=1e-12
+    scaled[LEVELS] *= np.linspace(0.3, 1.0, len(sub))[:, None]
+    base, result = score_submission(train_frame, sub), score_submission(train_frame, scaled)
+    for term in ("spinal", "foraminal", "subarticular"):
+        assert getattr(result, term) == pytest.approx(getattr(base, term), rel=1e-12)
+    assert abs(result.any_severe_spinal - base.any_severe_spinal) > 1e-3
+    # Values above 1 are clipped to 1 − eps before the division, so growing rows moves groups too.
+    grown = sub.copy()
+    grown[LEVELS] *= 3.0
+    assert score_submission(train_frame, grown).spinal != pytest.approx(base.spinal, rel=1e-3)
+
+
+def test_all_zero_row_is_scored_as_uniform():
+    train = make_train_frame(3, seed=0, missing=0.0)
+    sub = random_submission(all_rows(train), 0)
+    zero, third = sub.copy(), sub.copy()
+    zero.loc[5, LEVELS] = 0.0
+    third.loc[5, LEVELS] = 1 / 3
+    assert score_submission(train, zero).foraminal == pytest.approx(
+        score_submission(train, third).foraminal, rel=1e-12
     )
 
 
@@ -161,16 +284,73 @@ def test_perfect_and_extreme_predictions_are_clipped_not_infinite(train_frame):
 
 
 def test_bad_submissions_raise(train_frame):
-    row_ids = study_row_ids(int(train_frame["study_id"].iloc[0]))
-    sub = random_submission(row_ids, 0)
+    sub = random_submission(all_rows(train_frame), 0)
     with pytest.raises(ValueError, match="duplicate row_id"):
         score_submission(train_frame, pd.concat([sub, sub.iloc[:1]]))
-    nan = sub.copy()
-    nan.loc[0, "severe"] = np.nan
-    with pytest.raises(ValueError, match="non-finite"):
-        score_submission(train_frame, nan)
+    for value, message in ((np.nan, "non-finite"), (np.inf, "non-finite"), (-0.1, "negative")):
+        bad = sub.copy()
+        bad.loc[0, "severe"] = value
+        with pytest.raises(ValueError, match=message):
+            score_submission(train_frame, bad)
+    text = sub.copy()
+    text["moderate"] = text["moderate"].astype(str)
+    with pytest.raises(ValueError, match="'moderate' is not numeric"):
+        score_submission(train_frame, text)
     with pytest.raises(ValueError, match="no submission row has a label"):
-        score_submission(train_frame, random_submission(study_row_ids(1), 0))
+        score_submission(train_frame, random_submission(study_row_ids(1), 0), subset=True)
+
+
+def test_missing_rows_are_refused_with_a_count():
+    train = make_train_frame(5, seed=3, missing=0.0)
+    studies = train["study_id"].tolist()
+    sub = random_submission(all_rows(train), 0)
+    kept = sub[~sub["row_id"].str.split("_").str[0].astype(int).isin(studies[1:3])]
+    first = f"{studies[1]}_{TARGET_COLUMNS[0]}"
+    with pytest.raises(IncompleteSubmissionError) as caught:
+        score_submission(train, kept)
+    message = str(caught.value)
+    assert message.startswith(f"submission lacks 50 labelled rows of 2 studies (first: {first}, ")
+    assert "pass --subset" in message and "\n" not in message
+    with pytest.raises(IncompleteSubmissionError, match=r"lacks 1 labelled row of 1 study \(first"):
+        score_submission(train, sub.iloc[1:])
+
+
+def test_subset_scores_the_held_studies_only():
+    train = make_train_frame(5, seed=3, missing=0.05)
+    studies = train["study_id"].tolist()
+    held = {studies[0], studies[3]}
+    sub = random_submission([r for s in sorted(held) for r in study_row_ids(s)], 1)
+    _unnormalised(sub, np.random.default_rng(2))
+    result = score_submission(train, sub, subset=True)
+    assert_matches_reference(result, kaggle_reference(train, sub, studies=held))
+    assert result.subset and result.studies_scored == 2 and result.studies_labelled == 5
+    with pytest.raises(IncompleteSubmissionError, match="of 3 studies"):
+        score_submission(train, sub)
+    # A row missing inside a held study is still refused.
+    labelled = set(labels_long(train)["row_id"])
+    gap = sub[sub["row_id"] != next(r for r in sub["row_id"] if r in labelled)]
+    with pytest.raises(IncompleteSubmissionError, match="lacks 1 labelled row .*study it holds"):
+        score_submission(train, gap, subset=True)
+
+
+def test_cli_refuses_missing_rows_and_scores_a_subset(tmp_path, capsys):
+    train = make_train_frame(5, seed=3, missing=0.0)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    studies = train["study_id"].tolist()
+    sub = random_submission([r for s in studies[:2] for r in study_row_ids(s)], 0)
+    sub.to_csv(tmp_path / "oof.csv", index=False)
+    args = ["score", "--labels", str(tmp_path / "train.csv"),
+            "--submission", str(tmp_path / "oof.csv")]
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith("rsna-lumbar score: error: submission lacks 75 labelled rows of 3 ")
+    assert main([*args, "--subset"]) == 0
+    out = capsys.readouterr().out
+    assert "subset: 2 of 5 labelled studies" in out and "0 submission rows without a label" in out
+    assert main([*args, "--subset", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["subset"] is True and result["studies_scored"] == 2
 
 
 def test_weighted_cross_entropy_equals_group_loss():

@@ -1,6 +1,7 @@
 """Training on a fake crop cache: learning beats the priors out of fold; resume; predictor; report."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -12,12 +13,22 @@ from safetensors.torch import load_file
 
 from rsna_lumbar.cli import main
 from rsna_lumbar.models import load_model_folder
+from rsna_lumbar.provenance import data_fingerprint, read_provenance
 from rsna_lumbar.training.config import load_config
 from rsna_lumbar.training.loop import train_cv
 from rsna_lumbar.training.oof import LOGIT_COLUMNS, softmax
 from rsna_lumbar.vocabulary import TARGETS
 
 REQUIRED = ("score", "spinal", "foraminal", "subarticular", "any_severe_spinal")
+
+
+def _synthetic_folder(folder, train_csv, generator_truth: bool = True):
+    """A competition folder holding ``train_csv``, marked as ``rsna-lumbar synth`` output."""
+    (folder / "truth").mkdir(parents=True)
+    shutil.copy(train_csv, folder / "train.csv")
+    if generator_truth:
+        (folder / "truth" / "manifest.json").write_text("{}")
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +38,8 @@ def trained(tmp_path_factory):
     crops, train_csv, folds_csv = make_crop_cache(root, n_studies=32, slices=3, size=16, k=4)
     out = root / "model"
     code = main(["train", "--crops", str(crops), "--folds", str(folds_csv), "--labels",
-                 str(train_csv), "--config", "tiny", "--out", str(out), "train.folds=[0,1]"])
+                 str(train_csv), "--data", str(_synthetic_folder(root / "data", train_csv)),
+                 "--config", "tiny", "--out", str(out), "train.folds=[0,1]"])
     assert code == 0
     return crops, train_csv, folds_csv, out
 
@@ -47,13 +59,16 @@ def test_learns_better_than_the_priors_out_of_fold(trained):
 
 def test_model_folder_is_self_describing(trained):
     crops, train_csv, _, out = trained
-    for name in ("config.yaml", "model.json", "folds.csv", "priors.json", "oof.csv",
-                 "oof_logits.csv", "metrics.json", "calibration.json",
+    for name in ("config.yaml", "model.json", "provenance.json", "folds.csv", "priors.json",
+                 "oof.csv", "oof_logits.csv", "metrics.json", "calibration.json",
                  "fold_0/model.safetensors", "fold_1/model.safetensors", "fold_0/history.json",
                  "report/confusion_matrices.png",
                  "report/confusion_spinal_canal_stenosis.png"):
         assert (out / name).is_file(), name
     assert not (out / "fold_0" / "last.pt").exists()
+    made = read_provenance(out)
+    assert made["data_kind"] == "synthetic" and made["recipe"] == "--config tiny train.folds=[0,1]"
+    assert made["data_fingerprint"] == data_fingerprint(out.parent / "data")
     assert (out / "report" / "confusion_spinal_canal_stenosis.png").read_bytes()[:4] == b"\x89PNG"
     metrics = json.loads((out / "metrics.json").read_text())
     for key in REQUIRED:
@@ -66,7 +81,8 @@ def test_model_folder_is_self_describing(trained):
     oof = pd.read_csv(out / "oof.csv")
     assert list(oof.columns) == ["row_id", "normal_mild", "moderate", "severe"]
     assert len(oof) == 25 * 16
-    assert main(["score", "--labels", str(train_csv), "--submission", str(out / "oof.csv")]) == 0
+    assert main(["score", "--labels", str(train_csv), "--submission", str(out / "oof.csv"),
+                 "--subset"]) == 0
 
 
 def test_report_cli_prints_and_writes(trained, capsys):
@@ -183,3 +199,24 @@ def test_report_on_other_crops_predicts_each_study_with_its_own_fold(trained, tm
     assert saved == metrics["temperature"]
     assert main(report) == 0  # back to the training OOF
     assert json.loads((out / "metrics.json").read_text())["oof_crops"] == "training"
+
+
+def test_provenance_is_recorded_and_other_data_is_not_mixed_in(tmp_path):
+    crops, train_csv, folds_csv = make_crop_cache(tmp_path, n_studies=12, slices=3, size=16, k=2)
+    config = load_config("tiny", ["train.epochs=1", "train.folds=[0]"])
+    out = tmp_path / "model"
+    assert train_cv(crops, folds_csv, train_csv, config, out) is not None
+    assert read_provenance(out) is None  # no data folder given: nothing is claimed
+    real = _synthetic_folder(tmp_path / "real", train_csv, generator_truth=False)
+    assert train_cv(crops, folds_csv, train_csv, config, out, data=real, recipe="r") is not None
+    made = read_provenance(out)
+    assert (made["data_kind"], made["recipe"]) == ("competition", "r")
+    synthetic = _synthetic_folder(tmp_path / "synth", train_csv)
+    (synthetic / "train_images").mkdir()
+    (synthetic / "train_images" / "1.dcm").write_bytes(b"x")
+    with pytest.raises(ValueError, match="other data"):
+        train_cv(crops, folds_csv, train_csv, config, out, data=synthetic)
+    assert train_cv(crops, folds_csv, train_csv, config, out, data=synthetic, force=True)
+    made = read_provenance(out)
+    assert made["data_kind"] == "synthetic"
+    assert made["recipe"] == f"{config.model.spec} (resolved: config.yaml)"

@@ -17,7 +17,7 @@ Multi-GPU / multi-node: run the same command under torchrun (DistributedDataPara
 
 examples:
   rsna-lumbar train --crops work/crops --folds work/folds.csv --labels data/train.csv \\
-      --config default --out weights/resnet18_25d train.epochs=8
+      --data data --config default --out weights/resnet18_25d train.epochs=8
   torchrun --nproc_per_node 4 -m rsna_lumbar train ... --out weights/effv2s model.spec=efficientnetv2_s_gru
 """
 
@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="default", metavar="YAML",
                         help="config file or packaged name (default, tiny); default: default")
     parser.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR")
+    parser.add_argument("--data", type=Path, metavar="DIR",
+                        help="the competition folder the crops and labels come from, recorded in "
+                             "MODEL_DIR/provenance.json; make push-weights refuses a model "
+                             "folder without it")
     parser.add_argument("--force", action="store_true", help="delete MODEL_DIR and retrain")
     parser.add_argument("--stop-after-epochs", type=int, metavar="N",
                         help="stop after N epochs in this run (time-sliced sessions); rerun resumes")
@@ -41,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
+    import sys
 
     from rsna_lumbar.training.config import load_config
     from rsna_lumbar.training.loop import train_cv
@@ -51,8 +56,12 @@ def run(args: argparse.Namespace) -> int:
 
         overrides.append(jitter_override(args.jitter_from))
     config = load_config(args.config, overrides)
+    if args.data is None:
+        print(f"warning: no --data: {args.out} gets no provenance.json, and make push-weights "
+              "will refuse it", file=sys.stderr)
+    recipe = " ".join([f"--config {args.config}", *overrides])
     out = train_cv(args.crops, args.folds, args.labels, config, args.out, force=args.force,
-                   stop_after_epochs=args.stop_after_epochs)
+                   stop_after_epochs=args.stop_after_epochs, data=args.data, recipe=recipe)
     if out is None:
         print(f"stopped after {args.stop_after_epochs} epoch(s); rerun the same command to resume")
         return 0

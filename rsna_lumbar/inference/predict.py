@@ -194,7 +194,7 @@ class _EnsembleRunner:
             report = MemberReport(str(member.path), member.weight, device=str(device))
             reports.append(report)
             try:
-                predictor = load_model_folder(member.path, device=device)
+                predictor = self._load(load_model_folder, member.path, device, report)
             except Exception as error:  # noqa: BLE001 - a broken member must not stop the run
                 report.status, report.reason = "not loaded", f"{type(error).__name__}: {error}"
                 LOGGER.error("ensemble member %s cannot be loaded (%s); continuing without it",
@@ -202,6 +202,20 @@ class _EnsembleRunner:
                 continue
             self.members.append(_Kept(member, predictor, report))
         self.batch: dict[int, dict[str, np.ndarray]] = {}
+
+    @staticmethod
+    def _load(load_model_folder, path, device, report: MemberReport):
+        """Load on ``device``; on failure there, load on the CPU (the report says why)."""
+        try:
+            return load_model_folder(path, device=device)
+        except Exception as error:
+            if str(device) == "cpu":
+                raise
+            reason = f"{type(error).__name__}: {error}"
+            LOGGER.error("ensemble member %s cannot be loaded on %s (%s); loading it on the CPU",
+                         path, device, reason)  # fmt: skip
+            report.device, report.reason = "cpu", f"on the CPU after: {reason}"
+            return load_model_folder(path, device="cpu")
 
     def seconds(self) -> dict[str, float]:
         return {kept.report.path: kept.report.seconds for kept in self.members}
@@ -234,7 +248,7 @@ class _EnsembleRunner:
                 try:
                     kept.predictor.to("cpu")
                     kept.report.device = "cpu"
-                    kept.report.reason = f"moved to the CPU after: {reason}"
+                    kept.report.reason = f"on the CPU after: {reason}"
                     return kept.predictor.predict_studies(batch)
                 except Exception as again:  # noqa: BLE001
                     reason = f"{type(again).__name__}: {again}"

@@ -6,6 +6,8 @@
     out/model.json         what the predictor needs to rebuild the network without the registry
     out/folds.csv          the study folds used
     out/priors.json        class priors of all labelled studies (the inference fallback)
+    out/provenance.json    what it was trained on (``data``: the competition folder; see
+                           rsna_lumbar/provenance.py); not written when ``data`` is not given
     out/fold_k/model.safetensors, fold_k/oof.csv (logits, see oof.py), fold_k/history.json
     out/fold_k/last.pt     while a fold is in progress: model + optimiser + schedule + epoch
     out/oof_logits.csv, out/oof.csv   all folds (oof.csv: submission format)
@@ -42,6 +44,7 @@ from rsna_lumbar.models.network import LumbarNet
 from rsna_lumbar.models.registry import ModelSpec, get_spec
 from rsna_lumbar.models.weights import resolve_init_file, save_weights
 from rsna_lumbar.priors import class_priors, save_priors
+from rsna_lumbar.provenance import data_fingerprint, read_provenance, write_provenance
 from rsna_lumbar.tables import read_train
 from rsna_lumbar.training.config import (
     Config,
@@ -303,16 +306,20 @@ def fold_done(out: Path, fold: int) -> bool:
 
 
 def train_cv(crops, folds_csv, labels_csv, config: Config, out, *, force: bool = False,
-             stop_after_epochs: int | None = None) -> Path | None:
+             stop_after_epochs: int | None = None, data=None,
+             recipe: str | None = None) -> Path | None:
     """Train every fold of ``config.train.folds`` (default: all) into ``out``; see module doc.
 
-    Returns the model folder when every requested fold is done, ``None`` if stopped early.
+    ``data``: the competition folder the crops and labels come from, recorded with ``recipe``
+    (how the config was chosen) in ``out/provenance.json``. Returns the model folder when every
+    requested fold is done, ``None`` if stopped early.
     """
     threads = torch.get_num_threads()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     try:
-        return _train_cv(crops, folds_csv, labels_csv, config, Path(out), force, stop_after_epochs)
+        return _train_cv(crops, folds_csv, labels_csv, config, Path(out), force, stop_after_epochs,
+                         data, recipe)
     finally:
         torch.set_num_threads(threads)
 
@@ -328,7 +335,7 @@ def _same_config(path: Path, config: Config) -> bool:
 
 
 def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bool,
-              stop_after_epochs: int | None) -> Path | None:
+              stop_after_epochs: int | None, data, recipe: str | None) -> Path | None:
     d = setup(config)
     if config.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -340,6 +347,12 @@ def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bo
         if old.is_file() and not _same_config(old, config):
             msg = (f"{out} holds a run with another configuration; pass --force to retrain "
                    f"from scratch, or choose another --out")
+            raise ValueError(msg)
+        fingerprint = None if data is None else data_fingerprint(data)
+        made = read_provenance(out)
+        if made and fingerprint and made.get("data_fingerprint") != fingerprint:
+            msg = (f"{out} holds a run trained on other data ({made.get('data_folder')}); pass "
+                   f"--force to retrain from scratch, or choose another --out")
             raise ValueError(msg)
         out.mkdir(parents=True, exist_ok=True)
         write_text(old, text)
@@ -353,6 +366,9 @@ def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bo
         write_csv(folds, out / "folds.csv")
         save_priors(class_priors(train), out / "priors.json")
         write_text(out / "model.json", json.dumps(model_description(config), indent=1) + "\n")
+        if data is not None:
+            write_provenance(out, data, recipe or f"{config.model.spec} (resolved: config.yaml)",
+                             fingerprint=fingerprint)
     complete = True
     for fold in wanted:
         if fold_done(out, fold):

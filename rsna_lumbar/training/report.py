@@ -126,7 +126,8 @@ def build_report(model_dir: str | os.PathLike, labels_csv: str | os.PathLike,
         write_csv(oof, model_dir / "oof_logits_on_crops.csv", float_format="%.6g")
     labelled = {int(s) for s in train.study_id}
     oof = oof[oof.study_id.isin(labelled)].reset_index(drop=True)
-    raw = score_submission(train, submission_from_logits(oof))
+    # The OOF covers the folds' studies, which may be only some of train.csv's: score those.
+    raw = score_submission(train, submission_from_logits(oof), subset=True)
     crossed, per_fold = cross_fitted(oof)
     temperatures = choose_temperatures(oof, crossed, fit_temperatures(oof))
     # Families whose calibration did not help out of fold keep their raw logits.
@@ -134,8 +135,9 @@ def build_report(model_dir: str | os.PathLike, labels_csv: str | os.PathLike,
     calibrated_frame = oof.copy()
     calibrated_frame.loc[keep, list(LOGIT_COLUMNS)] = crossed.loc[keep, list(LOGIT_COLUMNS)]
     calibrated_sub = submission_from_logits(calibrated_frame)
-    calibrated = score_submission(train, calibrated_sub)
-    prior = score_submission(train, prior_submission(class_priors(train), sorted(oof.study_id.unique())))
+    calibrated = score_submission(train, calibrated_sub, subset=True)
+    oof_studies = sorted(oof.study_id.unique())
+    prior = score_submission(train, prior_submission(class_priors(train), oof_studies), subset=True)
     probs = probabilities(calibrated_frame)
     oof["condition"] = oof.row_id.str.split("_", n=1).str[1].str.rsplit("_", n=2).str[0]
     per_condition = {c.value: _accuracy(oof, probs, "condition", c.value) for c in CONDITIONS}
