@@ -54,6 +54,7 @@ DATASET_METADATA = "dataset-metadata.json"
 KERNEL_DIR = "kernels"
 KERNEL_METADATA = "kernel-metadata.json"
 REQUIREMENTS_FILE = "kaggle-requirements.txt"  # written into the wheelhouse; the kernel installs it
+OPTIONAL_FILE = "kaggle-optional.txt"  # compiled wheels the kernel installs best effort
 WEIGHTS_MANIFEST = "MANIFEST.json"  # in the staged weights/: each model folder's provenance
 PUSH_RECORD = "pushed.json"  # written into the staged kernel folder after a push: kernel + version
 SUBMISSION_FILE = "submission.csv"  # what the kernel writes and the competition scores
@@ -227,8 +228,16 @@ def download_wheels(specs: list[str], wheelhouse: Path, pythons: list[str]) -> N
 
 
 def write_requirements(wheelhouse: Path) -> Path:
-    """Write ``kaggle-requirements.txt``: ``name==version`` per distribution in ``wheelhouse``."""
+    """Write the two install lists the kernel reads; returns ``kaggle-requirements.txt``.
+
+    ``kaggle-requirements.txt``: ``name==version`` of every pure-Python wheel (``-none-any``:
+    the kit, pydicom), which install on any Python, so the kernel installs them strictly.
+    ``kaggle-optional.txt``: the compiled ones (the JPEG codecs), one wheel per Python version;
+    the kernel installs each best effort, so a Python they have no wheel for costs only the
+    DICOMs that need them, never the submission.
+    """
     found: dict[str, str] = {}
+    compiled: set[str] = set()
     for wheel in sorted(wheelhouse.glob("*.whl")):
         name, version = wheel.name.split("-")[:2]
         key = _norm(name)
@@ -236,16 +245,19 @@ def write_requirements(wheelhouse: Path) -> Path:
             msg = (f"{wheelhouse} holds two versions of {key} ({found[key]}, {version}): "
                    "run 'make wheels' to rebuild it from scratch.")
             raise PublishError(msg)
+        if not wheel.name.endswith("-none-any.whl"):
+            compiled.add(key)
     if _norm(KIT_DIST) not in found:
         raise PublishError(f"no rsna_lumbar wheel in {wheelhouse}: run 'make wheels'.")
-    lines = [f"{name}=={version}" for name, version in sorted(found.items())]
-    path = wheelhouse / REQUIREMENTS_FILE
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    for filename, keys in ((REQUIREMENTS_FILE, sorted(set(found) - compiled)),
+                           (OPTIONAL_FILE, sorted(compiled))):
+        text = "".join(f"{key}=={found[key]}\n" for key in keys)
+        (wheelhouse / filename).write_text(text, encoding="utf-8")
+    return wheelhouse / REQUIREMENTS_FILE
 
 
 def make_wheelhouse(root: Path, wheelhouse: Path, download: list[str] | None = None,
-                    pythons: tuple[str, ...] = ("3.10",)) -> Path:
+                    pythons: tuple[str, ...] = ("3.11", "3.12", "3.13")) -> Path:
     """Kit wheel (+ downloaded extras, after emptying ``wheelhouse``) + requirements file."""
     if download:
         shutil.rmtree(wheelhouse, ignore_errors=True)
@@ -503,7 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     wheels.add_argument("--out", type=Path, default=Path("wheelhouse"))
     wheels.add_argument("--download", nargs="*", default=[], metavar="PKG",
                         help="also fetch these (pinned as in requirements.txt); empties --out")
-    wheels.add_argument("--python", nargs="+", default=["3.10"], help="Kaggle Python versions")
+    wheels.add_argument("--python", nargs="+", default=["3.11", "3.12", "3.13"],
+                        help="the Pythons the Kaggle image may run (default: 3.11 3.12 3.13)")
     for step in ("stage-weights", "push-weights", "stage-kernel", "push-kernel", "submit",
                  "kernel-status"):
         p = sub.add_parser(step)
@@ -539,7 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.step == "wheels":
             req = make_wheelhouse(root, args.out, args.download, tuple(args.python))
-            print(f"wheelhouse {args.out}: {', '.join(req.read_text().split())}")
+            optional = (args.out / OPTIONAL_FILE).read_text().split()
+            print(f"wheelhouse {args.out}: {', '.join(req.read_text().split())}; "
+                  f"best effort: {', '.join(optional) or 'none'}")
             return 0
         owner = resolve_owner(args.owner)
         if args.step in ("stage-weights", "push-weights"):

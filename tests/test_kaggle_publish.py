@@ -364,7 +364,8 @@ def _fake_wheel(folder: Path, tag: str) -> None:
 
 
 def test_download_picks_kaggle_linux_wheels_per_python_and_pins_them(tmp_path, monkeypatch):
-    """pip download (offline, from a local folder) keeps only cp310/cp311 manylinux x86-64."""
+    """pip download (offline, from a local folder) keeps only the asked Pythons' manylinux x86-64
+    wheels; compiled wheels go to the optional list, pure ones to the required list."""
     index = tmp_path / "index"
     index.mkdir()
     for tag in ("cp310-cp310-manylinux_2_17_x86_64", "cp311-cp311-manylinux_2_28_x86_64",
@@ -385,8 +386,10 @@ def test_download_picks_kaggle_linux_wheels_per_python_and_pins_them(tmp_path, m
         "fakepkg-1.0-cp311-cp311-manylinux_2_28_x86_64.whl",
     ]
     (wheelhouse / "rsna_lumbar-0.1.0-py3-none-any.whl").write_bytes(b"")
+    (wheelhouse / "purepkg-2.0-py3-none-any.whl").write_bytes(b"")
     assert kp.write_requirements(wheelhouse).read_text().split() == [
-        "fakepkg==1.0", "rsna-lumbar==0.1.0"]
+        "purepkg==2.0", "rsna-lumbar==0.1.0"]  # pure Python: the kernel installs them strictly
+    assert (wheelhouse / kp.OPTIONAL_FILE).read_text().split() == ["fakepkg==1.0"]  # best effort
     (wheelhouse / "fakepkg-0.9-py3-none-any.whl").write_bytes(b"")
     with pytest.raises(kp.PublishError, match="two versions of fakepkg"):
         kp.write_requirements(wheelhouse)

@@ -11,8 +11,10 @@ For every study of the split, cut the patches the severity models read: the spin
 sagittal T2 and on the level's axial slice, each foramen on sagittal T1 (right mirrored onto
 left), each lateral recess on the axial (right mirrored). Points come from
 DIR/train_label_coordinates.csv (train) or --points (the output of 'rsna-lumbar localize').
-Finished studies are skipped on a re-run; --force recomputes. Writes OUT/index.csv,
-OUT/{study}.npz and OUT/{study}.json (layout: rsna_lumbar/crops/__init__.py).
+A re-run skips a study only when its data folder, index rows, points and the crop settings
+are those it was cut from and at least one view was cut; others are cut again; --force
+recomputes all. Writes OUT/index.csv, OUT/{study}.npz and OUT/{study}.json (layout:
+rsna_lumbar/crops/__init__.py). Fails when the split has studies but no crop was cut.
 
 example:
   rsna-lumbar crops --data DIR --split train --out work/crops/train
@@ -34,8 +36,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from rsna_lumbar.crops.stage import build_crops
 
-    build_crops(args.data, args.split, args.out, points=args.points, work=args.work,
-                workers=args.workers, force=args.force, montages=args.montages)  # fmt: skip
+    path = build_crops(args.data, args.split, args.out, points=args.points, work=args.work,
+                       workers=args.workers, force=args.force, montages=args.montages)  # fmt: skip
+    index = pd.read_csv(path, keep_default_na=False)
+    studies = index.study_id.nunique()
+    if studies and not (index.views != "").any():
+        points = args.points or args.data / "train_label_coordinates.csv"
+        msg = (f"0 crops for {studies} studies of {args.data} ({args.split}): check that {points} "
+               f"holds points of these studies' series, and the issues in {args.out}/"
+               "{study}.json and the warnings above")  # fmt: skip
+        raise ValueError(msg)
     return 0

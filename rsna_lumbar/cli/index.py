@@ -13,7 +13,8 @@ ImageOrientationPatient, PixelSpacing, thickness, rows, columns, photometric int
 transfer syntax, rescale and the series description from {split}_series_descriptions.csv.
 Problems (truncated or non-DICOM files, empty or missing series folders, missing tags) go to
 WORK/index/{split}_issues.csv and the log, naming study, series and file; none is fatal.
-Skips the work when the index exists; --force rebuilds it.
+Reuses an index only when it was made from the same data folder, files and index version
+(WORK/index/{split}.key.json), else rebuilds it and logs why; --force rebuilds it.
 """
 
 

@@ -30,7 +30,7 @@ registered from the predicted canal point. One row per (study, condition, level)
   the sanity checks, the canal points (7 mm behind the posterior disc edges) and the foramina
   come from it (source "totalspineseg"); otherwise (absent, failed, doubtful numbering) the
   study gets the learned points, and the log says why. Subarticular points always come from
-  the learned axial model.
+  the learned axial model. Fails when the split has studies but no row was placed.
 """
 TSS_CHOICES = ("auto", "on", "off")  # localize.TSS_MODES; not imported, the parser stays light
 
@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rsna_lumbar.localize.keypoints.stage import predict_split, train_oof
     from rsna_lumbar.localize.keypoints.config import TrainConfig
+    from rsna_lumbar.tables import split_study_ids
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,6 +117,13 @@ def run(args: argparse.Namespace) -> int:
         levels = tss_level_finder(tss_from_args(args.tss), args.work / "totalspineseg")
         table = predict_split(args.data, args.split, args.out, args.model, work=args.work,
                               workers=args.workers, levels=levels)
+        studies = len(split_study_ids(args.data, args.split)) if table.empty else 0
+        if studies:
+            msg = (f"0 rows for {studies} studies of {args.data} ({args.split}): check that "
+                   f"{args.split}_images holds their DICOM series, that "
+                   f"{args.split}_series_descriptions.csv names their Sagittal T2/STIR, "
+                   "Sagittal T1 and Axial T2 series, and the warnings above")  # fmt: skip
+            raise ValueError(msg)
         print(f"{len(table)} rows for {table.study_id.nunique()} studies → {args.out}")
     return 0
 

@@ -24,7 +24,8 @@ absent; models see a mask. Views per family:
 * subarticular: ``axial`` (the lateral recess), right side mirrored left–right.
 
 ``{study_id}.json`` — per view: series id, centre (LPS mm), slice spacing, pixel size, source of
-the point (``labels``, ``totalspineseg``, ``keypoints``), and any issue met.
+the point (``labels``, ``totalspineseg``, ``keypoints``), and any issue met; ``made_from``, the
+study's cache key (:func:`rsna_lumbar.crops.stage.study_key`).
 """
 
 VIEWS: dict[str, tuple[str, ...]] = {

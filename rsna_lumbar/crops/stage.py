@@ -6,14 +6,19 @@ becomes a world point through the stack that holds its instance; the spinal poin
 registered into the study's axial stacks (:mod:`rsna_lumbar.registration`) for the axial canal
 view. The layout written is documented in :mod:`rsna_lumbar.crops`.
 
-A study is written as ``{study}.npz`` + ``{study}.json`` (the JSON last, so its presence marks a
-finished study); a re-run skips finished studies unless ``force``. ``index.csv`` is rebuilt from
-the JSON files at the end. Nothing about one study can stop the others: failures are logged and
-recorded in the study's JSON, and its samples simply lack the views that failed.
+A study is written as ``{study}.npz`` + ``{study}.json`` (the JSON last). The JSON's
+``made_from`` is the study's cache key (:func:`study_key`): the data folder, digests of the
+study's rows of the header index and of the points table, and the crop settings. A re-run skips
+a study only when its JSON has the same key and at least one view was cut; a study whose inputs
+changed, or that failed entirely (its task raised, or no view could be cut), is cut again, as
+is every study with ``force``. ``index.csv`` is rebuilt from the JSON files at the end. Nothing
+about one study can stop the others: failures are logged and recorded in the study's JSON, and
+its samples simply lack the views that failed (a partial result, kept).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -26,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from rsna_lumbar.atomic import atomic_path, write_csv, write_text
-from rsna_lumbar.crops.recipes import recipes_for
+from rsna_lumbar.crops.recipes import DEFAULT_RECIPES, recipes_for
 from rsna_lumbar.crops.sampling import extract_patch, intensity_scale
 from rsna_lumbar.dicom.index import read_index, write_index
 from rsna_lumbar.dicom.reader import read_stack
@@ -40,6 +45,7 @@ from rsna_lumbar.vocabulary import TARGETS, Condition, Level, SeriesDescription,
 LOGGER = logging.getLogger(__name__)
 INDEX_COLUMNS = ("study_id", "condition", "level", "family", "side", "file", "label", "views")
 POINT_COLUMNS = ("study_id", "series_id", "instance_number", "condition", "level", "x", "y")
+CROPS_VERSION = 1  # bump when crop_study cuts other patches from the same inputs: caches recompute
 
 
 def read_points(path: str | os.PathLike) -> pd.DataFrame:
@@ -156,14 +162,46 @@ def crop_study(data: Path, study_id: int, index_rows: pd.DataFrame, points: pd.D
     return arrays, {"study_id": study_id, "views": views, "issues": issues}
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+SETTINGS = f"v{CROPS_VERSION} {_digest(repr(DEFAULT_RECIPES))}"  # code version + every recipe
+
+
+def study_key(data: Path, index_rows: pd.DataFrame, points: pd.DataFrame) -> dict:
+    """What one study's crops are made from (``made_from`` in its JSON): the data folder's
+    resolved path, digests of the CSV text of the study's header-index rows (file paths,
+    geometry, pixel offsets and descriptions, from the index keyed on the data fingerprint) and
+    of its points (every column, sorted), and :data:`SETTINGS` (crop code version, recipes)."""
+    points = points.sort_values(list(POINT_COLUMNS), kind="stable")
+    return {"data_folder": str(Path(data).resolve()),
+            "index": _digest(index_rows.to_csv(index=False)),
+            "points": _digest(points.to_csv(index=False)), "settings": SETTINGS}
+
+
+def _stale(meta_path: Path, key: dict) -> str | None:
+    """Why the study of ``meta_path`` must be cut (again); None when its crops are done."""
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return "new"
+    made = meta.get("made_from") or {}
+    changed = [name for name in key if made.get(name) != key[name]]
+    if changed:
+        return f"{changed[0]} changed"
+    return None if meta.get("views") else "failed before"
+
+
 def _task(args) -> tuple[int, list[str]]:
-    data, out, study_id, index_rows, points = args
+    data, out, study_id, index_rows, points, key = args
     npz, meta_path = out / f"{study_id}.npz", out / f"{study_id}.json"
     try:
         arrays, meta = crop_study(data, study_id, index_rows, points)
     except Exception as error:  # noqa: BLE001 - a study must never stop the split
         arrays, meta = {}, {"study_id": study_id, "views": {},
                             "issues": [f"study failed: {type(error).__name__}: {error}"]}  # fmt: skip
+    meta["made_from"] = key
     with atomic_path(npz) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
@@ -236,16 +274,19 @@ def build_crops(
     index = read_index(write_index(data, split, work, workers=workers, progress=progress))
     if studies is None:
         studies = split_study_ids(data, split)
-    todo = [s for s in studies if force or not (out / f"{s}.json").is_file()]
-    LOGGER.info("crops: %d studies, %d to cut, %d cached in %s",
-                len(studies), len(todo), len(studies) - len(todo), out)  # fmt: skip
     by_study = dict(iter(index.groupby("study_id")))
     points_by_study = dict(iter(table.groupby("study_id")))
-    empty_points = table.iloc[:0]
-    tasks = [(folder.root, out, s, by_study.get(s, index.iloc[:0]),
-              points_by_study.get(s, empty_points)) for s in todo]  # fmt: skip
+    inputs = {s: (by_study.get(s, index.iloc[:0]), points_by_study.get(s, table.iloc[:0]))
+              for s in studies}  # fmt: skip
+    keys = {s: study_key(folder.root, *inputs[s]) for s in studies}
+    reasons = {s: "--force" if force else _stale(out / f"{s}.json", keys[s]) for s in studies}
+    todo = [s for s in studies if reasons[s] is not None]
+    why = ", ".join(f"{n} {r}" for r, n in Counter(reasons[s] for s in todo).most_common())
+    LOGGER.info("crops: %d studies, %d to cut%s, %d cached in %s", len(studies), len(todo),
+                f" ({why})" if why else "", len(studies) - len(todo), out)  # fmt: skip
+    tasks = [(folder.root, out, s, *inputs[s], keys[s]) for s in todo]
+    pending = set(todo)
     if on_study is not None:
-        pending = set(todo)
         for study_id in (s for s in studies if s not in pending):
             on_study(study_id)
     results = ordered_map(_task, tasks, workers=workers, desc="crops", unit="study",
@@ -262,7 +303,7 @@ def build_crops(
     from rsna_lumbar.crops.montage import save_montage
 
     for study_id in studies[:montages]:
-        if force or not (out / f"{study_id}.png").is_file():
+        if study_id in pending or not (out / f"{study_id}.png").is_file():
             save_montage(out / f"{study_id}.npz", out / f"{study_id}.png", f"study {study_id}")
     labels = _labels(folder, split)
     rows = []

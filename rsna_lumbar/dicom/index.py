@@ -33,6 +33,7 @@ absent on disk and the reverse. None is fatal for the split under the ``warn``/`
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable
@@ -43,9 +44,10 @@ import numpy as np
 import pandas as pd
 import pydicom
 
-from rsna_lumbar.atomic import write_csv
+from rsna_lumbar.atomic import write_csv, write_text
 from rsna_lumbar.dicom.errors import ISSUE_COLUMNS, Issue, IssueCode, ReadPolicy, report
 from rsna_lumbar.parallel import ordered_map
+from rsna_lumbar.provenance import data_fingerprint
 
 _LOG = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ INDEX_COLUMNS: tuple[str, ...] = (
     "bits_allocated", "bits_stored", "pixel_representation", "samples_per_pixel", "frames",
     "pixel_offset", "pixel_length",
 )  # fmt: skip
+INDEX_SCHEMA = 1  # bump when index_split's rows change for the same files: old indexes rebuild
 IPP_COLUMNS = ("ipp_x", "ipp_y", "ipp_z")
 IOP_COLUMNS = tuple(f"iop_{i}" for i in range(6))
 
@@ -294,6 +297,29 @@ def index_paths(work: str | os.PathLike, split: str) -> tuple[Path, Path]:
     return folder / f"{split}.csv", folder / f"{split}_issues.csv"
 
 
+def index_key(data: str | os.PathLike, split: str) -> dict:
+    """What the index of ``split`` is made from, its cache key (``work/index/{split}.key.json``):
+    the data folder's resolved path, :func:`~rsna_lumbar.provenance.data_fingerprint` of the
+    split (its series-descriptions CSV bytes, its image files' names and sizes) and
+    :data:`INDEX_SCHEMA`."""
+    return {"data_folder": str(Path(data).resolve()),
+            "data_fingerprint": data_fingerprint(data, split), "schema": INDEX_SCHEMA}
+
+
+def _stale(key_path: Path, key: dict) -> str | None:
+    """Why the index beside ``key_path`` was not made from ``key``; None when it was."""
+    try:
+        made = json.loads(key_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"no readable {key_path.name} says what it was made from"
+    for name, what in (("data_folder", "another data folder"), ("data_fingerprint",
+                       "other files (names, sizes or series descriptions changed)"),
+                       ("schema", "an older version of the index")):  # fmt: skip
+        if made.get(name) != key[name]:
+            return f"it was made from {what}: {made.get(name)}"
+    return None
+
+
 def write_index(
     data: str | os.PathLike,
     split: str,
@@ -303,17 +329,27 @@ def write_index(
     workers: int | None = None,
     progress: bool = True,
 ) -> Path:
-    """The ``index`` stage: write ``work/index/{split}.csv`` (+ ``_issues.csv``); skip if present.
+    """The ``index`` stage: write ``work/index/{split}.csv`` (+ ``_issues.csv`` and
+    ``.key.json``, see :func:`index_key`). An index made from the same key is reused; one made
+    from another data folder, other files or an older schema is rebuilt (logged with the
+    reason), never reused.
 
-    Returns the index path. ``force`` rebuilds an existing artefact.
+    Returns the index path. ``force`` rebuilds an index even when its key matches.
     """
     table, issues_path = index_paths(work, split)
+    key_path = table.with_suffix(".key.json")
+    key = index_key(data, split)
     if table.is_file() and not force:
-        _LOG.info("index %s exists; skipping (use --force to rebuild)", table)
-        return table
+        reason = _stale(key_path, key)
+        if reason is None:
+            _LOG.info("index %s was made from these files; reused (--force rebuilds)", table)
+            return table
+        _LOG.warning("index %s: rebuilding for %s, %s", table, Path(data), reason)
     result = index_split(data, split, workers=workers, progress=progress)
+    key_path.unlink(missing_ok=True)  # the key goes last: an interrupted rebuild never matches
     write_csv(issues_frame(result.issues), issues_path)
     write_csv(result.frame, table)
+    write_text(key_path, json.dumps(key, indent=1) + "\n")
     _LOG.info("indexed %d instances in %d series; %d issues → %s", len(result.frame),
               result.frame.groupby(["study_id", "series_id"]).ngroups, len(result.issues),
               issues_path)  # fmt: skip
