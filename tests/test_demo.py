@@ -182,3 +182,35 @@ def test_members_that_fail_on_the_gpu_run_on_the_cpu(demo, tmp_path, monkeypatch
     assert member.reason.startswith("on the CPU after: ")
     pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(summary["submission"]),
                                   atol=1e-5, check_exact=False)
+
+
+def test_predict_decodes_each_stack_once_per_study(demo, tmp_path, monkeypatch):
+    """The localiser and the crops share the run's VolumeCache: every stack either stage reads
+    is decoded from DICOM exactly once (chunks of one study run the crops in this process, so
+    a spy on the decoder sees both stages), and the predictions do not change."""
+    from collections import Counter
+
+    from rsna_lumbar.dicom import volume_cache
+
+    plan, summary = demo
+    decoded: Counter = Counter()
+    real = volume_cache.read_stack
+
+    def spy(stack, root):
+        decoded[(stack.study_id, stack.series_id, stack.stack_index)] += 1
+        return real(stack, root)
+
+    monkeypatch.setattr(volume_cache, "read_stack", spy)
+    direct: Counter = Counter()  # a stage that decodes around the cache would be counted here
+    for module in ("rsna_lumbar.crops.stage", "rsna_lumbar.localize.keypoints.stage"):
+        monkeypatch.setattr(f"{module}.read_stack",
+                            lambda stack, root, _m=module: direct.update([_m]) or real(stack, root))
+    out = tmp_path / "sub.csv"
+    run = _predict(plan, plan.weights, out, tmp_path / "w", chunk_studies=1)
+    assert run.studies_processed == 3
+    assert decoded and set(decoded.values()) == {1}, decoded
+    assert not direct, direct
+    assert {study for study, _, _ in decoded} == set(split_study_ids(plan.work / "data", "test"))
+    assert not list((tmp_path / "w" / "volumes").glob("*.pkl"))  # emptied chunk by chunk
+    pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(summary["submission"]),
+                                  atol=1e-5, check_exact=False)

@@ -35,6 +35,7 @@ from rsna_lumbar.crops.recipes import DEFAULT_RECIPES, recipes_for
 from rsna_lumbar.crops.sampling import extract_patch, intensity_scale
 from rsna_lumbar.dicom.index import read_index, write_index
 from rsna_lumbar.dicom.reader import read_stack
+from rsna_lumbar.dicom.volume_cache import VolumeCache
 from rsna_lumbar.dicom.stacks import Stack, build_stacks
 from rsna_lumbar.layout import CompetitionFolder
 from rsna_lumbar.parallel import ordered_map
@@ -63,8 +64,9 @@ def read_points(path: str | os.PathLike) -> pd.DataFrame:
 class _Study:
     """One study's stacks, volumes (decoded on first use) and normalisations."""
 
-    def __init__(self, data: Path, index_rows: pd.DataFrame):
+    def __init__(self, data: Path, index_rows: pd.DataFrame, read=read_stack):
         self.data = data
+        self.read = read
         self.stacks: dict[int, list[Stack]] = {
             int(series): build_stacks(rows) for series, rows in index_rows.groupby("series_id")
         }
@@ -77,7 +79,7 @@ class _Study:
     def volume(self, stack: Stack):
         key = (stack.series_id, stack.stack_index)
         if key not in self._volumes:
-            volume = read_stack(stack, self.data)
+            volume = self.read(stack, self.data)
             self._volumes[key] = (volume, intensity_scale(volume))
         return self._volumes[key]
 
@@ -126,8 +128,12 @@ def _world_points(study: _Study, points: pd.DataFrame, issues: list[str]) -> dic
     return found
 
 
-def crop_study(data: Path, study_id: int, index_rows: pd.DataFrame, points: pd.DataFrame):
+def crop_study(data: Path, study_id: int, index_rows: pd.DataFrame, points: pd.DataFrame,
+               read=read_stack):
     """Cut every view of every target of one study.
+
+    ``read(stack, data) -> Volume`` decodes a stack (default :func:`read_stack`; ``predict``
+    passes :meth:`rsna_lumbar.dicom.volume_cache.VolumeCache.read` so no stack is decoded twice).
 
     Returns:
         ``(arrays, meta)``: ``{condition/level/view: float16 (S, H, W)}`` and a JSON-able dict
@@ -136,7 +142,7 @@ def crop_study(data: Path, study_id: int, index_rows: pd.DataFrame, points: pd.D
     issues: list[str] = []
     arrays: dict[str, np.ndarray] = {}
     views: dict[str, dict] = {}
-    study = _Study(data, index_rows)
+    study = _Study(data, index_rows, read)
     world_points = _world_points(study, points, issues)
     for condition, level in TARGETS:
         for recipe in recipes_for(condition):
@@ -194,10 +200,11 @@ def _stale(meta_path: Path, key: dict) -> str | None:
 
 
 def _task(args) -> tuple[int, list[str]]:
-    data, out, study_id, index_rows, points, key = args
+    data, out, study_id, index_rows, points, key, volumes = args
     npz, meta_path = out / f"{study_id}.npz", out / f"{study_id}.json"
     try:
-        arrays, meta = crop_study(data, study_id, index_rows, points)
+        arrays, meta = crop_study(data, study_id, index_rows, points,
+                                  volumes.read if volumes is not None else read_stack)
     except Exception as error:  # noqa: BLE001 - a study must never stop the split
         arrays, meta = {}, {"study_id": study_id, "views": {},
                             "issues": [f"study failed: {type(error).__name__}: {error}"]}  # fmt: skip
@@ -252,6 +259,7 @@ def build_crops(
     montages: int = 3,
     on_study: Callable[[int], None] | None = None,
     studies: list[int] | None = None,
+    volumes: VolumeCache | None = None,
 ) -> Path:
     """Run the stage; returns the path of ``index.csv``. See the module docstring.
 
@@ -261,6 +269,8 @@ def build_crops(
     cached studies first, then the others as the worker processes finish them, so the caller
     (``predict``: the models) works while the pool decodes the next studies.
     ``studies``: only these studies of the split (default: all); ``index.csv`` lists them.
+    ``volumes``: read stacks through this cache (the workers too), so stacks an earlier stage of
+    the run decoded are not decoded again.
     """
     folder = CompetitionFolder(data)
     out = Path(out)
@@ -284,7 +294,7 @@ def build_crops(
     why = ", ".join(f"{n} {r}" for r, n in Counter(reasons[s] for s in todo).most_common())
     LOGGER.info("crops: %d studies, %d to cut%s, %d cached in %s", len(studies), len(todo),
                 f" ({why})" if why else "", len(studies) - len(todo), out)  # fmt: skip
-    tasks = [(folder.root, out, s, *inputs[s], keys[s]) for s in todo]
+    tasks = [(folder.root, out, s, *inputs[s], keys[s], volumes) for s in todo]
     pending = set(todo)
     if on_study is not None:
         for study_id in (s for s in studies if s not in pending):

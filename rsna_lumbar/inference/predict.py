@@ -11,8 +11,10 @@ The chain, each stage guarded so that a failure degrades the prediction instead 
    a. points — the ensemble's learned localiser (``rsna-lumbar localize``), after TotalSpineSeg
       when a runner is given, or the labelled points when the split has them (train:
       out-of-fold checks), else none;
-   b. crops — :func:`rsna_lumbar.crops.stage.build_crops` on those points: DICOM decoding and
-      resampling run in a process pool across studies;
+   b. crops — :func:`rsna_lumbar.crops.stage.build_crops` on those points: resampling runs in
+      a process pool across studies; each stack is decoded once per study, by whichever of a
+      and b reads it first (:class:`~rsna_lumbar.dicom.volume_cache.VolumeCache`, in the
+      scratch folder, emptied chunk by chunk);
    c. models — as studies' crops land, every kept member of the ensemble manifest
       (:mod:`rsna_lumbar.inference.ensemble`) predicts them in batches in this process while
       the pool decodes the next studies; weighted average of calibrated probabilities. A member
@@ -48,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from rsna_lumbar.atomic import write_text
+from rsna_lumbar.dicom.volume_cache import VolumeCache
 from rsna_lumbar.inference.budget import Deadline, Plan
 from rsna_lumbar.inference.ensemble import read_ensemble
 from rsna_lumbar.layout import CompetitionFolder
@@ -144,7 +147,8 @@ def summary_path(out: str | os.PathLike) -> Path:
 
 
 def _points(data: Path, split: str, localizer: Path | None, work: Path, studies: list[int],
-            chunk: int, models_per_task: int | None, tss: TotalSpineSeg | None) -> Path | None:
+            chunk: int, models_per_task: int | None, tss: TotalSpineSeg | None,
+            volumes: VolumeCache) -> Path | None:
     """The points file the crops of ``studies`` use, or ``None`` when levels cannot be placed."""
     if localizer is not None and localizer.is_dir():
         from rsna_lumbar.localize import tss_level_finder
@@ -152,7 +156,7 @@ def _points(data: Path, split: str, localizer: Path | None, work: Path, studies:
 
         out = work / f"points_{split}_{chunk}.csv"
         predict_points(data, split, out, localizer, work=work, studies=studies,
-                       models_per_task=models_per_task,
+                       models_per_task=models_per_task, volumes=volumes,
                        levels=tss_level_finder(tss, work / "totalspineseg"))  # fmt: skip
         return out
     labelled = CompetitionFolder(data).label_coordinates_csv
@@ -391,6 +395,7 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, deadline, d
     runner = timed("load models", _EnsembleRunner, ensemble, study_ids, device,
                    summary.members)  # fmt: skip
     runner.crops = work / f"crops_{split}"
+    volumes = VolumeCache(work / "volumes")
     localiser_models, floor = _localiser_models(ensemble.localizer)
     summary.localiser = {"path": str(ensemble.localizer) if localiser_models else None,
                          "models_per_task": localiser_models}
@@ -408,12 +413,14 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, deadline, d
         chunk_started, before = time.perf_counter(), runner.seconds()
         loc_started = time.perf_counter()
         points = timed("localise", _points, data, split, ensemble.localizer, work, chunk, index,
-                       plan.localiser_models or None, tss)  # fmt: skip
+                       plan.localiser_models or None, tss, volumes)  # fmt: skip
         localiser_s = time.perf_counter() - loc_started
         if points is not None:
             timed("crops + models", build_crops, data, split, runner.crops, points=points,
-                  work=work, montages=0, on_study=runner, studies=chunk, progress=False)  # fmt: skip
+                  work=work, montages=0, on_study=runner, studies=chunk, progress=False,
+                  volumes=volumes)  # fmt: skip
             timed("crops + models", runner.flush)
+        volumes.forget(chunk)
         summary.studies_processed += len(chunk)
         after = runner.seconds()
         plan.record_chunk(len(chunk), time.perf_counter() - chunk_started,

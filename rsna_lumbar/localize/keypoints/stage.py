@@ -178,7 +178,7 @@ def level_rows(found: LevelPoints, t2, t1_stacks: list) -> list[dict]:
 
 def predict_study(models: dict, study_stack_list: list, data: Path,
                   levels: LevelFinder | None = None,
-                  log: LevelSourceLog | None = None) -> list[dict]:  # fmt: skip
+                  log: LevelSourceLog | None = None, decode=read_stack) -> list[dict]:  # fmt: skip
     """All rows (:data:`OUTPUT_COLUMNS`) that can be placed for one study.
 
     Args:
@@ -189,6 +189,8 @@ def predict_study(models: dict, study_stack_list: list, data: Path,
             the canal and foraminal rows; anything else, the learned models.
         log: where fallbacks from ``levels`` are reported (a fresh :class:`LevelSourceLog`
             when None).
+        decode: ``decode(stack, data) -> Volume`` (default :func:`read_stack`; ``predict`` passes
+            a :class:`~rsna_lumbar.dicom.volume_cache.VolumeCache` reader shared with the crops).
     """
     cache: dict = {}
 
@@ -196,7 +198,7 @@ def predict_study(models: dict, study_stack_list: list, data: Path,
         key = (stack.series_id, stack.stack_index)
         if key not in cache:
             try:
-                cache[key] = read_stack(stack, data)
+                cache[key] = decode(stack, data)
             except Exception as exc:  # a bad series is skipped, never fatal
                 _LOG.warning("study %s series %s unreadable: %s", stack.study_id, stack.series_id, exc)
                 cache[key] = None
@@ -334,7 +336,7 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
 
 def predict_split(data, split, out, model_dir, *, work="work", workers=None,
                   levels: LevelFinder | None = None, studies=None,
-                  models_per_task: int | None = None) -> pd.DataFrame:  # fmt: skip
+                  models_per_task: int | None = None, volumes=None) -> pd.DataFrame:  # fmt: skip
     """Predict every study of ``split`` with a trained localiser folder; write ``out``.
 
     ``levels``: a level finder tried first on each study's sagittal T2 (module docstring), e.g.
@@ -342,6 +344,8 @@ def predict_split(data, split, out, model_dir, *, work="work", workers=None,
     ``studies``: only these study ids (default: all of the split).
     ``models_per_task``: average only the first that many models of each task (default: all;
     ``predict`` lowers it to honour a time budget).
+    ``volumes``: a :class:`~rsna_lumbar.dicom.volume_cache.VolumeCache` the decoded stacks go
+    through (``predict`` shares it with the crops stage).
     """
     import torch
 
@@ -354,7 +358,8 @@ def predict_split(data, split, out, model_dir, *, work="work", workers=None,
     with torch.no_grad():
         for study, study_stacks_ in sorted(_by_study(stacks).items()):
             if wanted is None or study in wanted:
-                rows += predict_study(models, study_stacks_, Path(data), levels, log)
+                rows += predict_study(models, study_stacks_, Path(data), levels, log,
+                                      volumes.read if volumes is not None else read_stack)
     if levels is not None:
         _LOG.info("%s", log.summary())
     table = pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
