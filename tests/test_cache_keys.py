@@ -153,10 +153,10 @@ def test_a_study_whose_crops_failed_is_cut_again(folders, tmp_path, monkeypatch)
     broken, fine = sorted(_studies(a, "train"))
     cut = stage.crop_study
 
-    def crop_study(data, study_id, index_rows, points):
+    def crop_study(data, study_id, index_rows, points, read):
         if study_id == broken:
             raise MemoryError("killed while decoding")
-        return cut(data, study_id, index_rows, points)
+        return cut(data, study_id, index_rows, points, read)
 
     monkeypatch.setattr(stage, "crop_study", crop_study)  # workers=1: runs in this process
     assert _views(_cut(a, out, work))[broken] == 0
