@@ -44,11 +44,25 @@ def stage_kaggle(root: Path, wheelhouse: Path, weights: Path, data: Path) -> Pat
     return dataset
 
 
+def _network_namespace() -> list[str]:
+    """``unshare -n`` where this machine allows it (root, or user namespaces): the kernel then
+    runs with no network interface at all, not only with dead proxies."""
+    try:
+        ok = subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+    except OSError:
+        ok = False
+    return ["unshare", "-n"] if ok else []
+
+
+NO_NETWORK = _network_namespace()
+
+
 def run_kernel(python: Path, root: Path, rerun: bool = False, **extra) -> subprocess.CompletedProcess:
+    """The kernel file, unchanged, with ``root`` as /kaggle and the network closed."""
     env = offline_env(RSNA_KAGGLE_ROOT=str(root), **extra)
     if rerun:
         env["KAGGLE_IS_COMPETITION_RERUN"] = "1"
-    return subprocess.run([str(python), str(KERNEL)], capture_output=True, text=True,
+    return subprocess.run([*NO_NETWORK, str(python), str(KERNEL)], capture_output=True, text=True,
                           cwd=root / "working", timeout=600, env=env)
 
 

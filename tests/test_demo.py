@@ -166,22 +166,79 @@ def test_demo_refuses_a_work_folder_of_another_synthetic_set(demo):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where CUDA calls fail")
-def test_members_that_fail_on_the_gpu_run_on_the_cpu(demo, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fails", ["loading", "predicting"])
+def test_members_that_fail_on_the_gpu_run_on_the_cpu(demo, tmp_path, monkeypatch, fails):
     """A GPU that passes the smoke test but fails the models (out of memory, a missing kernel):
-    each member is retried on the CPU before it could be dropped. Here the device choice is
-    forced to CUDA; on this machine every CUDA call then fails for real (no driver)."""
+    each member is reloaded onto the CPU and retried before it could be dropped. The device
+    choice is forced to CUDA; on this machine every CUDA call then fails for real (no driver).
+    ``predicting``: the member loads (its weights kept on the CPU) but believes it runs on
+    CUDA, so its first batch fails there."""
+    from rsna_lumbar import models
     from rsna_lumbar.models import device as device_module
 
     plan, summary = demo
     forced = device_module.DeviceChoice(torch.device("cuda"), "forced by the test")
     monkeypatch.setattr(device_module, "choose_device", lambda requested: forced)
+    if fails == "predicting":
+        load = models.load_model_folder
+
+        def load_believing_cuda(path, device="cpu", folds=None):
+            member = load(path, device="cpu", folds=folds)
+            if torch.device(device).type == "cuda":
+                member.device = torch.device("cuda")
+            return member
+
+        monkeypatch.setattr(models, "load_model_folder", load_believing_cuda)
     out = tmp_path / "sub.csv"
     run = _predict(plan, plan.weights, out, tmp_path / "w")
     (member,) = run.members
-    assert member.status == "used" and member.device == "cpu"
+    assert member.status == "used" and member.device == "cpu" and member.failed_studies == 0
     assert member.reason.startswith("on the CPU after: ")
     pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(summary["submission"]),
                                   atol=1e-5, check_exact=False)
+
+
+def test_a_failing_chunk_keeps_the_other_chunks_predictions(demo, tmp_path, monkeypatch):
+    """The crops of the second of three chunks raise (a worker killed, a full disk): its study
+    keeps the priors, the first and third keep their model predictions."""
+    from rsna_lumbar.crops import stage
+
+    plan, summary = demo
+    build, calls = stage.build_crops, []
+
+    def second_call_fails(*args, **kwargs):
+        calls.append(kwargs["studies"])
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "build_crops", second_call_fails)
+    out = tmp_path / "sub.csv"
+    run = _predict(plan, plan.weights, out, tmp_path / "w", chunk_studies=1)
+    assert len(calls) == 3 and run.studies_processed == 3
+    (error,) = run.errors
+    assert error.startswith(f"chunk 1 (1 studies from {calls[1][0]}): OSError")
+    frame, first = pd.read_csv(out), pd.read_csv(summary["submission"])
+    failed = frame.row_id.str.startswith(f"{calls[1][0]}_")
+    priors = load_priors(plan.weights / "priors.json")
+    assert np.allclose(frame[failed][["normal_mild", "moderate", "severe"]].to_numpy(), priors)
+    pd.testing.assert_frame_equal(frame[~failed].reset_index(drop=True),
+                                  first[~failed].reset_index(drop=True), atol=1e-5,
+                                  check_exact=False)
+    assert run.coverage > 0 and not any("no ensemble member" in p for p in run.problems())
+
+
+def test_an_unreadable_priors_file_falls_back_to_uniform_and_says_so(demo, tmp_path):
+    plan, _ = demo
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "priors.json").write_text('{"spinal_canal_stenosis_l1_l2": {"normal_mild": 1')
+    out = tmp_path / "sub.csv"
+    run = _predict(plan, models, out, tmp_path / "w")
+    frame = pd.read_csv(out)
+    assert len(frame) == 75 and np.allclose(frame[["normal_mild", "moderate", "severe"]], 1 / 3)
+    assert run.fallback.startswith("uniform (priors.json unusable: ")
+    assert any(p.startswith("the fallback is uniform probabilities") for p in run.problems())
 
 
 def test_predict_decodes_each_stack_once_per_study(demo, tmp_path, monkeypatch):

@@ -35,8 +35,8 @@ from rsna_lumbar.crops.recipes import DEFAULT_RECIPES, recipes_for
 from rsna_lumbar.crops.sampling import extract_patch, intensity_scale
 from rsna_lumbar.dicom.index import read_index, write_index
 from rsna_lumbar.dicom.reader import read_stack
-from rsna_lumbar.dicom.volume_cache import VolumeCache
 from rsna_lumbar.dicom.stacks import Stack, build_stacks
+from rsna_lumbar.dicom.volume_cache import VolumeCache
 from rsna_lumbar.layout import CompetitionFolder
 from rsna_lumbar.parallel import ordered_map
 from rsna_lumbar.registration import choose, competition_to_world, place_in_stack

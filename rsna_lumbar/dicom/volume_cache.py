@@ -24,14 +24,11 @@ from rsna_lumbar.dicom.volume import Volume
 class VolumeCache:
     """A scratch folder of decoded stacks shared by the stages (and processes) of one run.
 
-    Attributes:
-        folder: where the pickles live.
-        decoded: stacks this process decoded from DICOM (the rest came from the folder).
+    ``folder``: where the pickles live.
     """
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
-        self.decoded = 0
 
     def path(self, stack: Stack) -> Path:
         return self.folder / f"{stack.study_id}_{stack.series_id}_{stack.stack_index}.pkl"
@@ -48,7 +45,6 @@ class VolumeCache:
             with open(path, "rb") as handle:
                 return pickle.load(handle)
         volume = read_stack(stack, root)
-        self.decoded += 1
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             pickle.dump(volume, handle, protocol=pickle.HIGHEST_PROTOCOL)
         return volume

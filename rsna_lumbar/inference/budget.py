@@ -15,6 +15,10 @@ passes the deadline, work is shed in this order, each step logged:
 1. ensemble members, the last of the manifest first (the first member is never shed);
 2. the localiser's extra models (fold copies and seeds): down to one fold's models.
 
+(Test-time augmentation would come between the two; the kit's members have none yet.)
+The split's header index is built before the first chunk, so its one-off cost is not taken
+for pace.
+
 Before each chunk, if even that chunk at the current pace would end past the deadline, no more
 chunks start: the studies left get the fallback priors, so every row is written in time. The
 first chunk always starts unless the budget is already spent (there is no pace to judge by yet).

@@ -69,13 +69,25 @@ MIN_COVERAGE = 0.7
 
 
 def fallback_priors(models: str | os.PathLike | None) -> tuple[np.ndarray, str]:
-    """(25, 3) priors from ``models/priors.json``, else uniform, and where they came from."""
+    """(25, 3) priors from ``models/priors.json``, else uniform, and where they came from.
+
+    A priors file that cannot be read, lacks a target or holds a row that is not a probability
+    distribution gives uniform probabilities too (``"uniform (...why...)"``), never an error:
+    the fallback is what must always work.
+    """
     path = Path(models) / PRIORS_FILE if models is not None else None
-    if path is not None and path.is_file():
-        LOGGER.info("fallback probabilities: class priors from %s", path)
-        return load_priors(path), str(path)
-    LOGGER.warning("no %s in %s: the fallback is uniform probabilities", PRIORS_FILE, models)
-    return uniform_priors(), "uniform"
+    if path is None or not path.is_file():
+        LOGGER.warning("no %s in %s: the fallback is uniform probabilities", PRIORS_FILE, models)
+        return uniform_priors(), f"uniform (no {PRIORS_FILE})"
+    try:
+        priors = load_priors(path)
+        if priors.shape != (25, 3) or not np.isfinite(priors).all() or (priors < 0).any():
+            raise ValueError("not 25 rows of 3 finite probabilities")
+    except Exception as error:  # noqa: BLE001 - any unreadable file means: uniform, said
+        LOGGER.error("%s is unusable (%s): the fallback is uniform probabilities", path, error)
+        return uniform_priors(), f"uniform ({PRIORS_FILE} unusable: {error})"
+    LOGGER.info("fallback probabilities: class priors from %s", path)
+    return priors, str(path)
 
 
 @dataclasses.dataclass
@@ -87,7 +99,9 @@ class MemberReport:
     status: str = "used"
     reason: str = ""
     device: str = ""
+    data_kind: str = "unknown"
     studies: int = 0
+    failed_studies: int = 0
     seconds: float = 0.0
 
 
@@ -108,6 +122,7 @@ class RunSummary:
     budget: dict = dataclasses.field(default_factory=dict)
     shed: list[str] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def targets(self) -> int:
@@ -121,10 +136,10 @@ class RunSummary:
     def problems(self, min_coverage: float = MIN_COVERAGE) -> list[str]:
         """Why this run should not be submitted (empty when it may be)."""
         found = []
-        if not any(m.status in ("used", "shed") for m in self.members):
+        if not any(m.studies for m in self.members):
             found.append("no ensemble member predicted anything (see members)")
-        if self.fallback == "uniform":
-            found.append(f"no {PRIORS_FILE} in the model folder: the fallback is uniform")
+        if self.fallback.startswith("uniform"):
+            found.append(f"the fallback is uniform probabilities: {self.fallback}")
         if self.coverage < min_coverage:
             found.append(f"only {self.coverage:.0%} of the targets came from models "
                          f"(threshold {min_coverage:.0%})")
@@ -166,12 +181,33 @@ def _points(data: Path, split: str, localizer: Path | None, work: Path, studies:
 
 
 @dataclasses.dataclass
+class Votes:
+    """The ensemble's weighted votes so far: ``total`` (N, 25, 3) sums of weight × probability,
+    ``weight`` (N, 25) sums of weights, for the split's N studies in order. Owned by
+    :func:`predict_split`, so a failure anywhere keeps what was already predicted."""
+
+    total: np.ndarray
+    weight: np.ndarray
+
+    @classmethod
+    def empty(cls, n_studies: int) -> Votes:
+        return cls(np.zeros((n_studies, 25, 3)), np.zeros((n_studies, 25)))
+
+    def probabilities(self, priors: np.ndarray) -> np.ndarray:
+        """(N, 25, 3): the weighted mean where some member voted, ``priors`` elsewhere."""
+        voted = self.weight > 0
+        mean = self.total / np.maximum(self.weight, 1e-12)[..., None]
+        return np.where(voted[..., None], mean, priors)
+
+
+@dataclasses.dataclass
 class _Kept:
-    """An ensemble member in use and its report."""
+    """An ensemble member in use, its report and its run of wholly failed batches."""
 
     member: object
     predictor: object
     report: MemberReport
+    failed_batches: int = 0
 
 
 class _EnsembleRunner:
@@ -180,25 +216,32 @@ class _EnsembleRunner:
     Called from the crops stage with each study id once its crops are on disk; every
     ``batch_studies`` studies (and at :meth:`flush`) each member predicts the batch in one pass,
     so DICOM decoding of the next studies (in the crops' worker processes) overlaps the model
-    work here. A member that raises on the GPU is moved to the CPU and the batch retried; a
-    member that fails there too is dropped (its report says why).
+    work here. When a member fails on a batch: off the CPU, it is reloaded from disk onto the
+    CPU and the batch retried; on the CPU, the batch's studies are retried one by one (a study
+    that fails alone keeps the other members' votes or the priors). A member is dropped only
+    after :data:`DROP_AFTER` batches in a row in which it predicted nothing.
     """
 
-    def __init__(self, ensemble, study_ids: list[int], device, reports: list[MemberReport],
-                 batch_studies: int = 8):
-        from rsna_lumbar.models import load_model_folder
+    DROP_AFTER = 3
 
+    def __init__(self, ensemble, votes: Votes, study_ids: list[int], device,
+                 reports: list[MemberReport], batch_studies: int = 8):
+        from rsna_lumbar.models import load_model_folder
+        from rsna_lumbar.provenance import read_provenance
+
+        self.load = load_model_folder
+        self.votes = votes
         self.batch_studies = max(1, batch_studies)
         self.position = {int(s): k for k, s in enumerate(study_ids)}
-        self.total = np.zeros((len(study_ids), 25, 3))
-        self.weight = np.zeros((len(study_ids), 25))
         self.members: list[_Kept] = []
         self.crops: Path | None = None
         for member in ensemble.members:
-            report = MemberReport(str(member.path), member.weight, device=str(device))
+            record = read_provenance(member.path) or {}
+            report = MemberReport(str(member.path), member.weight, device=str(device),
+                                  data_kind=record.get("data_kind", "unknown"))  # fmt: skip
             reports.append(report)
             try:
-                predictor = self._load(load_model_folder, member.path, device, report)
+                predictor = self._load_on(member.path, device, report)
             except Exception as error:  # noqa: BLE001 - a broken member must not stop the run
                 report.status, report.reason = "not loaded", f"{type(error).__name__}: {error}"
                 LOGGER.error("ensemble member %s cannot be loaded (%s); continuing without it",
@@ -207,19 +250,22 @@ class _EnsembleRunner:
             self.members.append(_Kept(member, predictor, report))
         self.batch: dict[int, dict[str, np.ndarray]] = {}
 
-    @staticmethod
-    def _load(load_model_folder, path, device, report: MemberReport):
+    def _load_on(self, path, device, report: MemberReport):
         """Load on ``device``; on failure there, load on the CPU (the report says why)."""
         try:
-            return load_model_folder(path, device=device)
+            return self.load(path, device=device)
         except Exception as error:
             if str(device) == "cpu":
                 raise
-            reason = f"{type(error).__name__}: {error}"
-            LOGGER.error("ensemble member %s cannot be loaded on %s (%s); loading it on the CPU",
-                         path, device, reason)  # fmt: skip
-            report.device, report.reason = "cpu", f"on the CPU after: {reason}"
-            return load_model_folder(path, device="cpu")
+            self._to_cpu(report, error)
+            return self.load(path, device="cpu")
+
+    @staticmethod
+    def _to_cpu(report: MemberReport, error: Exception) -> None:
+        reason = f"{type(error).__name__}: {error}"
+        LOGGER.error("ensemble member %s failed on %s (%s); using it on the CPU", report.path,
+                     report.device, reason)  # fmt: skip
+        report.device, report.reason = "cpu", f"on the CPU after: {reason}"
 
     def seconds(self) -> dict[str, float]:
         return {kept.report.path: kept.report.seconds for kept in self.members}
@@ -240,27 +286,29 @@ class _EnsembleRunner:
         if len(self.batch) >= self.batch_studies:
             self.flush()
 
-    def _predict(self, kept: _Kept, batch: dict) -> dict | None:
-        """One member on one batch: GPU, then CPU on failure; None when it is dropped."""
+    def _predict(self, kept: _Kept, batch: dict) -> dict:
+        """One member on one batch (module docstring); the studies it predicted."""
         try:
             return kept.predictor.predict_studies(batch)
-        except Exception as error:  # noqa: BLE001 - retried on the CPU or dropped, never fatal
-            reason = f"{type(error).__name__}: {error}"
+        except Exception as error:  # noqa: BLE001 - retried, never fatal
             if kept.predictor.device.type != "cpu":
-                LOGGER.error("ensemble member %s failed on %s (%s); retrying on the CPU",
-                             kept.report.path, kept.predictor.device, reason)  # fmt: skip
+                self._to_cpu(kept.report, error)
                 try:
-                    kept.predictor.to("cpu")
-                    kept.report.device = "cpu"
-                    kept.report.reason = f"on the CPU after: {reason}"
+                    kept.predictor = self.load(kept.report.path, device="cpu")
                     return kept.predictor.predict_studies(batch)
                 except Exception as again:  # noqa: BLE001
-                    reason = f"{type(again).__name__}: {again}"
-            LOGGER.error("ensemble member %s failed on studies %s (%s); dropped",
-                         kept.report.path, list(batch), reason)  # fmt: skip
-            kept.report.status, kept.report.reason = "dropped", reason
-            self.members.remove(kept)
-            return None
+                    error = again
+            LOGGER.error("ensemble member %s failed on studies %s (%s: %s); retrying them one "
+                         "by one", kept.report.path, list(batch), type(error).__name__,
+                         error)  # fmt: skip
+        results = {}
+        for study_id, arrays in batch.items():
+            try:
+                results.update(kept.predictor.predict_studies({study_id: arrays}))
+            except Exception as error:  # noqa: BLE001 - this study keeps the other votes
+                kept.report.reason = f"study {study_id}: {type(error).__name__}: {error}"
+                kept.report.failed_studies += 1
+        return results
 
     def flush(self) -> None:
         """Predict the queued studies with every kept member."""
@@ -270,24 +318,32 @@ class _EnsembleRunner:
         for kept in list(self.members):
             started = time.perf_counter()
             results = self._predict(kept, batch)
-            if results is None:
-                continue
-            for study_id, (probs, mask) in results.items():
-                k = self.position[study_id]
-                self.total[k][mask] += kept.member.weight * probs[mask]
-                self.weight[k][mask] += kept.member.weight
             kept.report.seconds += time.perf_counter() - started
-            kept.report.studies += len(batch)
+            kept.failed_batches = 0 if results else kept.failed_batches + 1
+            if kept.failed_batches >= self.DROP_AFTER:
+                kept.report.status = "dropped"
+                LOGGER.error("ensemble member %s predicted nothing in %d batches in a row "
+                             "(%s); dropped", kept.report.path, self.DROP_AFTER,
+                             kept.report.reason)  # fmt: skip
+                self.members.remove(kept)
+            for study_id, (probs, mask) in results.items():
+                mask = mask & np.isfinite(probs).all(axis=1)  # a NaN vote is no vote
+                k = self.position[study_id]
+                self.votes.total[k][mask] += kept.member.weight * probs[mask]
+                self.votes.weight[k][mask] += kept.member.weight
+            kept.report.studies += len(results)
+
+    def discard(self) -> None:
+        """Forget the queued studies (their chunk failed; they keep what they have)."""
+        self.batch = {}
 
 
-def _write(out: Path, study_ids: list[int], priors: np.ndarray, total: np.ndarray,
-           weight: np.ndarray) -> int:
-    """Write the submission (models where they predicted, priors elsewhere); returns the
-    number of targets from models."""
-    predicted = weight > 0
-    probs = np.where(predicted[..., None], total / np.maximum(weight, 1e-12)[..., None], priors)
+def _write(out: Path, study_ids: list[int], priors: np.ndarray, votes: Votes) -> int:
+    """Write the submission (models where they voted, priors elsewhere); returns the number of
+    targets from models."""
+    probs = votes.probabilities(priors)
     write_submission(build_submission(dict(zip(study_ids, probs))), out, study_ids)
-    return int(predicted.sum())
+    return int((votes.weight > 0).sum())
 
 
 def _chunks(items: list[int], size: int) -> list[list[int]]:
@@ -332,24 +388,28 @@ def predict_split(
     Returns:
         The :class:`RunSummary` (also written as JSON).
     """
-    from rsna_lumbar.models.device import choose_device
+    from rsna_lumbar.models.device import CHOICES, choose_device
 
     deadline = Deadline(budget_s, clock() if started_at is None else started_at, clock)
-    choice = choose_device(device)  # a wrong --device is the caller's error: raise, write nothing
-    LOGGER.info("device: %s (%s)", choice.device, choice.note)
+    if device not in CHOICES:
+        raise ValueError(f"device {device!r}: use one of {', '.join(CHOICES)}")
+    # An explicit device is the caller's promise: a wrong one is an error before anything is
+    # written. "auto" (the kernel's) is chosen after the fallback file exists.
+    choice = choose_device(device) if device != "auto" else None
     data, out = Path(data), Path(out)
     study_ids = split_study_ids(data, split)
     priors, source = fallback_priors(models)
     summary = RunSummary(split, len(study_ids), str(out), fallback=source,
-                         device=choice.as_dict(),
                          budget={"budget_s": budget_s, "started_at": deadline.started_at})
-    total = np.zeros((len(study_ids), 25, 3))
-    weight = np.zeros((len(study_ids), 25))
-    _write(out, study_ids, priors, total, weight)
+    votes = Votes.empty(len(study_ids))
+    _write(out, study_ids, priors, votes)
     LOGGER.info("wrote the fallback submission for %d studies to %s; now the models",
                 len(study_ids), out)  # fmt: skip
     stages: dict[str, float] = {}
     try:
+        choice = choice or choose_device("auto")
+        summary.device = choice.as_dict()
+        LOGGER.info("device: %s (%s)", choice.device, choice.note)
         ensemble = read_ensemble(models) if models is not None and Path(models).is_dir() else None
         if ensemble is None or not ensemble.members:
             summary.errors.append(f"no ensemble members in {models}")
@@ -358,14 +418,14 @@ def predict_split(
             with ExitStack() as scratch:
                 if work is None:
                     work = scratch.enter_context(tempfile.TemporaryDirectory(prefix="rsna-predict-"))
-                total, weight = _run_chunks(data, split, out, Path(work), ensemble, study_ids,
-                                            priors, deadline, choice.device, chunk_studies, tss,
-                                            summary, stages)  # fmt: skip
+                _run_chunks(data, split, out, Path(work), ensemble, study_ids, priors, votes,
+                            deadline, choice.device, chunk_studies, tss, summary,
+                            stages)  # fmt: skip
     except Exception as error:  # noqa: BLE001 - the submission must still be written
         summary.errors.append(f"{type(error).__name__}: {error}")
-        LOGGER.exception("inference chain failed (%s: %s); the rest falls back to priors",
-                         type(error).__name__, error)  # fmt: skip
-    summary.targets_from_models = _write(out, study_ids, priors, total, weight)
+        LOGGER.exception("inference chain failed (%s: %s); what is not predicted yet falls back "
+                         "to priors", type(error).__name__, error)  # fmt: skip
+    summary.targets_from_models = _write(out, study_ids, priors, votes)
     summary.stages_s = {k: round(v, 2) for k, v in stages.items()}
     summary.budget["elapsed_s"] = round(deadline.elapsed, 1)
     summary.write(summary_path(out), min_coverage)
@@ -373,6 +433,8 @@ def predict_split(
                 "the rest from the fallback (%s)", 25 * len(study_ids), len(study_ids), out,
                 summary.targets_from_models, summary.targets, 100 * summary.coverage,
                 source)  # fmt: skip
+    for warning in summary.warnings:
+        LOGGER.warning("warning: %s", warning)
     for problem in summary.problems(min_coverage):
         LOGGER.warning("problem: %s", problem)
     if timings is not None:
@@ -380,10 +442,15 @@ def predict_split(
     return summary
 
 
-def _run_chunks(data, split, out, work, ensemble, study_ids, priors, deadline, device,
-                chunk_studies, tss, summary, stages):
-    """Steps 2-3 of the module docstring; returns the (total, weight) accumulators."""
+def _run_chunks(data, split, out, work, ensemble, study_ids, priors, votes, deadline, device,
+                chunk_studies, tss, summary, stages) -> None:
+    """Step 3 of the module docstring, voting into ``votes``.
+
+    A chunk that raises is logged and recorded in ``summary.errors``; its studies keep what they
+    have (priors, or the votes of batches that finished) and the next chunk runs.
+    """
     from rsna_lumbar.crops.stage import build_crops
+    from rsna_lumbar.dicom.index import write_index
 
     def timed(name, function, *args, **kwargs):
         started = time.perf_counter()
@@ -392,16 +459,19 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, deadline, d
         finally:
             stages[name] = stages.get(name, 0.0) + time.perf_counter() - started
 
-    runner = timed("load models", _EnsembleRunner, ensemble, study_ids, device,
+    # The split's header index once, before the chunks, so its cost does not count as pace.
+    timed("index", write_index, data, split, work, progress=False)
+    runner = timed("load models", _EnsembleRunner, ensemble, votes, study_ids, device,
                    summary.members)  # fmt: skip
     runner.crops = work / f"crops_{split}"
+    summary.warnings += [f"member {m.path} was trained on {m.data_kind} data (provenance.json)"
+                         for m in summary.members if m.data_kind != "competition"]
     volumes = VolumeCache(work / "volumes")
     localiser_models, floor = _localiser_models(ensemble.localizer)
     summary.localiser = {"path": str(ensemble.localizer) if localiser_models else None,
                          "models_per_task": localiser_models}
     plan = Plan([k.report.path for k in runner.members], localiser_models, floor)
-    chunks = _chunks(study_ids, chunk_studies)
-    for index, chunk in enumerate(chunks):
+    for index, chunk in enumerate(_chunks(study_ids, chunk_studies)):
         if not runner.members:
             break
         if not plan.next_chunk_fits(deadline, len(chunk), first=index == 0):
@@ -411,28 +481,35 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, deadline, d
             summary.budget["stopped_early"] = True
             break
         chunk_started, before = time.perf_counter(), runner.seconds()
-        loc_started = time.perf_counter()
-        points = timed("localise", _points, data, split, ensemble.localizer, work, chunk, index,
-                       plan.localiser_models or None, tss, volumes)  # fmt: skip
-        localiser_s = time.perf_counter() - loc_started
-        if points is not None:
-            timed("crops + models", build_crops, data, split, runner.crops, points=points,
-                  work=work, montages=0, on_study=runner, studies=chunk, progress=False,
-                  volumes=volumes)  # fmt: skip
-            timed("crops + models", runner.flush)
-        volumes.forget(chunk)
+        localiser_s = 0.0
+        try:
+            loc_started = time.perf_counter()
+            points = timed("localise", _points, data, split, ensemble.localizer, work, chunk,
+                           index, plan.localiser_models or None, tss, volumes)  # fmt: skip
+            localiser_s = time.perf_counter() - loc_started if points is not None else 0.0
+            if points is not None:
+                timed("crops + models", build_crops, data, split, runner.crops, points=points,
+                      work=work, montages=0, on_study=runner, studies=chunk, progress=False,
+                      volumes=volumes)  # fmt: skip
+                timed("crops + models", runner.flush)
+        except Exception as error:  # noqa: BLE001 - one chunk must not cost the others
+            runner.discard()
+            summary.errors.append(f"chunk {index} ({len(chunk)} studies from {chunk[0]}): "
+                                  f"{type(error).__name__}: {error}")
+            LOGGER.exception("chunk %d failed (%s: %s); its studies keep what they have",
+                             index, type(error).__name__, error)  # fmt: skip
+        finally:
+            volumes.forget(chunk)
         summary.studies_processed += len(chunk)
         after = runner.seconds()
-        plan.record_chunk(len(chunk), time.perf_counter() - chunk_started,
-                          localiser_s if points is not None else 0.0,
+        plan.record_chunk(len(chunk), time.perf_counter() - chunk_started, localiser_s,
                           {p: after[p] - before.get(p, 0.0) for p in after})  # fmt: skip
-        _write(out, study_ids, priors, runner.total, runner.weight)
+        _write(out, study_ids, priors, votes)
         plan.members = [p for p in plan.members if p in after]
         if plan.shed_to_fit(deadline, len(study_ids) - summary.studies_processed):
             runner.keep_only(plan.members)
             summary.shed = list(plan.shed)
     summary.localiser["models_per_task_at_end"] = plan.localiser_models
-    return runner.total, runner.weight
 
 
 def _localiser_models(localizer: Path | None) -> tuple[int, int]:
