@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 from rsna_lumbar import __version__
+from rsna_lumbar.inference.ensemble import read_ensemble
 from rsna_lumbar.provenance import SYNTHETIC, read_provenance
 
 PLACEHOLDER_OWNER = "your-kaggle-username"
@@ -281,9 +282,13 @@ def _write_json(path: Path, data: dict) -> None:
 
 def model_folders(weights: Path) -> list[Path]:
     """The model folders of ``weights``: sub-folders holding ``model.json`` (severity models) or
-    ``config.json`` (the localiser); hidden ones are never uploaded, so never counted."""
-    return sorted(p for p in weights.iterdir() if p.is_dir() and not p.name.startswith(".")
-                  and ((p / "model.json").is_file() or (p / "config.json").is_file()))
+    ``config.json`` (the localiser), plus the members and localiser ``ensemble.yaml`` names at
+    any depth; hidden ones are never uploaded, so never counted."""
+    ensemble = read_ensemble(weights)
+    named = {m.path for m in ensemble.members} | {ensemble.localizer} - {None}
+    direct = {p for p in weights.iterdir() if (p / "model.json").is_file()
+              or (p / "config.json").is_file()}
+    return sorted(p for p in named | direct if p.is_dir() and not p.name.startswith("."))
 
 
 _ALLOW = "pass ALLOW_SYNTHETIC=1 (--allow-synthetic) to publish anyway"
@@ -303,7 +308,7 @@ def check_weights(weights: Path, allow_synthetic: bool = False) -> dict[str, dic
         if not allow_synthetic:
             raise PublishError(msg)
         print(f"warning: {msg}", file=sys.stderr)
-    records = {p.name: read_provenance(p) for p in folders}
+    records = {str(p.relative_to(weights)): read_provenance(p) for p in folders}
     bad = []
     for name, record in records.items():
         if record is None:
@@ -569,8 +574,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"staged {staged}")
             if args.step == "push-kernel":
                 version = push_kernel(staged, args.wait_timeout, args.wait_interval)
-                print(f"kernel version {version} pushed: 'make kernel-status' shows its run; "
-                      "once it is complete, 'make submit' submits it")
+                if version is None:
+                    print("warning: Kaggle's answer named no kernel version: pass it to submit "
+                          "yourself (make submit KERNEL_VERSION=N; N from 'make kernel-status')",
+                          file=sys.stderr)
+                else:
+                    print(f"kernel version {version} pushed: 'make kernel-status' shows its "
+                          "run; once it is complete, 'make submit' submits it")
         else:
             kernel = render_kernel_metadata(root, owner, args.kernel, args.dataset)["id"]
             if args.step == "kernel-status":

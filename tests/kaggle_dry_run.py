@@ -57,7 +57,8 @@ def _network_namespace() -> list[str]:
 NO_NETWORK = _network_namespace()
 
 
-def run_kernel(python: Path, root: Path, rerun: bool = False, **extra) -> subprocess.CompletedProcess:
+def run_kernel(python: Path, root: Path, rerun: bool = False,
+               **extra) -> subprocess.CompletedProcess:
     """The kernel file, unchanged, with ``root`` as /kaggle and the network closed."""
     env = offline_env(RSNA_KAGGLE_ROOT=str(root), **extra)
     if rerun:

@@ -39,7 +39,7 @@ def test_members_go_last_first_then_the_localisers_extra_models():
     clock = Clock(100.0)
     deadline = Deadline(400.0, 0.0, clock)
     plan = _plan()
-    # 100 studies left: 5.5 → 4.5 (c) → 3.5 (b) → 2.7 (localiser 5 → 1) s per study; 2.7 fits
+    # 100 studies left: 5.5 → 4.5 (c) → 3.5 (b) → 2.7 (localiser 5 → 1) s per study: fits
     went = plan.shed_to_fit(deadline, studies_left=100)
     assert went == ["ensemble member c", "ensemble member b",
                     "the localiser's extra models (down to 1 per task)"]

@@ -6,6 +6,10 @@ on Python 3.12 (torch 2.10, timm 1.0.26, numpy 2.0, pandas 2.2, ...) and runs th
 kit's wheel, pydicom and the JPEG codecs for Python 3.11-3.13, downloaded from the registry);
 then the kernel runs in a fresh venv layered on the image venv with the network closed and must
 install everything offline and predict what the dev environment predicts.
+
+Why 3.12 and not the newest Python here (3.13): it is the image's Python, and the image's numpy
+2.0.2 and pandas 2.2.2 publish no 3.13 wheels, so "Kaggle's versions" exist only on 3.12. The
+3.11 and 3.13 codec wheels are checked for presence below.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from kaggle_dry_run import REPO, offline_env, run_kernel, run_summary, stage_kag
 IMAGE_PYTHON = os.environ.get("RSNA_KAGGLE_IMAGE_PYTHON")
 pytestmark = [
     pytest.mark.kaggle_image,
-    pytest.mark.skipif(not IMAGE_PYTHON, reason="make test-kaggle-image sets RSNA_KAGGLE_IMAGE_PYTHON"),
+    pytest.mark.skipif(not IMAGE_PYTHON,
+                       reason="make test-kaggle-image sets RSNA_KAGGLE_IMAGE_PYTHON"),
 ]
 
 
@@ -36,7 +41,8 @@ def kernel_python(tmp_path_factory) -> Path:
     """A fresh venv of the image's Python that sees the image venv's packages (a .pth line)."""
     path = tmp_path_factory.mktemp("image-kernel-venv")
     subprocess.run([IMAGE_PYTHON, "-m", "venv", "--without-pip", str(path)], check=True)
-    image_site = subprocess.run([IMAGE_PYTHON, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    image_site = subprocess.run([IMAGE_PYTHON, "-c", purelib],
                                 capture_output=True, text=True, check=True).stdout.strip()
     version = _python_version(IMAGE_PYTHON)
     site = path / "lib" / f"python{version}" / "site-packages"
@@ -53,6 +59,20 @@ def wheelhouse(tmp_path_factory) -> Path:
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     return out
+
+
+def test_wheelhouse_has_the_compiled_codecs_for_every_python_the_image_may_run(wheelhouse):
+    """3.12 runs now, 3.13 if Kaggle follows Colab, 3.11 before: one wheel each, or the kernel
+    on that Python skips the codec."""
+    optional = (wheelhouse / "kaggle-optional.txt").read_text().split()
+    assert {spec.split("==")[0] for spec in optional} == {"pylibjpeg-libjpeg", "pylibjpeg-openjpeg"}
+    for spec in optional:
+        name, version = spec.split("==")
+        wheels = wheelhouse.glob(f"{name.replace('-', '_')}-{version}-*.whl")
+        tags = {w.name.split("-")[2] for w in wheels}
+        assert tags == {"cp311", "cp312", "cp313"}, (spec, tags)
+    required = (wheelhouse / "kaggle-requirements.txt").read_text().split()
+    assert {spec.split("==")[0] for spec in required} == {"pydicom", "pylibjpeg", "rsna-lumbar"}
 
 
 def test_kernel_runs_on_kaggles_python_and_packages(tmp_path, kernel_python, wheelhouse, demo):

@@ -170,6 +170,20 @@ def test_stage_weights_refuses_what_would_score_like_noise(tmp_path, case):
                      "unrecorded": {"localizer": None, "severity_default": None}}[case]
 
 
+def test_members_the_ensemble_names_below_the_top_level_are_checked_too(tmp_path):
+    weights = _weights(tmp_path / "weights")  # competition-trained top-level folders
+    nested = weights / "runs" / "severity_big"
+    nested.mkdir(parents=True)
+    (nested / "model.json").write_text("{}\n")  # no provenance.json
+    (weights / "ensemble.yaml").write_text(
+        "members:\n  - {path: severity_default}\n  - {path: runs/severity_big}\n"
+        "localizer: localizer\n")
+    with pytest.raises(kp.PublishError, match="  runs/severity_big: no provenance.json"):
+        kp.check_weights(weights)
+    write_provenance(nested, tmp_path / "data-competition", recipe="test big")
+    assert set(kp.check_weights(weights)) == {"localizer", "runs/severity_big", "severity_default"}
+
+
 def test_push_weights_refuses_synthetic_models_unless_allowed(tmp_path):
     wheelhouse = _wheelhouse(tmp_path / "wheelhouse")
     weights = _weights(tmp_path / "weights", "synthetic")

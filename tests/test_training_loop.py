@@ -208,7 +208,10 @@ def test_provenance_is_recorded_and_other_data_is_not_mixed_in(tmp_path):
     assert train_cv(crops, folds_csv, train_csv, config, out) is not None
     assert read_provenance(out) is None  # no data folder given: nothing is claimed
     real = _synthetic_folder(tmp_path / "real", train_csv, generator_truth=False)
-    assert train_cv(crops, folds_csv, train_csv, config, out, data=real, recipe="r") is not None
+    with pytest.raises(ValueError, match="without a record of their data"):
+        train_cv(crops, folds_csv, train_csv, config, out, data=real)  # cannot vouch for fold 0
+    assert train_cv(crops, folds_csv, train_csv, config, out, data=real, recipe="r",
+                    force=True) is not None
     made = read_provenance(out)
     assert (made["data_kind"], made["recipe"]) == ("competition", "r")
     synthetic = _synthetic_folder(tmp_path / "synth", train_csv)
@@ -220,3 +223,8 @@ def test_provenance_is_recorded_and_other_data_is_not_mixed_in(tmp_path):
     made = read_provenance(out)
     assert made["data_kind"] == "synthetic"
     assert made["recipe"] == f"{config.model.spec} (resolved: config.yaml)"
+    # a study's crops recorded as cut from another folder (crops/stage.py's made_from)
+    made_from = {"data_folder": str(tmp_path / "other")}
+    (crops / "999.json").write_text(json.dumps({"study_id": 999, "made_from": made_from}))
+    with pytest.raises(ValueError, match="were cut from .*other, not from"):
+        train_cv(crops, folds_csv, train_csv, config, tmp_path / "model2", data=synthetic)

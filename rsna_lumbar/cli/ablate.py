@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", default="", metavar="NAMES",
                         help="comma-separated variants to run (default: all); finished ones "
                              "are reused, so a partial run still gives a table")
+    parser.add_argument("--data", type=Path, metavar="DIR",
+                        help="the competition folder the crops came from (recorded in each "
+                             "variant's provenance.json)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="applied to every variant, after it")
 
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     base = yaml.safe_load(config_path(args.config).read_text(encoding="utf-8")) or {}
     table = run_ablation(args.crops, args.folds, args.labels, base, args.variants, args.out,
-                         overrides=args.overrides, force=args.force,
+                         overrides=args.overrides, force=args.force, data=args.data,
                          only=tuple(n.strip() for n in args.only.split(",") if n.strip()))
     print(to_markdown(table))
     return 0

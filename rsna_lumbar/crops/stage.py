@@ -186,6 +186,19 @@ def study_key(data: Path, index_rows: pd.DataFrame, points: pd.DataFrame) -> dic
             "points": _digest(points.to_csv(index=False)), "settings": SETTINGS}
 
 
+def crop_data_folders(out: str | os.PathLike) -> set[str]:
+    """The data folders the studies of crop cache ``out`` were cut from (their ``made_from``)."""
+    folders = set()
+    for meta_path in Path(out).glob("*.json"):
+        try:
+            made = json.loads(meta_path.read_text()).get("made_from") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if made.get("data_folder"):
+            folders.add(made["data_folder"])
+    return folders
+
+
 def _stale(meta_path: Path, key: dict) -> str | None:
     """Why the study of ``meta_path`` must be cut (again); None when its crops are done."""
     try:

@@ -147,7 +147,8 @@ class RunSummary:
 
     def as_dict(self, min_coverage: float = MIN_COVERAGE) -> dict:
         payload = dataclasses.asdict(self)
-        payload.update(targets=self.targets, targets_from_fallback=self.targets - self.targets_from_models,
+        payload.update(targets=self.targets,
+                       targets_from_fallback=self.targets - self.targets_from_models,
                        coverage=round(self.coverage, 4), problems=self.problems(min_coverage))
         return payload
 
@@ -417,7 +418,8 @@ def predict_split(
         else:
             with ExitStack() as scratch:
                 if work is None:
-                    work = scratch.enter_context(tempfile.TemporaryDirectory(prefix="rsna-predict-"))
+                    temporary = tempfile.TemporaryDirectory(prefix="rsna-predict-")
+                    work = scratch.enter_context(temporary)
                 _run_chunks(data, split, out, Path(work), ensemble, study_ids, priors, votes,
                             deadline, choice.device, chunk_studies, tss, summary,
                             stages)  # fmt: skip

@@ -82,9 +82,10 @@ def _flatten(tree: dict, prefix: str = "") -> str:
 
 
 def run_ablation(crops, folds_csv, labels_csv, base: dict, variants_file, out, *, overrides=(),
-                 force: bool = False, only: tuple[str, ...] = ()) -> pd.DataFrame:
+                 force: bool = False, only: tuple[str, ...] = (), data=None) -> pd.DataFrame:
     """Train + report every variant (or those named in ``only``, in the file's order); write
-    and return the comparison table."""
+    and return the comparison table. ``data``: the competition folder the crops were cut
+    from, recorded in each variant's ``provenance.json``."""
     from rsna_lumbar.models.predictor import load_model_folder
     from rsna_lumbar.training.loop import train_cv
     from rsna_lumbar.training.report import build_report
@@ -104,7 +105,8 @@ def run_ablation(crops, folds_csv, labels_csv, base: dict, variants_file, out, *
         finished = timing.is_file() and not force
         started = time.time()
         LOGGER.info("ablation: variant %s (%s)", name, _flatten(changes[name]))
-        train_cv(crops, folds_csv, labels_csv, config, folder, force=force)
+        train_cv(crops, folds_csv, labels_csv, config, folder, force=force, data=data,
+                 recipe=f"ablation {Path(variants_file).name}: {name}")
         if not finished:  # a reused variant keeps the timing of its training
             write_text(timing, f"{time.time() - started:.1f}\n")
         metrics = build_report(folder, labels_csv)

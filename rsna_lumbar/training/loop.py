@@ -39,6 +39,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from rsna_lumbar.atomic import atomic_path, write_csv, write_text
+from rsna_lumbar.crops.stage import crop_data_folders
 from rsna_lumbar.folds import read_folds
 from rsna_lumbar.models.network import LumbarNet
 from rsna_lumbar.models.registry import ModelSpec, get_spec
@@ -334,6 +335,28 @@ def _same_config(path: Path, config: Config) -> bool:
         return False
 
 
+def _check_provenance(out: Path, data, fingerprint: str | None, crops) -> None:
+    """Refuse to record ``data`` as what trained ``out`` when that cannot be vouched for: the
+    folder holds a run on other data, finished folds with no record of their data, or the crops
+    were cut from another data folder (their ``made_from``)."""
+    if data is None:
+        return
+    made = read_provenance(out)
+    if made and made.get("data_fingerprint") != fingerprint:
+        msg = (f"{out} holds a run trained on other data ({made.get('data_folder')}); pass "
+               f"--force to retrain from scratch, or choose another --out")
+        raise ValueError(msg)
+    if not made and any(out.glob("fold_*/model.safetensors")):
+        msg = (f"{out} holds folds trained without a record of their data: pass --force to "
+               f"retrain them on {data}, or choose another --out")
+        raise ValueError(msg)
+    others = crop_data_folders(crops) - {str(Path(data).resolve())}
+    if others:
+        msg = (f"the crops in {crops} were cut from {sorted(others)[0]}, not from {data}: cut "
+               f"them from --data first ('rsna-lumbar crops --data {data} ...')")
+        raise ValueError(msg)
+
+
 def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bool,
               stop_after_epochs: int | None, data, recipe: str | None) -> Path | None:
     d = setup(config)
@@ -349,11 +372,7 @@ def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bo
                    f"from scratch, or choose another --out")
             raise ValueError(msg)
         fingerprint = None if data is None else data_fingerprint(data)
-        made = read_provenance(out)
-        if made and fingerprint and made.get("data_fingerprint") != fingerprint:
-            msg = (f"{out} holds a run trained on other data ({made.get('data_folder')}); pass "
-                   f"--force to retrain from scratch, or choose another --out")
-            raise ValueError(msg)
+        _check_provenance(out, data, fingerprint, crops)
         out.mkdir(parents=True, exist_ok=True)
         write_text(old, text)
     d.barrier()

@@ -351,7 +351,8 @@ def predict_split(data, split, out, model_dir, *, work="work", workers=None,
 
     config, models = load_models(model_dir)
     if models_per_task is not None:
-        models = {task: task_models[:max(models_per_task, 1)] for task, task_models in models.items()}
+        models = {task: task_models[:max(models_per_task, 1)]
+                  for task, task_models in models.items()}
     stacks = study_stacks(data, split, work, workers)
     wanted = None if studies is None else {int(s) for s in studies}
     rows, log = [], LevelSourceLog()
