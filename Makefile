@@ -29,8 +29,8 @@ test-all: $(VENV)/.installed  ## every test, slow ones included
 	$(PY) -m pytest -q -m ''
 
 DEMO_ARGS ?=
-demo: $(VENV)/.installed  ## the main job on synthetic data, end to end (DEMO_ARGS="--threads 1" on a busy CPU)
-	$(VENV)/bin/rsna-lumbar demo --work $(WORK)/demo --weights weights $(DEMO_ARGS)
+demo: $(VENV)/.installed  ## the main job on synthetic data: run --recipe demo (DEMO_ARGS="threads=1" on a busy CPU)
+	$(VENV)/bin/rsna-lumbar run --recipe demo --work $(WORK)/demo --weights weights $(DEMO_ARGS)
 
 bench: $(VENV)/.installed  ## benchmarks; results in bench/results/*.json and quoted in the README
 	$(PY) -m bench

@@ -61,30 +61,38 @@ def _models_root(weights: Path, root: Path, members: list[str]) -> Path:
 
 
 def _sequential(data: Path, models: Path, work: Path) -> dict[str, float]:
-    """The baseline: localise, then all crops, then the members over all studies."""
+    """The baseline: localise every study, then cut every study's crops, then run each member
+    over every study — the public stage functions one after the other."""
+    import numpy as np
+
     from rsna_lumbar.crops.stage import build_crops
     from rsna_lumbar.inference.ensemble import read_ensemble
-    from rsna_lumbar.inference.predict import _device, _EnsembleRunner, _points
+    from rsna_lumbar.localize.keypoints.stage import predict_split as predict_points
+    from rsna_lumbar.models import load_model_folder
     from rsna_lumbar.tables import split_study_ids
 
     seconds = {}
-    started = time.perf_counter()
+    mark = time.perf_counter()
     ensemble = read_ensemble(models)
     study_ids = split_study_ids(data, "test")
-    points = _points(data, "test", ensemble.localizer, work)
-    seconds["localise"] = time.perf_counter() - started
+    points = work / "points_test.csv"
+    predict_points(data, "test", points, ensemble.localizer, work=work, device="cpu")
+    seconds["localise"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    runner = _EnsembleRunner(ensemble, work / "crops_test", study_ids, float("inf"), started,
-                             _device())  # fmt: skip
+    members = [load_model_folder(member.path) for member in ensemble.members]
     seconds["load models"] = time.perf_counter() - mark
     mark = time.perf_counter()
     build_crops(data, "test", work / "crops_test", points=points, work=work, progress=False,
                 montages=0)  # fmt: skip
     seconds["crops"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    for study_id in study_ids:
-        runner(study_id)
-    runner.flush()
+    for member in members:
+        for start in range(0, len(study_ids), 8):
+            batch = {}
+            for study_id in study_ids[start:start + 8]:
+                with np.load(work / "crops_test" / f"{study_id}.npz") as loaded:
+                    batch[study_id] = {key: loaded[key] for key in loaded.files}
+            member.predict_studies(batch)
     seconds["models"] = time.perf_counter() - mark
     return seconds
 

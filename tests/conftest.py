@@ -40,15 +40,16 @@ def train_frame() -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
-    """``make demo`` at a reduced size (8 + 3 synthetic studies, tiny models): ``(plan, summary)``.
+    """``rsna-lumbar run --recipe tiny`` (8 + 3 synthetic studies, tiny models), every stage
+    for real: ``(plan, summary)``, ``plan`` holding the recipe, ``work`` and ``weights`` (a
+    trained model root: localiser, severity folder, priors, manifest) that predict and the
+    Kaggle kernel's dry runs use."""
+    import types
 
-    Every stage runs for real; its ``plan.weights`` is a trained model root (localiser, severity
-    folder, priors) that predict and the Kaggle kernel's dry run use.
-    """
-    from rsna_lumbar.demo import DemoPlan, run_demo
+    from rsna_lumbar.recipes import load_recipe
+    from rsna_lumbar.run import run_chain
 
     root = tmp_path_factory.mktemp("demo")
-    plan = DemoPlan(work=root / "work", weights=root / "weights", studies=8, test_studies=3,
-                    folds=2, epochs=2, config="tiny", localizer_steps=4, real_exams=False,
-                    overrides=("train.threads=2",))
-    return plan, run_demo(plan)
+    recipe = load_recipe("tiny", ["synthetic.test_studies=3"])
+    plan = types.SimpleNamespace(recipe=recipe, work=root / "work", weights=root / "weights")
+    return plan, run_chain(recipe, plan.work, plan.weights)

@@ -186,6 +186,13 @@ def test_cli_tss_choices(chain, tmp_path, monkeypatch, capsys):
     assert "--tss on, but TotalSpineSeg is unavailable" in capsys.readouterr().err
     assert main([*common, "--out", str(tmp_path / "auto-absent.csv")]) == 0
     assert set(pd.read_csv(tmp_path / "auto-absent.csv").source) == {"learned"}
+    # --device: the CPU named explicitly gives the same rows as auto on this GPU-less machine
+    if not torch.cuda.is_available():
+        assert main([*common, "--out", str(tmp_path / "cpu.csv"), "--device", "cpu"]) == 0
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cpu.csv"),
+                                      pd.read_csv(tmp_path / "auto-absent.csv"))  # fmt: skip
+        assert main([*common, "--out", str(tmp_path / "gpu.csv"), "--device", "cuda"]) == 1
+        assert "no GPU is visible" in capsys.readouterr().err
     script, weights = _stand_in(tmp_path, data)
     monkeypatch.setenv("RSNA_TSS_BIN", str(script))
     monkeypatch.setenv("TOTALSPINESEG_DATA", str(weights))
@@ -194,3 +201,26 @@ def test_cli_tss_choices(chain, tmp_path, monkeypatch, capsys):
         assert main([*common, "--out", str(out), "--tss", mode]) == 0
         table = pd.read_csv(out)
         assert set(table.source) == sources and table.study_id.nunique() == 1, mode
+
+
+def test_axial_slices_of_one_stack_are_scored_in_one_batch_as_one_at_a_time(chain, monkeypatch):
+    """The subarticular rows score every slice the canal points land on in one axial stack in
+    one batch; scored one slice at a time they are the same points (to 1e-5 mm)."""
+    from rsna_lumbar.localize.keypoints import predict as P
+
+    batched = _predict(chain, _truth_finder(chain["data"]))
+    real, sizes = P.slice_heatmaps, []
+
+    def one_at_a_time(models, volume, task, slices=None, batch=16):
+        sizes.append(len(slices))
+        parts = [real(models, volume, task, [k], batch) for k in slices]
+        return tuple(np.concatenate(part) for part in zip(*parts))
+
+    monkeypatch.setattr(P, "slice_heatmaps", one_at_a_time)
+    single = _predict(chain, _truth_finder(chain["data"]))
+    assert max(sizes) > 1  # some stack held several levels' slices: they went in one batch
+    sub = batched.condition.str.contains("Subarticular")
+    assert sub.sum() == 10 and single.condition.tolist() == batched.condition.tolist()
+    np.testing.assert_allclose(_world(single[sub]), _world(batched[sub]), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(single.confidence, batched.confidence, rtol=0, atol=1e-4)
+    pd.testing.assert_frame_equal(single[~sub], batched[~sub])

@@ -293,6 +293,64 @@ def test_an_interrupted_training_run_resumes_from_the_models_it_finished(tmp_pat
     assert any((p != 0).any() for p in run_fits([changed], samples, {}, resume=resume)[0].parameters())
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto picks the GPU where there is one")
+def test_cpu_training_and_prediction_are_the_float32_computation_of_before(tmp_path):
+    """``device`` (auto | cpu | cuda) changes nothing on the CPU: auto there trains and predicts
+    bit for bit what ``device="cpu"`` does, and :func:`fit` is the plain float32 loop it was
+    before the setting existed (no autocast, no loss scaling, the same operations in order)."""
+    from dataclasses import replace
+
+    from rsna_lumbar.localize.keypoints.config import TrainConfig
+    from rsna_lumbar.localize.keypoints.stage import predict_split, train_oof
+    from rsna_lumbar.localize.keypoints.train import (_batch, _new_model, fit, heatmap_loss,
+                                                      load_samples, study_stacks)
+    from rsna_lumbar.synth.generate import generate
+    from rsna_lumbar.tables import read_label_coordinates
+
+    torch.set_num_threads(1)
+    data = generate(tmp_path / "data", studies=2, seed=4, test_studies=1, workers=1, scale=4,
+                    progress=False)  # fmt: skip
+    cfg = TrainConfig(backbone="lcnet_050", width=16, steps=3, batch=2)
+    assert cfg.device == "auto"
+    for device in ("auto", "cpu"):
+        common = dict(work=tmp_path / "work", workers=1)
+        train_oof(data, tmp_path / f"oof_{device}.csv", tmp_path / device, n_folds=2,
+                  cfg=replace(cfg, device=device), tasks=("sag_t2", "axial"), real=False, **common)
+        predict_split(data, "test", tmp_path / f"test_{device}.csv", tmp_path / device,
+                      device=device, **common)  # fmt: skip
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["train"]["device"] == "cpu"
+    files = sorted(p.name for p in (tmp_path / "auto").glob("*.safetensors"))
+    assert len(files) == 4
+    for name in files:
+        assert (tmp_path / "auto" / name).read_bytes() == (tmp_path / "cpu" / name).read_bytes()
+    for kind in ("oof", "test"):
+        auto, cpu = (pd.read_csv(tmp_path / f"{kind}_{d}.csv") for d in ("auto", "cpu"))
+        assert len(auto) > 0
+        pd.testing.assert_frame_equal(auto, cpu, check_exact=True)
+
+    # fit() against the float32 loop written out as it was
+    task = D.TASKS["sag_t2"]
+    coords = read_label_coordinates(data / "train_label_coordinates.csv")
+    samples = load_samples(data, task, coords, study_stacks(data, "train", tmp_path / "work", 1))
+    trained = fit(samples, task, cfg)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    plain = _new_model(task, cfg)
+    opt = torch.optim.AdamW(plain.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
+                                                pct_start=0.15)  # fmt: skip
+    plain.train()
+    for _ in range(cfg.steps):
+        x, y = _batch(samples, task, rng, cfg.batch)
+        loss = heatmap_loss(plain(x.to(memory_format=torch.channels_last)), y, cfg.pos_weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    for key, value in plain.state_dict().items():
+        assert torch.equal(trained.state_dict()[key], value), key
+
+
 needs_real = pytest.mark.skipif(not real_exams(), reason="shared/data/real-lumbar not present")
 
 

@@ -25,13 +25,14 @@ COMMANDS: tuple[str, ...] = (
     "predict",
     "score",
     "train", "report", "ablate", "models",
+    "run", "recipes", "weights",
     "demo",
 )
 
 _EPILOG = """\
 stages, in the order data flows:
   synth → index → register → localize → crops → folds → baseline/train → report
-  → predict → score          (demo runs them all on synthetic data)
+  → predict → score          (run: all of them by a recipe; demo: run --recipe demo)
 
 Run 'rsna-lumbar COMMAND --help' for the options of one command.
 """

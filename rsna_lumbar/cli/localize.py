@@ -33,6 +33,7 @@ registered from the predicted canal point. One row per (study, condition, level)
   the learned axial model. Fails when the split has studies but no row was placed.
 """
 TSS_CHOICES = ("auto", "on", "off")  # localize.TSS_MODES; not imported, the parser stays light
+DEVICE_CHOICES = ("auto", "cpu", "cuda")  # rsna_lumbar.devices.CHOICES, likewise not imported
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train and measure sag_t2 with the 5 real exams out of fold "
                              "(auto: when shared/data/real-lumbar or RSNA_REAL_LUMBAR holds them)")
     add_tss_argument(parser)
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help="where the heatmap models train and predict (auto: CUDA, with mixed "
+                             "precision, when a GPU passes a smoke test, else the CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (per job)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="models trained at once, one process each (same models as 1; "
@@ -105,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
         steps = _steps(args.steps, tasks)
         cfg = TrainConfig(backbone=args.backbone, width=args.width, steps=max(steps.values()),
-                          batch=args.batch, seeds=args.seeds)
+                          batch=args.batch, seeds=args.seeds, device=args.device)
         metrics = train_oof(args.data, args.out, args.model, work=args.work, folds=args.folds,
                             n_folds=args.n_folds, cfg=cfg, tasks=tasks, workers=args.workers,
                             steps=steps, real={"auto": None, "on": True, "off": False}[args.real],
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
         levels = tss_level_finder(tss_from_args(args.tss), args.work / "totalspineseg")
         table = predict_split(args.data, args.split, args.out, args.model, work=args.work,
-                              workers=args.workers, levels=levels)
+                              workers=args.workers, levels=levels, device=args.device)
         studies = len(split_study_ids(args.data, args.split)) if table.empty else 0
         if studies:
             msg = (f"0 rows for {studies} studies of {args.data} ({args.split}): check that "

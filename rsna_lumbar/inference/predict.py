@@ -2,15 +2,16 @@
 
 The chain, each stage guarded so that a failure degrades the prediction instead of the run:
 
-0. device — CUDA only if a smoke test passes on it (:mod:`rsna_lumbar.models.device`);
+0. device — CUDA only if a smoke test passes on it (:mod:`rsna_lumbar.devices`);
 1. studies — from ``{split}_series_descriptions.csv`` (the list Kaggle scores);
 2. a fallback submission (the class priors of ``MODELS/priors.json``, else uniform) is written
    first, so a complete file exists from the first seconds whatever happens next;
 3. then, chunk by chunk of studies:
 
-   a. points — the ensemble's learned localiser (``rsna-lumbar localize``), after TotalSpineSeg
-      when a runner is given, or the labelled points when the split has them (train:
-      out-of-fold checks), else none;
+   a. points — the ensemble's learned localiser (``rsna-lumbar localize``, on the chosen
+      device; on the CPU from then on if it fails on the GPU), after TotalSpineSeg when a
+      runner is given, or the labelled points when the split has them (train: out-of-fold
+      checks), else none;
    b. crops — :func:`rsna_lumbar.crops.stage.build_crops` on those points: resampling runs in
       a process pool across studies; each stack is decoded once per study, by whichever of a
       and b reads it first (:class:`~rsna_lumbar.dicom.volume_cache.VolumeCache`, in the
@@ -164,16 +165,37 @@ def summary_path(out: str | os.PathLike) -> Path:
 
 def _points(data: Path, split: str, localizer: Path | None, work: Path, studies: list[int],
             chunk: int, models_per_task: int | None, tss: TotalSpineSeg | None,
-            volumes: VolumeCache) -> Path | None:
-    """The points file the crops of ``studies`` use, or ``None`` when levels cannot be placed."""
+            volumes: VolumeCache, where: dict, summary: RunSummary) -> Path | None:
+    """The points file the crops of ``studies`` use, or ``None`` when levels cannot be placed.
+
+    The learned localiser runs on ``where["device"]``; when it fails on the GPU it runs again
+    on the CPU, and ``where`` keeps it there for the chunks that follow (a warning says why).
+    """
     if localizer is not None and localizer.is_dir():
         from rsna_lumbar.localize import tss_level_finder
         from rsna_lumbar.localize.keypoints.stage import predict_split as predict_points
 
         out = work / f"points_{split}_{chunk}.csv"
-        predict_points(data, split, out, localizer, work=work, studies=studies,
-                       models_per_task=models_per_task, volumes=volumes,
-                       levels=tss_level_finder(tss, work / "totalspineseg"))  # fmt: skip
+        levels = tss_level_finder(tss, work / "totalspineseg")
+
+        def locate() -> None:
+            predict_points(data, split, out, localizer, work=work, studies=studies,
+                           models_per_task=models_per_task, volumes=volumes, levels=levels,
+                           device=where["device"])  # fmt: skip
+
+        try:
+            locate()
+        except Exception as error:  # noqa: BLE001 - a GPU failure must not cost the points
+            if where["device"].type != "cuda":
+                raise
+            import torch
+
+            reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+            LOGGER.error("the localiser failed on %s (%s); running it on the CPU",
+                         where["device"], reason)  # fmt: skip
+            summary.warnings.append(f"localiser on the CPU after: {reason}")
+            where["device"] = torch.device("cpu")
+            locate()
         return out
     labelled = CompetitionFolder(data).label_coordinates_csv
     if split == "train" and labelled.is_file():
@@ -377,7 +399,7 @@ def predict_split(
         work: scratch folder for points and crops (default: a temporary folder, removed after).
         budget_s: seconds allowed from ``started_at`` to the last row written.
         started_at: Unix time the budget counts from (default: now).
-        device: ``auto``, ``cpu`` or ``cuda`` (see :func:`rsna_lumbar.models.device.choose_device`;
+        device: ``auto``, ``cpu`` or ``cuda`` (see :func:`rsna_lumbar.devices.choose_device`;
             a wrong choice raises ``ValueError`` before anything is written).
         chunk_studies: studies localised and cropped per chunk (the budget is judged between).
         min_coverage: the coverage below which :meth:`RunSummary.problems` complains.
@@ -389,7 +411,7 @@ def predict_split(
     Returns:
         The :class:`RunSummary` (also written as JSON).
     """
-    from rsna_lumbar.models.device import CHOICES, choose_device
+    from rsna_lumbar.devices import CHOICES, choose_device
 
     deadline = Deadline(budget_s, clock() if started_at is None else started_at, clock)
     if device not in CHOICES:
@@ -473,6 +495,7 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, votes, dead
     summary.localiser = {"path": str(ensemble.localizer) if localiser_models else None,
                          "models_per_task": localiser_models}
     plan = Plan([k.report.path for k in runner.members], localiser_models, floor)
+    localiser = {"device": device}  # the CPU for good once the localiser fails on the GPU
     for index, chunk in enumerate(_chunks(study_ids, chunk_studies)):
         if not runner.members:
             break
@@ -487,7 +510,8 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, votes, dead
         try:
             loc_started = time.perf_counter()
             points = timed("localise", _points, data, split, ensemble.localizer, work, chunk,
-                           index, plan.localiser_models or None, tss, volumes)  # fmt: skip
+                           index, plan.localiser_models or None, tss, volumes, localiser,
+                           summary)  # fmt: skip
             localiser_s = time.perf_counter() - loc_started if points is not None else 0.0
             if points is not None:
                 timed("crops + models", build_crops, data, split, runner.crops, points=points,

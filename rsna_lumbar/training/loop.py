@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from rsna_lumbar.atomic import atomic_path, write_csv, write_text
 from rsna_lumbar.crops.stage import crop_data_folders
+from rsna_lumbar.devices import autocast, choose_device, grad_scaler
 from rsna_lumbar.folds import read_folds
 from rsna_lumbar.models.network import LumbarNet
 from rsna_lumbar.models.registry import ModelSpec, get_spec
@@ -57,7 +58,7 @@ from rsna_lumbar.training.config import (
 from rsna_lumbar.training.dataset import CropCache, StudyDataset, collate, labels_by_study
 from rsna_lumbar.training.dataset import _seed
 from rsna_lumbar.training.losses import loss_parts, metric_loss
-from rsna_lumbar.training.oof import _autocast, forward_batch, oof_frame, predict_logits, submission_from_logits
+from rsna_lumbar.training.oof import forward_batch, oof_frame, predict_logits, submission_from_logits
 
 LOGGER = logging.getLogger(__name__)
 
@@ -84,13 +85,14 @@ def setup(config: Config) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    want = config.train.device
-    cuda = torch.cuda.is_available() and want in ("auto", "cuda")
-    if want == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no GPU is visible; use train.device=auto")
+    # CUDA only after a smoke test on this process's GPU (a visible GPU may be unusable)
+    choice = choose_device(config.train.device, index=local)
+    cuda = choice.device.type == "cuda"
     device = torch.device(f"cuda:{local}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
+    if rank == 0:
+        LOGGER.info("device: %s (%s)", device, choice.note)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
     return Dist(rank, world, device)
@@ -177,7 +179,7 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
     total = steps_per_epoch * config.train.epochs
     scheduler = _schedule(optimizer, int(config.train.warmup_epochs * steps_per_epoch), total)
     amp = config.train.amp and d.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
+    scaler = grad_scaler(d.device, amp)
     start_epoch, history = 0, []
     checkpoint = fold_dir / "last.pt"
     if checkpoint.is_file():
@@ -216,7 +218,7 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
             before = time.perf_counter()
             batch = next(iterator)
             wait += time.perf_counter() - before
-            with _autocast(d.device, amp):
+            with autocast(d.device, amp):
                 logits = forward_batch(net, batch, d.device, amp)
             targets = {f: batch["label"][f].to(d.device) for f in logits}
             parts = loss_parts(logits, targets, config.train.class_weights,

@@ -18,17 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rsna_lumbar.devices import autocast
 from rsna_lumbar.training.dataset import collate, family_slots
 from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS, TARGETS, Condition
 
 LOGIT_COLUMNS = tuple(f"logit_{c}" for c in PROBABILITY_COLUMNS)
-
-
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
 
 
 def forward_batch(model, batch: dict, device: torch.device, amp: bool = False) -> dict:
@@ -38,7 +32,7 @@ def forward_batch(model, batch: dict, device: torch.device, amp: bool = False) -
         b, n = x.shape[:2]
         inputs[f] = (x.to(device, non_blocking=True).flatten(0, 1),
                      batch["mask"][f].to(device, non_blocking=True).flatten(0, 1))
-    with _autocast(device, amp):
+    with autocast(device, amp):
         out = model(inputs)
     return {f: out[f].float().reshape(batch["x"][f].shape[0], -1, 3) for f in out}
 

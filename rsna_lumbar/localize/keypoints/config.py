@@ -18,6 +18,9 @@ class TrainConfig:
     seed: int = 0
     seeds: int = 1  # models per fold and task (seeds seed … seed + seeds − 1), averaged
     extra_fraction: float = 0.5  # share of each batch drawn from ``fit(extra=...)`` (real exams)
+    # auto | cpu | cuda (rsna_lumbar.devices.choose_device): CUDA with mixed precision when a GPU
+    # passes the smoke test; on the CPU float32, the same models as before the setting existed
+    device: str = "auto"
 
     def __post_init__(self):
         if self.seeds < 1:

@@ -22,7 +22,8 @@ Rules (documented choices):
   stack — patient left = LPS +x. Each side takes its best slice.
 * **Axial T2 → Subarticular Stenosis**: each predicted canal point (world) is registered to the
   axial stacks with :func:`rsna_lumbar.registration.place_in_stack`/``choose``; the ``axial``
-  model on that slice gives the left and right points (channel 0 = patient left).
+  model on that slice gives the left and right points (channel 0 = patient left). The slices
+  of one axial stack go through the models in one batch.
 
 Confidence is the heatmap peak probability (in [0, 1]; for the axial points × 0.5 when the
 registered slice is farther than half a slice spacing from the canal point).
@@ -33,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rsna_lumbar.devices import autocast, model_device
 from rsna_lumbar.localize.keypoints.dataset import TASKS, Task, canonical_stack, compose, input_to_canon, three_slices, warp
 from rsna_lumbar.localize.keypoints.model import cell_centres, decode_peaks
 from rsna_lumbar.vocabulary import LEVELS, Condition, Side
@@ -40,11 +42,17 @@ from rsna_lumbar.vocabulary import LEVELS, Condition, Side
 SOURCE = "learned"
 
 
+def _forward(model, chunk: torch.Tensor) -> torch.Tensor:
+    """Heatmap probabilities of ``model`` on ``chunk`` (the sigmoid in float32 even when the
+    logits come from autocast)."""
+    return torch.sigmoid(model(chunk).float())
+
+
 def _mirrored_forward(model, chunk: torch.Tensor, task: Task) -> torch.Tensor:
     """Probabilities of ``model`` on the column-mirrored input, mapped back (the mirror of
     input pixel ``u`` is ``px - 1 - u``, so heatmap cell ``i`` ↔ ``w - 1 - i`` exactly); on
     axial slices the side channels swap back too."""
-    prob = torch.sigmoid(model(chunk.flip(-1))).flip(-1)
+    prob = _forward(model, chunk.flip(-1)).flip(-1)
     return prob.flip(1) if task.channel == "side" else prob
 
 
@@ -55,19 +63,26 @@ def slice_probabilities(models: list, volume, task: Task, slices: list[int] | No
     ``mirror``: averaged with the column-mirrored input's (test-time augmentation; on the real
     exams it changed no level, so it is off by default and costs 2× when on).
 
+    The models run where their weights are (all on one device): on CUDA the batches go there
+    and through autocast, the probabilities come back to the CPU; on the CPU it is plain
+    float32.
+
     Returns ``(prob (K, P, h, w), to_vox (2×3 input pixel → voxel (col, row)), slices (K,))``.
     """
     stack, canon_to_vox = canonical_stack(volume, task)
     a = input_to_canon(task)
     slices = list(range(len(stack))) if slices is None else list(slices)
     x = np.stack([warp(three_slices(stack, k), a, task.input_px) for k in slices])
+    device = model_device(models[0])
     probs = []
     for start in range(0, len(x), batch):
-        chunk = torch.from_numpy(x[start:start + batch]).to(memory_format=torch.channels_last)
-        outputs = [torch.sigmoid(m(chunk)) for m in models]
-        if mirror:
-            outputs += [_mirrored_forward(m, chunk, task) for m in models]
-        probs.append(torch.stack(outputs).mean(0))
+        chunk = torch.from_numpy(x[start:start + batch]).to(device, non_blocking=True)
+        chunk = chunk.to(memory_format=torch.channels_last)
+        with autocast(device):
+            outputs = [_forward(m, chunk) for m in models]
+            if mirror:
+                outputs += [_mirrored_forward(m, chunk, task) for m in models]
+        probs.append(torch.stack(outputs).mean(0).cpu())
     return torch.cat(probs), compose(canon_to_vox, a), np.asarray(slices)
 
 
@@ -236,8 +251,8 @@ def subarticular_points(models: list, canal: list[dict], axial_stacks: list, rea
     """
     from rsna_lumbar.registration import stack_showing
 
-    rows = []
     task = TASKS["axial"]
+    placed = []  # (canal row, axial volume, its slice, confidence factor), in canal order
     for point in canal:
         world = np.array([point["world_x"], point["world_y"], point["world_z"]])
         found = stack_showing(world, axial_stacks)
@@ -245,15 +260,22 @@ def subarticular_points(models: list, canal: list[dict], axial_stacks: list, rea
             continue
         stack, best = found
         volume = read(stack)
-        if volume is None:
-            continue
-        k = volume.slice_of(best.instance_number)
-        vox, score, _ = slice_heatmaps(models, volume, task, [k])
-        factor = 1.0 if best.covered else 0.5
+        if volume is not None:
+            placed.append((point, volume, volume.slice_of(best.instance_number),
+                           1.0 if best.covered else 0.5))  # fmt: skip
+    # one batched pass per axial volume over the slices its levels landed on
+    heatmaps = {}
+    for volume in {id(v): v for _, v, _, _ in placed}.values():
+        wanted = sorted({k for _, v, k, _ in placed if v is volume})
+        vox, score, _ = slice_heatmaps(models, volume, task, wanted)
+        heatmaps[id(volume)] = {k: (vox[i], score[i]) for i, k in enumerate(wanted)}
+    rows = []
+    for point, volume, k, factor in placed:
+        vox, score = heatmaps[id(volume)][k]
         level = next(lv for lv in LEVELS if lv.title == point["level"])
         for side in Side:
             ch = 0 if side is Side.LEFT else 1
-            col, row = vox[0, ch]
+            col, row = vox[ch]
             rows.append(_row(volume, Condition(f"{side.value}_subarticular_stenosis"), level, k,
-                             col, row, factor * score[0, ch]))  # fmt: skip
+                             col, row, factor * score[ch]))  # fmt: skip
     return rows

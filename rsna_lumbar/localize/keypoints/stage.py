@@ -53,7 +53,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import torch
+
 from rsna_lumbar.atomic import write_csv, write_text
+from rsna_lumbar.devices import choose_device, resolve_device
 from rsna_lumbar.dicom.reader import read_stack
 from rsna_lumbar.localize.keypoints import predict as P
 from rsna_lumbar.localize.keypoints.dataset import TASKS
@@ -267,16 +270,20 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
             ``None``: when the exams are present and ``sag_t2`` is trained.
         jobs: models trained at once, each in its own process (:func:`.train.run_fits`);
             the models are the same as with 1.
+        cfg.device: ``auto`` (CUDA when a GPU passes the smoke test, else the CPU), ``cpu`` or
+            ``cuda``, chosen once here for training and the out-of-fold predictions
+            (:func:`.train.fit`); ``config.json`` records the device that trained.
 
     Resuming: each model is saved to ``.{model_dir name}.partial`` next to ``model_dir`` as
     soon as it is trained; a run stopped part-way and started again with the same settings and
     data loads those instead of training them again. The folder is removed once ``model_dir``
     is written.
     """
-    import torch
-
     from rsna_lumbar.localize.keypoints import realworld
 
+    choice = choose_device(cfg.device)
+    _LOG.info("localiser device: %s (%s)", choice.device, choice.note)
+    cfg = replace(cfg, device=choice.device.type)
     data = Path(data)
     stacks = study_stacks(data, "train", work, workers)
     coords = read_label_coordinates(data / "train_label_coordinates.csv")
@@ -299,8 +306,8 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
     trained = list(zip(fits, run_fits(fits, samples, real_samples, jobs, resume)))
     for index, fold in enumerate(fold_ids):
         held = set(fold_of.index[fold_of == fold])
-        fold_models = {t: [m for job, m in trained if job.fold == index and job.task == t]
-                       for t in tasks}  # fmt: skip
+        fold_models = {t: [m.to(choice.device) for job, m in trained
+                           if job.fold == index and job.task == t] for t in tasks}  # fmt: skip
         for t in tasks:
             models[t] += fold_models[t]
         with torch.no_grad():
@@ -336,7 +343,8 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
 
 def predict_split(data, split, out, model_dir, *, work="work", workers=None,
                   levels: LevelFinder | None = None, studies=None,
-                  models_per_task: int | None = None, volumes=None) -> pd.DataFrame:  # fmt: skip
+                  models_per_task: int | None = None, volumes=None,
+                  device: str | torch.device = "auto") -> pd.DataFrame:  # fmt: skip
     """Predict every study of ``split`` with a trained localiser folder; write ``out``.
 
     ``levels``: a level finder tried first on each study's sagittal T2 (module docstring), e.g.
@@ -346,13 +354,14 @@ def predict_split(data, split, out, model_dir, *, work="work", workers=None,
     ``predict`` lowers it to honour a time budget).
     ``volumes``: a :class:`~rsna_lumbar.dicom.volume_cache.VolumeCache` the decoded stacks go
     through (``predict`` shares it with the crops stage).
+    ``device``: ``auto`` (CUDA when a GPU passes the smoke test), ``cpu``, ``cuda`` or a
+    ``torch.device`` already chosen; on CUDA the heatmaps are computed under autocast.
     """
-    import torch
-
+    device = resolve_device(device)
     config, models = load_models(model_dir)
-    if models_per_task is not None:
-        models = {task: task_models[:max(models_per_task, 1)]
-                  for task, task_models in models.items()}
+    keep = None if models_per_task is None else max(models_per_task, 1)
+    models = {task: [m.to(device) for m in task_models[:keep]]
+              for task, task_models in models.items()}  # fmt: skip
     stacks = study_stacks(data, split, work, workers)
     wanted = None if studies is None else {int(s) for s in studies}
     rows, log = [], LevelSourceLog()

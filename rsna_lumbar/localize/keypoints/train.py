@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
+from rsna_lumbar.devices import autocast, grad_scaler, resolve_device
 from rsna_lumbar.dicom.index import read_index, write_index
 from rsna_lumbar.dicom.reader import read_stack
 from rsna_lumbar.dicom.stacks import iter_series_stacks
@@ -91,34 +92,44 @@ def heatmap_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float) 
 
 def fit(samples: list[SeriesSample], task: Task, cfg: TrainConfig, log_every: int = 10,
         extra: list[SeriesSample] = ()) -> HeatmapNet:  # fmt: skip
-    """Train one model for ``cfg.steps`` steps on ``samples``; returns it in eval mode.
+    """Train one model for ``cfg.steps`` steps on ``samples``; returns it in eval mode, on the CPU.
 
     ``extra`` (e.g. the real exams) is drawn for a share ``cfg.extra_fraction`` of each batch.
+    ``cfg.device``: on CUDA the model and batches live on the GPU and the forward pass runs
+    under autocast (bfloat16, else float16 with loss scaling); on the CPU none of that changes a
+    thing (:mod:`rsna_lumbar.devices`): float32, the same operations in the same order. The
+    initial weights and the batches come from the CPU generators either way.
     """
     if not samples:
         msg = f"no labelled {task.description!r} series to train the {task.name} model on"
         raise ValueError(msg)
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = _new_model(task, cfg)
+    model = _new_model(task, cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
                                                 pct_start=0.15)  # fmt: skip
+    scaler = grad_scaler(device)
     model.train()
     start, running = time.time(), 0.0
     for step in range(cfg.steps):
         x, y = _batch(samples, task, rng, cfg.batch, extra, cfg.extra_fraction)
-        loss = heatmap_loss(model(x.to(memory_format=torch.channels_last)), y, cfg.pos_weight)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device):
+            logits = model(x.to(memory_format=torch.channels_last))
+        loss = heatmap_loss(logits.float(), y, cfg.pos_weight)
         opt.zero_grad()
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         sched.step()
         running += float(loss.detach())
         if (step + 1) % log_every == 0:
             _LOG.info("%s step %d/%d loss %.4f (%.0f s)", task.name, step + 1, cfg.steps,
                       running / log_every, time.time() - start)  # fmt: skip
             running = 0.0
-    return model.eval()
+    return model.cpu().eval()
 
 
 def _new_model(task: Task, cfg: TrainConfig) -> HeatmapNet:
@@ -144,8 +155,9 @@ def job_key(job: FitJob, samples: dict[str, list[SeriesSample]], extra: dict[str
     over everything that shapes the model (settings, task grid, held-out studies, the training
     series' shapes and label points, the real exams), so a changed run never resumes from it.
     ``cfg.seeds`` (models per fold) shapes no single model and is left out: a run with more
-    seeds resumes from the models of one with fewer."""
-    settings = {k: v for k, v in asdict(job.cfg).items() if k != "seeds"}
+    seeds resumes from the models of one with fewer; so is ``cfg.device``: a run moved from the
+    CPU to a GPU (or back) keeps the models already trained."""
+    settings = {k: v for k, v in asdict(job.cfg).items() if k not in ("seeds", "device")}
     digest = hashlib.sha1(json.dumps([settings, TASKS[job.task].as_config(), sorted(job.held),
                                       list(job.extra)], default=str).encode())  # fmt: skip
     train = [s for s in samples[job.task] if s.study_id not in job.held]

@@ -1,9 +1,12 @@
-"""Device choice: CUDA only after a real kernel launch works on it."""
+"""Device choice (CUDA only after a real kernel launch works on it) and mixed precision, which
+changes nothing on the CPU."""
 
 import pytest
 import torch
 
-from rsna_lumbar.models.device import choose_device, cuda_smoke_test
+from rsna_lumbar.devices import (
+    autocast, choose_device, cuda_smoke_test, grad_scaler, model_device, resolve_device,
+)
 
 
 def test_cpu_is_chosen_when_asked_or_when_no_gpu_is_visible(monkeypatch):
@@ -34,3 +37,18 @@ def test_a_visible_gpu_that_cannot_run_kernels_falls_back_to_the_cpu(monkeypatch
 def test_a_working_gpu_passes_the_smoke_test():
     assert cuda_smoke_test() is None
     assert choose_device("auto").device.type == "cuda"
+
+
+def test_on_the_cpu_autocast_and_the_scaler_change_nothing():
+    cpu = torch.device("cpu")
+    assert resolve_device("cpu") == cpu and resolve_device(cpu) is cpu
+    layer = torch.nn.Linear(4, 3)
+    assert model_device(layer) == cpu and model_device(torch.nn.ReLU()) == cpu
+    x = torch.randn(5, 4)
+    with autocast(cpu):
+        y = layer(x)
+    assert y.dtype == torch.float32 and torch.equal(y, layer(x))
+    scaler = grad_scaler(cpu)
+    assert not scaler.is_enabled()
+    loss = y.sum()
+    assert scaler.scale(loss) is loss

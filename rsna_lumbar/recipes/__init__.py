@@ -1,0 +1,198 @@
+"""Recipes: every setting of ``rsna-lumbar run``, one YAML file per recipe, strict keys.
+
+Packaged recipes live beside this module (``tiny``, ``demo``, ``cpu``, ``gpu``); a user copies
+one and passes its path. Schema (every key required unless marked optional)::
+
+    description: one line
+    synthetic: {studies, test_studies, seed}     # optional: generate WORK/data when no --data
+    folds: 5                                     # cross-validation folds (localiser + severity)
+    seed: 0                                      # folds' seed
+    threads: null                                # torch CPU threads (null: torch's default)
+    localiser: {steps, batch, seeds, real_exams} # steps: an int, or per task {sag_t2, sag_t1, axial}
+                                                 # real_exams: auto | true | false
+    severity:                                    # ensemble members, each a model folder
+      - {name, config, epochs, overrides}        # name optional (severity_{config}); epochs null:
+                                                 # the config's; overrides: dotted KEY=VALUE
+    predict: {chunk_studies}
+
+Command-line overrides are dotted ``KEY=VALUE`` pairs (``localiser.batch=16``,
+``severity.0.epochs=3``, ``synthetic.studies=12``), values parsed as YAML; an unknown key is an
+error that lists the known ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+TASKS = ("sag_t2", "sag_t1", "axial")
+_TOP = {"description", "synthetic", "folds", "seed", "threads", "localiser", "severity", "predict"}
+_OPTIONAL_TOP = {"synthetic"}
+_SECTIONS = {
+    "synthetic": {"studies", "test_studies", "seed"},
+    "localiser": {"steps", "batch", "seeds", "real_exams"},
+    "predict": {"chunk_studies"},
+}
+_MEMBER = {"name", "config", "epochs", "overrides"}
+
+
+class RecipeError(ValueError):
+    """A recipe file or override is wrong; the message says what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One severity model folder of the ensemble."""
+
+    name: str
+    config: str
+    epochs: int | None
+    overrides: tuple[str, ...]
+
+    def config_overrides(self) -> list[str]:
+        """The training-config overrides: epochs (when set) first, then the member's own."""
+        return ([f"train.epochs={self.epochs}"] if self.epochs is not None else []) + list(
+            self.overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A validated recipe (module docstring); ``source`` says where it came from."""
+
+    name: str
+    source: str
+    settings: dict
+
+    @property
+    def synthetic(self) -> dict | None:
+        return self.settings.get("synthetic")
+
+    @property
+    def localiser_steps(self) -> dict[str, int]:
+        steps = self.settings["localiser"]["steps"]
+        return dict(steps) if isinstance(steps, dict) else {task: int(steps) for task in TASKS}
+
+    @property
+    def real_exams(self) -> bool | None:
+        value = self.settings["localiser"]["real_exams"]
+        return None if value == "auto" else bool(value)
+
+    @property
+    def members(self) -> list[Member]:
+        return [Member(m.get("name") or f"severity_{Path(m['config']).stem}", m["config"],
+                       m["epochs"], tuple(m["overrides"])) for m in self.settings["severity"]]
+
+    def as_yaml(self) -> str:
+        """The file's header comments (what it is for, expected memory and time), then every
+        setting as resolved."""
+        header = []
+        for line in Path(self.source).read_text(encoding="utf-8").splitlines():
+            if not line.startswith("#"):
+                break
+            header.append(line)
+        body = yaml.safe_dump(self.settings, sort_keys=False, allow_unicode=True, width=100)
+        return "\n".join(header + [body])
+
+
+def packaged() -> dict[str, Path]:
+    """Packaged recipe name → file."""
+    folder = resources.files(__name__)
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".yaml")}
+
+
+def describe(path: Path) -> str:
+    """The ``description`` line of a recipe file (for listings)."""
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("description", "")
+
+
+def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """A packaged recipe by name, or a YAML file by path, with dotted overrides applied.
+
+    Raises:
+        RecipeError: unknown recipe, unknown or missing keys, wrong types, bad overrides.
+    """
+    known = packaged()
+    path = known.get(str(name_or_path)) or Path(name_or_path)
+    if not path.is_file():
+        msg = (f"no recipe {name_or_path!r}: use one of {', '.join(sorted(known))} "
+               "('rsna-lumbar recipes list') or the path of a YAML file")
+        raise RecipeError(msg)
+    try:
+        settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path} is not valid YAML: {error}") from None
+    settings = copy.deepcopy(settings)
+    for override in overrides:
+        _apply(settings, override)
+    _validate(settings, str(path))
+    return Recipe(path.stem, str(path), settings)
+
+
+def _apply(settings: dict, override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise RecipeError(f"override {override!r}: write KEY=VALUE, e.g. localiser.batch=16")
+    value = yaml.safe_load(text) if text else None
+    node, parts = settings, key.split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise RecipeError(f"override {key}: {part!r} is not an index of a {len(node)}-item list")
+            index = int(part)
+            if last:
+                node[index] = value
+            node = node[index]
+            continue
+        if not isinstance(node, dict):
+            raise RecipeError(f"override {key}: {'.'.join(parts[:depth])} holds no keys")
+        if part not in node and not (depth == 0 and part in _OPTIONAL_TOP):
+            allowed = ", ".join(sorted(node)) if depth else ", ".join(sorted(_TOP))
+            raise RecipeError(f"override {key}: unknown key {part!r} (known here: {allowed})")
+        if last:
+            node[part] = value
+        else:
+            node = node.setdefault(part, {})
+
+
+def _validate(settings: dict, where: str) -> None:
+    def fail(message: str):
+        raise RecipeError(f"{where}: {message}")
+
+    if not isinstance(settings, dict):
+        fail("a recipe is a mapping of settings")
+    unknown, missing = set(settings) - _TOP, _TOP - _OPTIONAL_TOP - set(settings)
+    if unknown:
+        fail(f"unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP)}")
+    if missing:
+        fail(f"missing key(s) {sorted(missing)}")
+    for section, keys in _SECTIONS.items():
+        if section not in settings or settings[section] is None and section in _OPTIONAL_TOP:
+            continue
+        value = settings[section]
+        if not isinstance(value, dict) or set(value) != keys:
+            fail(f"{section} needs exactly the keys {sorted(keys)}, got {value!r}")
+    for key in ("folds", "seed"):
+        if not isinstance(settings[key], int) or settings[key] < (2 if key == "folds" else 0):
+            fail(f"{key} must be an integer{' of at least 2' if key == 'folds' else ''}")
+    steps = settings["localiser"]["steps"]
+    if isinstance(steps, dict) and set(steps) != set(TASKS):
+        fail(f"localiser.steps per task needs exactly {list(TASKS)}")
+    if settings["localiser"]["real_exams"] not in ("auto", True, False):
+        fail("localiser.real_exams: auto, true or false")
+    members = settings["severity"]
+    if not isinstance(members, list) or not members:
+        fail("severity is a list of at least one member {name, config, epochs, overrides}")
+    for member in members:
+        if not isinstance(member, dict) or not {"config", "epochs", "overrides"} <= set(member) \
+                or set(member) - _MEMBER:
+            fail(f"severity member {member!r}: keys {sorted(_MEMBER)} (name optional)")
+        if not isinstance(member["overrides"], list):
+            fail(f"severity member {member.get('name') or member['config']}: overrides is a list")
+    names = [m.get("name") or f"severity_{Path(m['config']).stem}" for m in members]
+    if len(set(names)) != len(names):
+        fail(f"severity members need distinct names, got {names}")

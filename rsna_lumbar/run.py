@@ -1,0 +1,370 @@
+"""``rsna-lumbar run``: the whole chain on one competition folder, by a recipe.
+
+data (the folder given, or a synthetic one the recipe describes) → header index → folds and
+the class priors → learned localiser, out of fold → crops at the labelled points and at the
+localiser's out-of-fold points → severity models, k-fold, one per recipe member → report (out
+of fold on both kinds of crops: the difference is the localisation tax) → ensemble manifest →
+predict the test split → validate and score where labels exist.
+
+Every stage skips work whose artefact exists (an interrupted run resumes; the crops and the
+index are keyed on their inputs, training resumes fold by fold). What a work folder was made
+from — the data folder's fingerprint and the recipe's training settings — is recorded in
+``WORK/run.json``; a rerun that asks for other data or other training settings stops before
+touching anything instead of reusing results made from something else.
+
+``WORK/summary.json`` (contract in DESIGN.md): ``recipe``, ``stages`` (seconds), ``oof``
+(``labelled_points`` and ``localised_points``: the four terms and ``score`` of the ensemble out
+of fold, with balanced accuracy and Moderate recall per family), ``prior`` and ``bayes_floor``
+(same rows), ``members`` (each model folder's reports), ``localiser`` (level accuracy and median
+error, out of fold), ``test`` (when the test split has labels: the submission's terms, score and
+``studies``, with ``prior`` and ``bayes_floor`` on the same rows), ``submission``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from rsna_lumbar.atomic import write_text
+from rsna_lumbar.layout import CompetitionFolder
+from rsna_lumbar.recipes import Recipe
+
+LOGGER = logging.getLogger(__name__)
+FAMILIES = ("spinal", "foraminal", "subarticular")
+TERMS = ("score", "spinal", "foraminal", "subarticular", "any_severe_spinal")
+STAGES = {
+    "data": "competition folder",
+    "index": "header index",
+    "folds": "folds and the class priors",
+    "localiser": "learned localiser (out of fold)",
+    "crops": "crops at the labelled and at the localised points",
+    "severity": "severity models (k-fold)",
+    "report": "report: out of fold on both kinds of crops",
+    "ensemble": "ensemble manifest",
+    "predict": "predict the test split",
+    "score": "validate and score",
+}
+
+
+class _Progress:
+    """Numbered stage banners; seconds per stage."""
+
+    def __init__(self, until: str | None):
+        self.names = list(STAGES) if until is None else list(STAGES)[:list(STAGES).index(until) + 1]
+        self.seconds: dict[str, float] = {}
+        self.current: str | None = None
+        self.started = time.time()
+
+    def stage(self, name: str, detail: str = "") -> bool:
+        """Open stage ``name``; False when ``--until`` ended the run before it."""
+        self._close()
+        if name not in self.names:
+            return False
+        self.current, self._since = name, time.time()
+        print(f"\n[{self.names.index(name) + 1}/{len(self.names)}] {STAGES[name]}"
+              f"{': ' + detail if detail else ''}", flush=True)  # fmt: skip
+        return True
+
+    def _close(self) -> None:
+        if self.current:
+            self.seconds[self.current] = round(time.time() - self._since, 1)
+            print(f"    {self.current}: {self.seconds[self.current] / 60:.1f} min", flush=True)
+            self.current = None
+
+    def done(self) -> dict[str, float]:
+        self._close()
+        return self.seconds
+
+
+def run_chain(recipe: Recipe, work: str | Path, weights: str | Path, data: str | Path | None = None,
+              *, until: str | None = None, device: str = "auto") -> dict:
+    """Run the recipe's stages (module docstring); returns the summary written to
+    ``WORK/summary.json``.
+
+    Raises:
+        ValueError: no data and a recipe without ``synthetic``, a folder that is not in the
+            competition layout, a work folder made from other data or settings, an unknown
+            ``until`` stage or device.
+    """
+    if until is not None and until not in STAGES:
+        raise ValueError(f"--until {until!r}: use one of {', '.join(STAGES)}")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device {device!r}: use auto, cpu or cuda")
+    work, weights = Path(work), Path(weights)
+    if recipe.settings["threads"]:
+        import torch
+
+        torch.set_num_threads(int(recipe.settings["threads"]))
+    progress = _Progress(until)
+    summary: dict = {"recipe": recipe.name, "recipe_source": recipe.source, "work": str(work),
+                     "weights": str(weights), "device": device}
+    progress.stage("data")
+    data = _data(recipe, work, data)
+    summary["data"] = str(data)
+    _check_work(recipe, work, data)
+    if progress.stage("index", "train and test splits"):
+        from rsna_lumbar.dicom.index import write_index
+
+        for split in _splits(data):
+            write_index(data, split, work)
+    if progress.stage("folds", f"{recipe.settings['folds']} folds → {work / 'folds.csv'}"):
+        summary.update(_folds_and_priors(recipe, data, work, weights))
+    if progress.stage("localiser", str(weights / "localizer")):
+        summary["localiser"] = _localiser(recipe, data, work, weights, device)
+    if progress.stage("crops", f"{work / 'crops_train'}, {work / 'crops_train_localised'}"):
+        _crops(data, work)
+    if progress.stage("severity", ", ".join(m.name for m in recipe.members)):
+        _severity(recipe, data, work, weights, device)
+    if progress.stage("report"):
+        summary.update(_report(recipe, data, work, weights))
+    if progress.stage("ensemble", str(weights / "ensemble.yaml")):
+        _manifest(recipe, weights)
+    test = CompetitionFolder(data).series_descriptions_csv("test")
+    if progress.stage("predict", "none: the folder has no test split" if not test.is_file() else ""):
+        if test.is_file():
+            from rsna_lumbar.inference.predict import predict_split
+
+            summary["submission"] = str(work / "submission.csv")
+            predict_split(data, "test", work / "submission.csv", weights, work=work / "predict",
+                          device=device, chunk_studies=recipe.settings["predict"]["chunk_studies"])
+    if progress.stage("score") and summary.get("submission"):
+        summary["test"] = _score_test(data, Path(summary["submission"]), weights)
+    summary["stages"] = progress.done()
+    summary["minutes"] = round((time.time() - progress.started) / 60, 1)
+    write_text(work / "summary.json", json.dumps(summary, indent=1) + "\n")
+    print_summary(summary)
+    return summary
+
+
+def _splits(data: Path) -> list[str]:
+    folder = CompetitionFolder(data)
+    return [s for s in ("train", "test") if folder.series_descriptions_csv(s).is_file()]
+
+
+def _data(recipe: Recipe, work: Path, data: str | Path | None) -> Path:
+    """The competition folder: ``data`` checked, or the recipe's synthetic set in WORK/data."""
+    if data is None:
+        if recipe.synthetic is None:
+            raise ValueError(f"recipe {recipe.name} describes no synthetic data: pass --data DIR "
+                             "(the unzipped competition folder)")
+        from rsna_lumbar.synth.generate import generate, recorded_arguments, set_arguments
+
+        data = work / "data"
+        spec = recipe.synthetic
+        made = recorded_arguments(data)
+        wanted = set_arguments(spec["studies"], spec["seed"], spec["test_studies"])
+        if made is not None and made != wanted:
+            raise ValueError(f"{data} holds another synthetic set ({made}) than the recipe asks "
+                             f"for ({wanted}): use a fresh --work and --weights, or delete them")
+        print(f"    {spec['studies']} train + {spec['test_studies']} test synthetic studies "
+              f"→ {data}", flush=True)  # fmt: skip
+        generate(data, spec["studies"], spec["seed"], test_studies=spec["test_studies"])
+    data = Path(data)
+    folder = CompetitionFolder(data)
+    needed = [folder.root / "train.csv", folder.series_descriptions_csv("train"),
+              folder.label_coordinates_csv]  # fmt: skip
+    missing = [p.name for p in needed if not p.is_file()]
+    if missing:
+        raise ValueError(f"{data} is not a competition folder: it lacks {', '.join(missing)} "
+                         "(unzip the Kaggle download there, or run 'rsna-lumbar synth')")
+    return data
+
+
+def _check_work(recipe: Recipe, work: Path, data: Path) -> None:
+    """Stop when WORK holds results made from other data or other training settings."""
+    from rsna_lumbar.provenance import data_fingerprint
+
+    made = {"data_folder": str(data.resolve()), "data_fingerprint": data_fingerprint(data),
+            "training": {k: recipe.settings[k] for k in ("folds", "seed", "localiser", "severity")}}
+    record = work / "run.json"
+    if record.is_file():
+        before = json.loads(record.read_text(encoding="utf-8"))
+        changed = [k for k in made if before.get(k) != made[k]]
+        if changed:
+            raise ValueError(f"{work} holds a run made from other {' and '.join(changed)} "
+                             f"({record}): use a fresh --work and --weights, or delete them")
+    work.mkdir(parents=True, exist_ok=True)
+    write_text(record, json.dumps(made, indent=1) + "\n")
+
+
+def _folds_and_priors(recipe: Recipe, data: Path, work: Path, weights: Path) -> dict:
+    """Folds, ``weights/priors.json``, and the prior baseline (and Bayes floor) on train."""
+    from rsna_lumbar.folds import make_folds, write_folds
+    from rsna_lumbar.metric import score_submission
+    from rsna_lumbar.priors import class_priors, prior_submission, save_priors
+    from rsna_lumbar.tables import read_train
+
+    train = read_train(data / "train.csv")
+    folds_csv = work / "folds.csv"
+    if not folds_csv.is_file():
+        write_folds(make_folds(train, k=recipe.settings["folds"], seed=recipe.settings["seed"]),
+                    folds_csv)  # fmt: skip
+    priors = class_priors(train)
+    save_priors(priors, weights / "priors.json")
+    out = {"prior": score_submission(train, prior_submission(priors, train.study_id)).as_dict()}
+    bayes = data / "truth" / "bayes_train.csv"
+    if bayes.is_file():
+        from rsna_lumbar.tables import read_sample_submission
+
+        out["bayes_floor"] = score_submission(train, read_sample_submission(bayes)).as_dict()
+    return out
+
+
+def _localiser(recipe: Recipe, data: Path, work: Path, weights: Path, device: str) -> dict:
+    from rsna_lumbar.localize.keypoints.config import TrainConfig
+    from rsna_lumbar.localize.keypoints.stage import train_oof
+
+    out, folder = work / "localize_oof.csv", weights / "localizer"
+    if out.is_file() and (folder / "metrics.json").is_file():
+        print(f"    already trained: {folder}", flush=True)
+        metrics = json.loads((folder / "metrics.json").read_text())
+    else:
+        settings = recipe.settings["localiser"]
+        cfg = TrainConfig(batch=settings["batch"], seeds=settings["seeds"], device=device)
+        metrics = train_oof(data, out, folder, work=work, folds=work / "folds.csv", cfg=cfg,
+                            steps=recipe.localiser_steps, real=recipe.real_exams)  # fmt: skip
+    canal = metrics.get("spinal", {})
+    return {"folder": str(folder), "oof_points": str(out),
+            "level_accuracy": canal.get("level_accuracy"), "median_error_mm": canal.get("median_mm"),
+            "metrics": metrics}
+
+
+def _crops(data: Path, work: Path) -> None:
+    from rsna_lumbar.crops.stage import build_crops
+
+    build_crops(data, "train", work / "crops_train", work=work)
+    build_crops(data, "train", work / "crops_train_localised", points=work / "localize_oof.csv",
+                work=work, montages=0)  # fmt: skip
+
+
+def _severity(recipe: Recipe, data: Path, work: Path, weights: Path, device: str) -> None:
+    from rsna_lumbar.training.config import load_config
+    from rsna_lumbar.training.loop import train_cv
+
+    for member in recipe.members:
+        overrides = [*member.config_overrides(), f"train.device={device}"]
+        config = load_config(member.config, overrides)
+        train_cv(work / "crops_train", work / "folds.csv", data / "train.csv", config,
+                 weights / member.name, data=data,
+                 recipe=f"{recipe.name}: {member.name} --config {member.config} "
+                        + " ".join(overrides))  # fmt: skip
+
+
+def _report(recipe: Recipe, data: Path, work: Path, weights: Path) -> dict:
+    """Each member's report on both kinds of crops; the ensemble's OOF scores.
+
+    The report on the localised crops runs last, so the calibration each model folder keeps is
+    fitted on what inference sees.
+    """
+    from rsna_lumbar.training.report import build_report, format_report
+
+    members, oof = {}, {}
+    for points, crops in (("labelled_points", None), ("localised_points",
+                                                       work / "crops_train_localised")):
+        probabilities = []
+        for member in recipe.members:
+            folder = weights / member.name
+            metrics = build_report(folder, data / "train.csv", crops=crops)
+            print(f"\n{member.name}, out of fold on crops at the {points.replace('_', ' ')}:\n"
+                  f"{format_report(metrics)}", flush=True)  # fmt: skip
+            members.setdefault(member.name, {})[points] = _family_metrics(metrics)
+            probabilities.append(pd.read_csv(folder / "oof_calibrated.csv"))
+        oof[points] = _ensemble_oof(probabilities, data)
+    return {"oof": oof, "members": members,
+            "report": str(weights / recipe.members[0].name / "report")}
+
+
+def _family_metrics(metrics: dict) -> dict:
+    return {**{k: metrics[k] for k in TERMS},
+            "balanced_accuracy": {f: metrics["balanced_accuracy"].get(f) for f in FAMILIES},
+            "moderate_recall": {f: metrics["recall"].get(f, {}).get("moderate")
+                                for f in FAMILIES}}  # fmt: skip
+
+
+def _ensemble_oof(frames: list[pd.DataFrame], data: Path) -> dict:
+    """The official metric of the members' mean out-of-fold probabilities."""
+    from rsna_lumbar.metric import score_submission
+    from rsna_lumbar.tables import read_train
+    from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS
+
+    columns = list(PROBABILITY_COLUMNS)
+    mean = pd.concat(frames).groupby("row_id", sort=True)[columns].mean().reset_index()
+    return score_submission(read_train(data / "train.csv"), mean, subset=True).as_dict()
+
+
+def _manifest(recipe: Recipe, weights: Path) -> None:
+    import yaml
+
+    manifest = {"members": [{"path": m.name, "weight": 1.0} for m in recipe.members],
+                "localizer": "localizer"}
+    write_text(weights / "ensemble.yaml", yaml.safe_dump(manifest, sort_keys=False))
+
+
+def _score_test(data: Path, submission: Path, weights: Path) -> dict:
+    """Validate the submission (every row of the split); with labels or synthetic truth for
+    the test split, score it, the prior baseline and the Bayes floor on the same rows."""
+    from rsna_lumbar.metric import score_submission
+    from rsna_lumbar.priors import load_priors, prior_submission
+    from rsna_lumbar.submission import validate_submission
+    from rsna_lumbar.tables import read_sample_submission, read_train, split_study_ids
+
+    test_ids = split_study_ids(data, "test")
+    frame = read_sample_submission(submission)
+    validate_submission(frame, test_ids)
+    truth = data / "truth" / "test_labels.csv"
+    result: dict = {"studies": len(test_ids), "valid": True}
+    if not truth.is_file():
+        return result
+    labels = read_train(truth)
+    result.update(score_submission(labels, frame).as_dict())
+    prior = prior_submission(load_priors(weights / "priors.json"), test_ids)
+    result["prior"] = score_submission(labels, prior).as_dict()
+    bayes = data / "truth" / "bayes_test.csv"
+    if bayes.is_file():
+        result["bayes_floor"] = score_submission(labels, read_sample_submission(bayes)).as_dict()
+    return result
+
+
+def print_summary(summary: dict) -> None:
+    """One screen: the metric's terms for the ensemble (out of fold on both kinds of crops, and
+    on the test split), the prior baseline and the Bayes floor; then where everything is."""
+    rows = []
+
+    def row(where: str, what: str, result: dict | None) -> None:
+        if result and "score" in result:
+            rows.append({"rows": where, "submission": what,
+                         **{k: round(result[k], 4) for k in TERMS}})
+
+    oof = summary.get("oof", {})
+    row("train OOF", "labelled points", oof.get("labelled_points"))
+    row("train OOF", "localised points", oof.get("localised_points"))
+    row("train", "class prior", summary.get("prior"))
+    row("train", "Bayes floor", summary.get("bayes_floor"))
+    test = summary.get("test", {})
+    row(f"test ({test.get('studies', 0)})", "submission", test)
+    row(f"test ({test.get('studies', 0)})", "class prior", test.get("prior"))
+    row(f"test ({test.get('studies', 0)})", "Bayes floor", test.get("bayes_floor"))
+    if rows:
+        print("\n" + pd.DataFrame(rows).to_string(index=False))
+    for name, reports in summary.get("members", {}).items():
+        local = reports.get("localised_points", {})
+        accuracy = ", ".join(f"{f} {v:.2f}" for f, v in local.get("balanced_accuracy", {}).items()
+                             if v is not None)  # fmt: skip
+        moderate = ", ".join(f"{f} {v:.2f}" for f, v in local.get("moderate_recall", {}).items()
+                             if v is not None)  # fmt: skip
+        print(f"\n{name} (localised points): balanced accuracy {accuracy}; Moderate recall "
+              f"{moderate}")
+    localiser = summary.get("localiser", {})
+    if localiser.get("level_accuracy") is not None:
+        print(f"localiser (out of fold, canal): level accuracy {localiser['level_accuracy']:.3f}, "
+              f"median error {localiser['median_error_mm']} mm")
+    stages = summary.get("stages", {})
+    print(f"\nsubmission: {summary.get('submission')}\nreport:     {summary.get('report')}"
+          f"\nweights:    {summary.get('weights')}  (rsna-lumbar predict --models "
+          f"{summary.get('weights')} ... reuses them)\n"
+          f"minutes:    {', '.join(f'{k} {v / 60:.1f}' for k, v in stages.items())}"
+          f" (total {summary.get('minutes')})")  # fmt: skip
