@@ -7,7 +7,7 @@ WORK   ?= work
 export HF_HUB_OFFLINE := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: help install test test-all demo bench lint clean
+.PHONY: help install test test-all test-recipes demo bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,6 +27,9 @@ test: $(VENV)/.installed  ## the default test suite (fast; what CI runs)
 
 test-all: $(VENV)/.installed  ## every test, slow ones included
 	$(PY) -m pytest -q -m ''
+
+test-recipes: $(VENV)/.installed  ## the gpu recipe end to end on the CPU at a tiny size (slow: minutes)
+	$(PY) -m pytest -q -m slow tests/test_recipes.py
 
 DEMO_ARGS ?=
 demo: $(VENV)/.installed  ## the main job on synthetic data: run --recipe demo (DEMO_ARGS="threads=1" on a busy CPU)
