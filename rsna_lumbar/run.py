@@ -94,6 +94,10 @@ def run_chain(recipe: Recipe, work: str | Path, weights: str | Path, data: str |
         raise ValueError(f"--until {until!r}: use one of {', '.join(STAGES)}")
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device {device!r}: use auto, cpu or cuda")
+    if device == "cuda":  # a GPU promised but missing or unusable: say so before any stage runs
+        from rsna_lumbar.devices import choose_device
+
+        choose_device("cuda")
     work, weights = Path(work), Path(weights)
     if recipe.settings["threads"]:
         import torch

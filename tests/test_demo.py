@@ -66,6 +66,8 @@ def test_run_from_the_command_line_stops_where_asked_and_refuses_bad_input(demo,
            (["localiser.bogus=1"], "unknown key 'bogus'"),
            (["--data", str(plan.work / "data"), "--recipe", "cpu", "folds=3"],
             "holds a run made from other training")]
+    if not torch.cuda.is_available():
+        bad.append((["--device", "cuda"], "device cuda requested but no GPU is visible"))
     for extra, message in bad:
         capsys.readouterr()
         code = cli_main(["run", "--work", str(work), "--weights", str(tmp_path / "weights"),
