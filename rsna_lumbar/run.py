@@ -6,11 +6,14 @@ localiser's out-of-fold points → severity models, k-fold, one per recipe membe
 of fold on both kinds of crops: the difference is the localisation tax) → ensemble manifest →
 predict the test split → validate and score where labels exist.
 
-Every stage skips work whose artefact exists (an interrupted run resumes; the crops and the
-index are keyed on their inputs, training resumes fold by fold). What a work folder was made
-from — the data folder's fingerprint and the recipe's training settings — is recorded in
-``WORK/run.json``; a rerun that asks for other data or other training settings stops before
-touching anything instead of reusing results made from something else.
+Every training stage skips work whose artefact exists (an interrupted run resumes; the crops
+and the index are keyed on their inputs, training resumes fold by fold); the report, the
+prediction and the scores are recomputed (minutes). What WORK and OUT were made from — the data
+folder's fingerprint, the folds and the localiser settings — is recorded in ``run.json`` in
+both; a rerun that asks for other data or other settings stops before touching anything
+instead of reusing results made from something else. The severity members guard themselves
+(``train_cv`` refuses a folder trained with another configuration), so a rerun with other
+severity settings retrains nothing else; ``--device`` may change between runs.
 
 ``WORK/summary.json`` (contract in DESIGN.md): ``recipe``, ``stages`` (seconds), ``oof``
 (``labelled_points`` and ``localised_points``: the four terms and ``score`` of the ensemble out
@@ -23,17 +26,13 @@ error, out of fold), ``test`` (when the test split has labels: the submission's 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
-
-import pandas as pd
 
 from rsna_lumbar.atomic import write_text
 from rsna_lumbar.layout import CompetitionFolder
 from rsna_lumbar.recipes import Recipe
 
-LOGGER = logging.getLogger(__name__)
 FAMILIES = ("spinal", "foraminal", "subarticular")
 TERMS = ("score", "spinal", "foraminal", "subarticular", "any_severe_spinal")
 STAGES = {
@@ -109,14 +108,14 @@ def run_chain(recipe: Recipe, work: str | Path, weights: str | Path, data: str |
     progress.stage("data")
     data = _data(recipe, work, data)
     summary["data"] = str(data)
-    _check_work(recipe, work, data)
+    _check_made_from(recipe, data, work, weights)
     if progress.stage("index", "train and test splits"):
         from rsna_lumbar.dicom.index import write_index
 
         for split in _splits(data):
             write_index(data, split, work)
     if progress.stage("folds", f"{recipe.settings['folds']} folds → {work / 'folds.csv'}"):
-        summary.update(_folds_and_priors(recipe, data, work, weights))
+        _folds_and_priors(recipe, data, work, weights)
     if progress.stage("localiser", str(weights / "localizer")):
         summary["localiser"] = _localiser(recipe, data, work, weights, device)
     if progress.stage("crops", f"{work / 'crops_train'}, {work / 'crops_train_localised'}"):
@@ -150,7 +149,8 @@ def _splits(data: Path) -> list[str]:
 
 
 def _data(recipe: Recipe, work: Path, data: str | Path | None) -> Path:
-    """The competition folder: ``data`` checked, or the recipe's synthetic set in WORK/data."""
+    """The competition folder: ``data`` checked, or the recipe's synthetic set in WORK/data
+    (refused before anything is written when WORK was made from other data)."""
     if data is None:
         if recipe.synthetic is None:
             raise ValueError(f"recipe {recipe.name} describes no synthetic data: pass --data DIR "
@@ -164,6 +164,9 @@ def _data(recipe: Recipe, work: Path, data: str | Path | None) -> Path:
         if made is not None and made != wanted:
             raise ValueError(f"{data} holds another synthetic set ({made}) than the recipe asks "
                              f"for ({wanted}): use a fresh --work and --weights, or delete them")
+        if made is None and (work / RUN_RECORD).is_file():
+            raise ValueError(f"{work} holds a run on another data folder: pass that --data, or "
+                             "use a fresh --work and --weights")
         print(f"    {spec['studies']} train + {spec['test_studies']} test synthetic studies "
               f"→ {data}", flush=True)  # fmt: skip
         generate(data, spec["studies"], spec["seed"], test_studies=spec["test_studies"])
@@ -178,28 +181,35 @@ def _data(recipe: Recipe, work: Path, data: str | Path | None) -> Path:
     return data
 
 
-def _check_work(recipe: Recipe, work: Path, data: Path) -> None:
-    """Stop when WORK holds results made from other data or other training settings."""
+RUN_RECORD = "run.json"
+
+
+def _check_made_from(recipe: Recipe, data: Path, work: Path, weights: Path) -> None:
+    """Stop when WORK or OUT holds results made from other data, folds or localiser settings
+    (their ``run.json``); record them otherwise."""
     from rsna_lumbar.provenance import data_fingerprint
 
-    made = {"data_folder": str(data.resolve()), "data_fingerprint": data_fingerprint(data),
-            "training": {k: recipe.settings[k] for k in ("folds", "seed", "localiser", "severity")}}
-    record = work / "run.json"
-    if record.is_file():
-        before = json.loads(record.read_text(encoding="utf-8"))
-        changed = [k for k in made if before.get(k) != made[k]]
-        if changed:
-            raise ValueError(f"{work} holds a run made from other {' and '.join(changed)} "
-                             f"({record}): use a fresh --work and --weights, or delete them")
-    work.mkdir(parents=True, exist_ok=True)
-    write_text(record, json.dumps(made, indent=1) + "\n")
+    made = {"data_fingerprint": data_fingerprint(data),
+            **{k: recipe.settings[k] for k in ("folds", "seed", "localiser")}}
+    for folder in (work, weights):
+        record = folder / RUN_RECORD
+        if record.is_file():
+            before = json.loads(record.read_text(encoding="utf-8"))
+            changed = [k for k in made if before.get(k) != made[k]]
+            if changed:
+                what = "data" if changed == ["data_fingerprint"] else ", ".join(
+                    "data" if k == "data_fingerprint" else k for k in changed)
+                raise ValueError(f"{folder} holds a run made with other {what} ({record}): use "
+                                 "a fresh --work and --weights, or delete them")
+    for folder in (work, weights):
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(folder / RUN_RECORD, json.dumps(made, indent=1) + "\n")
 
 
-def _folds_and_priors(recipe: Recipe, data: Path, work: Path, weights: Path) -> dict:
-    """Folds, ``weights/priors.json``, and the prior baseline (and Bayes floor) on train."""
+def _folds_and_priors(recipe: Recipe, data: Path, work: Path, weights: Path) -> None:
+    """``WORK/folds.csv`` (study-level, stratified) and ``OUT/priors.json``."""
     from rsna_lumbar.folds import make_folds, write_folds
-    from rsna_lumbar.metric import score_submission
-    from rsna_lumbar.priors import class_priors, prior_submission, save_priors
+    from rsna_lumbar.priors import class_priors, save_priors
     from rsna_lumbar.tables import read_train
 
     train = read_train(data / "train.csv")
@@ -207,18 +217,12 @@ def _folds_and_priors(recipe: Recipe, data: Path, work: Path, weights: Path) -> 
     if not folds_csv.is_file():
         write_folds(make_folds(train, k=recipe.settings["folds"], seed=recipe.settings["seed"]),
                     folds_csv)  # fmt: skip
-    priors = class_priors(train)
-    save_priors(priors, weights / "priors.json")
-    out = {"prior": score_submission(train, prior_submission(priors, train.study_id)).as_dict()}
-    bayes = data / "truth" / "bayes_train.csv"
-    if bayes.is_file():
-        from rsna_lumbar.tables import read_sample_submission
-
-        out["bayes_floor"] = score_submission(train, read_sample_submission(bayes)).as_dict()
-    return out
+    save_priors(class_priors(train), weights / "priors.json")
 
 
 def _localiser(recipe: Recipe, data: Path, work: Path, weights: Path, device: str) -> dict:
+    """The localiser trained out of fold into ``OUT/localizer`` (skipped when done); its
+    canal level accuracy and median error, out of fold."""
     from rsna_lumbar.localize.keypoints.config import TrainConfig
     from rsna_lumbar.localize.keypoints.stage import train_oof
 
@@ -238,6 +242,7 @@ def _localiser(recipe: Recipe, data: Path, work: Path, weights: Path, device: st
 
 
 def _crops(data: Path, work: Path) -> None:
+    """The train split's crops at the labelled points and at the localiser's OOF points."""
     from rsna_lumbar.crops.stage import build_crops
 
     build_crops(data, "train", work / "crops_train", work=work)
@@ -246,6 +251,7 @@ def _crops(data: Path, work: Path) -> None:
 
 
 def _severity(recipe: Recipe, data: Path, work: Path, weights: Path, device: str) -> None:
+    """Train every recipe member k-fold on the labelled-point crops into ``OUT/{name}``."""
     from rsna_lumbar.training.config import load_config
     from rsna_lumbar.training.loop import train_cv
 
@@ -264,6 +270,8 @@ def _report(recipe: Recipe, data: Path, work: Path, weights: Path) -> dict:
     The report on the localised crops runs last, so the calibration each model folder keeps is
     fitted on what inference sees.
     """
+    import pandas as pd
+
     from rsna_lumbar.training.report import build_report, format_report
 
     members, oof = {}, {}
@@ -277,30 +285,56 @@ def _report(recipe: Recipe, data: Path, work: Path, weights: Path) -> dict:
                   f"{format_report(metrics)}", flush=True)  # fmt: skip
             members.setdefault(member.name, {})[points] = _family_metrics(metrics)
             probabilities.append(pd.read_csv(folder / "oof_calibrated.csv"))
-        oof[points] = _ensemble_oof(probabilities, data)
-    return {"oof": oof, "members": members,
-            "report": str(weights / recipe.members[0].name / "report")}
+        oof[points], studies = _ensemble_oof(probabilities, data)
+    baselines = _baselines(data, weights, studies)
+    return {"oof": oof, "members": members, **baselines,
+            "report": [str(weights / m.name / "report") for m in recipe.members]}
+
+
+def _baselines(data: Path, weights: Path, studies: list[int]) -> dict:
+    """The class prior (``OUT/priors.json``) and, with synthetic truth, the Bayes floor, scored
+    on the studies the out-of-fold figures cover."""
+    from rsna_lumbar.metric import score_submission
+    from rsna_lumbar.priors import load_priors, prior_submission
+    from rsna_lumbar.tables import read_sample_submission, read_train
+
+    train = read_train(data / "train.csv")
+    out = {"prior": score_submission(train, prior_submission(load_priors(weights / "priors.json"),
+                                                             studies), subset=True).as_dict()}
+    bayes = data / "truth" / "bayes_train.csv"
+    if bayes.is_file():
+        frame = read_sample_submission(bayes)
+        held = frame.row_id.str.split("_").str[0].astype(int).isin(studies)
+        out["bayes_floor"] = score_submission(train, frame[held].reset_index(drop=True),
+                                              subset=True).as_dict()
+    return out
 
 
 def _family_metrics(metrics: dict) -> dict:
+    """The four terms and score, balanced accuracy and Moderate recall per family."""
     return {**{k: metrics[k] for k in TERMS},
             "balanced_accuracy": {f: metrics["balanced_accuracy"].get(f) for f in FAMILIES},
             "moderate_recall": {f: metrics["recall"].get(f, {}).get("moderate")
                                 for f in FAMILIES}}  # fmt: skip
 
 
-def _ensemble_oof(frames: list[pd.DataFrame], data: Path) -> dict:
-    """The official metric of the members' mean out-of-fold probabilities."""
+def _ensemble_oof(frames: list, data: Path) -> tuple[dict, list[int]]:
+    """The official metric of the members' mean out-of-fold probabilities, and the studies it
+    covers."""
+    import pandas as pd
+
     from rsna_lumbar.metric import score_submission
     from rsna_lumbar.tables import read_train
     from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS
 
     columns = list(PROBABILITY_COLUMNS)
     mean = pd.concat(frames).groupby("row_id", sort=True)[columns].mean().reset_index()
-    return score_submission(read_train(data / "train.csv"), mean, subset=True).as_dict()
+    result = score_submission(read_train(data / "train.csv"), mean, subset=True).as_dict()
+    return result, sorted({int(r.split("_")[0]) for r in mean.row_id})
 
 
 def _manifest(recipe: Recipe, weights: Path) -> None:
+    """``OUT/ensemble.yaml``: the recipe's members (weight 1) and the localiser."""
     import yaml
 
     manifest = {"members": [{"path": m.name, "weight": 1.0} for m in recipe.members],
@@ -336,6 +370,8 @@ def _score_test(data: Path, submission: Path, weights: Path) -> dict:
 def print_summary(summary: dict) -> None:
     """One screen: the metric's terms for the ensemble (out of fold on both kinds of crops, and
     on the test split), the prior baseline and the Bayes floor; then where everything is."""
+    import pandas as pd
+
     rows = []
 
     def row(where: str, what: str, result: dict | None) -> None:
@@ -346,8 +382,8 @@ def print_summary(summary: dict) -> None:
     oof = summary.get("oof", {})
     row("train OOF", "labelled points", oof.get("labelled_points"))
     row("train OOF", "localised points", oof.get("localised_points"))
-    row("train", "class prior", summary.get("prior"))
-    row("train", "Bayes floor", summary.get("bayes_floor"))
+    row("train OOF", "class prior", summary.get("prior"))
+    row("train OOF", "Bayes floor", summary.get("bayes_floor"))
     test = summary.get("test", {})
     row(f"test ({test.get('studies', 0)})", "submission", test)
     row(f"test ({test.get('studies', 0)})", "class prior", test.get("prior"))

@@ -39,6 +39,8 @@ def test_run_tiny_runs_every_stage_and_meets_the_summary_contract(demo):
     for points in ("labelled_points", "localised_points"):
         assert terms <= set(summary["oof"][points]) and np.isfinite(summary["oof"][points]["score"])
     assert summary["bayes_floor"]["score"] < summary["prior"]["score"]
+    for baseline in ("prior", "bayes_floor"):  # on the rows the OOF figures cover
+        assert summary[baseline]["rows_scored"] == summary["oof"]["labelled_points"]["rows_scored"]
     test = summary["test"]
     assert test["studies"] == 3 and terms <= set(test) and np.isfinite(test["score"])
     assert test["bayes_floor"]["score"] < test["prior"]["score"]
@@ -64,8 +66,9 @@ def test_run_from_the_command_line_stops_where_asked_and_refuses_bad_input(demo,
     bad = [(["--data", str(tmp_path / "nowhere")], "is not a competition folder"),
            (["--recipe", "nosuch"], "no recipe 'nosuch'"),
            (["localiser.bogus=1"], "unknown key 'bogus'"),
-           (["--data", str(plan.work / "data"), "--recipe", "cpu", "folds=3"],
-            "holds a run made from other training")]
+           (["--data", str(plan.work / "data"), "localiser.batch=4"],
+            "holds a run made with other localiser"),
+           (["severity.0.overrides=[bogus.key=1]"], "unknown config key bogus")]
     if not torch.cuda.is_available():
         bad.append((["--device", "cuda"], "device cuda requested but no GPU is visible"))
     for extra, message in bad:
@@ -101,9 +104,24 @@ def test_run_resumes_from_its_artefacts(demo):
     trained = [plan.weights / "severity_tiny" / "fold_0" / "model.safetensors",
                plan.weights / "localizer" / "metrics.json", plan.work / "data" / "train.csv"]
     before = [path.stat().st_mtime_ns for path in trained]
-    summary = run_chain(plan.recipe, plan.work, plan.weights)
+    index = sorted((plan.work / "index").glob("*.csv"))
+    indexed = [path.stat().st_mtime_ns for path in index]
+    summary = run_chain(plan.recipe, plan.work, plan.weights, device="cpu")  # another --device
     assert [path.stat().st_mtime_ns for path in trained] == before
-    assert summary["stages"]["severity"] < 6
+    assert [path.stat().st_mtime_ns for path in index] == indexed
+    assert summary["stages"]["severity"] < 6 and summary["stages"]["localiser"] < 2
+
+
+def test_run_refuses_a_weights_folder_made_from_other_data(demo, tmp_path):
+    """Another data folder into the same --weights (e.g. make demo, then the real data with
+    --weights weights): refused before the localiser or the priors there are overwritten."""
+    plan, _ = demo
+    other = load_recipe("tiny", ["synthetic.test_studies=3", "synthetic.seed=1"])
+    localiser = plan.weights / "localizer" / "config.json"
+    before = localiser.read_bytes(), (plan.weights / "priors.json").read_bytes()
+    with pytest.raises(ValueError, match="holds a run made with other data"):
+        run_chain(other, tmp_path / "work", plan.weights)
+    assert (localiser.read_bytes(), (plan.weights / "priors.json").read_bytes()) == before
 
 
 def _ensemble(weights, root, members: dict[str, float], broken: str | None = None):

@@ -32,10 +32,23 @@ def test_every_packaged_recipe_loads_and_its_members_configs_resolve():
     (["folds=1"], "folds must be an integer of at least 2"),
     (["localiser.real_exams=maybe"], "localiser.real_exams: auto, true or false"),
     (["folds"], "write KEY=VALUE"),
+    (["predict.chunk_studies=0"], "predict.chunk_studies must be an integer of at least 1"),
+    (["threads=abc"], "threads must be an integer"),
+    (["severity.0.epochs=abc"], "epochs must be an integer"),
+    (["severity.0.config=nosuch"], "config nosuch not found"),
+    (["severity.0.overrides=[bogus.key=1]"], "unknown config key bogus"),
 ])
 def test_wrong_overrides_are_refused_with_what_to_change(overrides, message):
     with pytest.raises(RecipeError, match=message):
         load_recipe("demo", overrides)
+
+
+def test_optional_keys_may_be_set_by_override():
+    assert load_recipe("demo", ["severity.0.name=mine"]).members[0].name == "mine"
+    with pytest.raises(RecipeError, match="synthetic needs exactly the keys"):
+        load_recipe("cpu", ["synthetic.studies=12"])  # a section is all or nothing
+    made = load_recipe("cpu", ["synthetic={studies: 12, test_studies: 2, seed: 0}"])
+    assert made.synthetic == {"studies": 12, "test_studies": 2, "seed": 0}
 
 
 def test_a_recipe_file_with_an_unknown_key_is_refused(tmp_path):

@@ -28,7 +28,7 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rsna_lumbar.run import STAGES
+    from rsna_lumbar.run import STAGES  # a light module: its heavy imports are inside functions
 
     parser.add_argument("--data", type=Path, metavar="DIR",
                         help="competition folder (default: the recipe's synthetic set in WORK/data)")

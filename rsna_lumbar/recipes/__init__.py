@@ -150,13 +150,27 @@ def _apply(settings: dict, override: str) -> None:
             continue
         if not isinstance(node, dict):
             raise RecipeError(f"override {key}: {'.'.join(parts[:depth])} holds no keys")
-        if part not in node and not (depth == 0 and part in _OPTIONAL_TOP):
-            allowed = ", ".join(sorted(node)) if depth else ", ".join(sorted(_TOP))
+        known = _known_keys(parts[:depth], node)
+        if part not in known:
+            allowed = ", ".join(sorted(known))
             raise RecipeError(f"override {key}: unknown key {part!r} (known here: {allowed})")
         if last:
             node[part] = value
         else:
             node = node.setdefault(part, {})
+
+
+def _known_keys(path: list[str], node: dict) -> set[str]:
+    """The keys an override may set below ``path`` (optional ones included)."""
+    if not path:
+        return _TOP
+    if path[0] in _SECTIONS and len(path) == 1:
+        return _SECTIONS[path[0]]
+    if path[0] == "severity" and len(path) == 2:
+        return _MEMBER
+    if path == ["localiser", "steps"]:
+        return set(TASKS)
+    return set(node)
 
 
 def _validate(settings: dict, where: str) -> None:
@@ -176,12 +190,26 @@ def _validate(settings: dict, where: str) -> None:
         value = settings[section]
         if not isinstance(value, dict) or set(value) != keys:
             fail(f"{section} needs exactly the keys {sorted(keys)}, got {value!r}")
-    for key in ("folds", "seed"):
-        if not isinstance(settings[key], int) or settings[key] < (2 if key == "folds" else 0):
-            fail(f"{key} must be an integer{' of at least 2' if key == 'folds' else ''}")
+    def integer(name: str, value, least: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            fail(f"{name} must be an integer of at least {least}, got {value!r}")
+
+    integer("folds", settings["folds"], 2)
+    integer("seed", settings["seed"], 0)
+    if settings["threads"] is not None:
+        integer("threads", settings["threads"], 1)
+    if settings.get("synthetic") is not None:
+        integer("synthetic.studies", settings["synthetic"]["studies"], 2)
+        integer("synthetic.test_studies", settings["synthetic"]["test_studies"], 1)
+        integer("synthetic.seed", settings["synthetic"]["seed"], 0)
+    integer("localiser.batch", settings["localiser"]["batch"], 1)
+    integer("localiser.seeds", settings["localiser"]["seeds"], 1)
+    integer("predict.chunk_studies", settings["predict"]["chunk_studies"], 1)
     steps = settings["localiser"]["steps"]
     if isinstance(steps, dict) and set(steps) != set(TASKS):
         fail(f"localiser.steps per task needs exactly {list(TASKS)}")
+    for task, value in (steps.items() if isinstance(steps, dict) else [("", steps)]):
+        integer(f"localiser.steps{'.' + task if task else ''}", value, 1)
     if settings["localiser"]["real_exams"] not in ("auto", True, False):
         fail("localiser.real_exams: auto, true or false")
     members = settings["severity"]
@@ -196,3 +224,19 @@ def _validate(settings: dict, where: str) -> None:
     names = [m.get("name") or f"severity_{Path(m['config']).stem}" for m in members]
     if len(set(names)) != len(names):
         fail(f"severity members need distinct names, got {names}")
+    for name, member in zip(names, members):
+        if member["epochs"] is not None:
+            integer(f"severity member {name}: epochs", member["epochs"], 1)
+        _check_member_config(name, member, fail)
+
+
+def _check_member_config(name: str, member: dict, fail) -> None:
+    """Resolve a member's training config now, so a typo fails before hours of other stages."""
+    from rsna_lumbar.training.config import load_config
+
+    overrides = ([f"train.epochs={member['epochs']}"] if member["epochs"] is not None else []) + [
+        str(o) for o in member["overrides"]]
+    try:
+        load_config(member["config"], overrides)
+    except (ValueError, OSError) as error:
+        fail(f"severity member {name}: {error}")

@@ -22,6 +22,7 @@ single process would compute; rank 0 writes. On CUDA, autocast (bf16, else fp16 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -330,11 +331,14 @@ def train_cv(crops, folds_csv, labels_csv, config: Config, out, *, force: bool =
 def _same_config(path: Path, config: Config) -> bool:
     """Whether the run whose ``config.yaml`` is ``path`` used ``config``. The file is read with
     today's schema, so a key added since (at its default) does not make an old run another one;
-    a key since removed does."""
+    a key since removed does. ``train.device`` is not compared: a run may resume on another
+    device (a GPU run finished on the CPU, or the other way)."""
     try:
-        return config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8"))) == config
+        before = config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")))
     except ConfigError:
         return False
+    same_device = dataclasses.replace(before.train, device=config.train.device)
+    return dataclasses.replace(before, train=same_device) == config
 
 
 def _check_provenance(out: Path, data, fingerprint: str | None, crops) -> None:
