@@ -2,16 +2,20 @@
 prediction and crops — wall time, peak resident memory and disk per stage.
 
 ``python -m bench scale`` makes 2,000 train + 100 test synthetic studies (about the real
-1,975 studies' ~147,000 DICOM files), then runs each stage in a process of its own so that its
-peak resident memory (the stage process and its workers, ``getrusage``) is its own:
+1,975 studies; the synthetic studies hold fewer files each than the real ones' ~75), then runs
+each stage in a process of its own; ``peak_rss_gb`` is the peak resident memory of the largest
+single process of the stage (the stage process or one of its workers, ``getrusage``), not their
+sum:
 
 * ``index``  — ``rsna-lumbar index`` of the train split (header-only scan, worker pool);
-* ``localise`` — the learned localiser's prediction on the test split (a localiser trained for
-  a few steps on 8 studies: prediction costs the same whatever the weights);
+* ``localise`` — the learned localiser's prediction on the test split, building the test
+  split's index first (a localiser trained for a few steps on 8 studies: prediction costs the
+  same whatever the weights);
 * ``crops``  — the crops of the train split at the labelled points (worker pool).
 
 Baseline in the same run: pydicom's ``dcmread(stop_before_pixels=True)`` of every train file in
-one process, the naive header scan the index replaces. The projection to the real 1,975
+one process, the naive header scan the index replaces (it runs first, so both read the files
+from the same warm page cache after generation). The projection to the real 1,975
 studies is linear in the studies (every stage is per study). The goal: index + crops ≤ 0.5 s per
 study on 2 cores, no stage above 6 GB resident.
 """
