@@ -117,8 +117,8 @@ tss-wheels: $(TSS_VENV)/.installed  ## Kaggle: offline wheels of the TotalSpineS
 	$(PY) tools/tss_wheelhouse.py --venv $(TSS_VENV) --out $(WHEELHOUSE)/tss --python $(TSS_KAGGLE_PYTHON)
 
 # --- the kernel on Kaggle's own stack (kernels/kaggle-image-requirements.txt, Python 3.12) ---------
-# A venv of the image's package versions (7.6 GB with torch 2.10's CUDA libraries, ~2.5 min to
-# build), kept in a cache folder keyed by the pins so a machine builds it once.
+# A venv of the image's package versions (7.6 GB with torch 2.10's CUDA libraries; build time in
+# docs/results/ci.json), kept in a cache folder keyed by the pins so a machine builds it once.
 KAGGLE_IMAGE_PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do $$p -c '' 2>/dev/null && { echo $$p; break; }; done)
 KAGGLE_IMAGE_KEY    := $(shell cat kernels/kaggle-image-requirements.txt 2>/dev/null | sha256sum | cut -c1-12)
 KAGGLE_IMAGE_VENV   ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/rsna-lumbar/kaggle-image-venv-$(KAGGLE_IMAGE_KEY)
@@ -134,7 +134,7 @@ $(KAGGLE_IMAGE_VENV)/.installed: kernels/kaggle-image-requirements.txt
 
 kaggle-image-env: $(KAGGLE_IMAGE_VENV)/.installed  ## a venv of Kaggle's image versions (Python 3.12, torch 2.10, ...)
 
-test-kaggle-image: $(VENV)/.installed $(KAGGLE_IMAGE_VENV)/.installed  ## the kernel offline on Kaggle's Python and packages (~3 min)
+test-kaggle-image: $(VENV)/.installed $(KAGGLE_IMAGE_VENV)/.installed  ## the kernel offline on Kaggle's Python and packages
 	RSNA_KAGGLE_IMAGE_PYTHON=$(KAGGLE_IMAGE_VENV)/bin/python $(PY) -m pytest -q -m kaggle_image tests/test_kaggle_image.py
 
 # --- learned localiser (rsna_lumbar/localize/keypoints) ------------------------------------------
