@@ -273,6 +273,7 @@ def build_crops(
     on_study: Callable[[int], None] | None = None,
     studies: list[int] | None = None,
     volumes: VolumeCache | None = None,
+    index: pd.DataFrame | None = None,
 ) -> Path:
     """Run the stage; returns the path of ``index.csv``. See the module docstring.
 
@@ -284,6 +285,8 @@ def build_crops(
     ``studies``: only these studies of the split (default: all); ``index.csv`` lists them.
     ``volumes``: read stacks through this cache (the workers too), so stacks an earlier stage of
     the run decoded are not decoded again.
+    ``index``: the split's header index, already read (``predict`` reads it once per run);
+    default: built or reused in ``work``.
     """
     folder = CompetitionFolder(data)
     out = Path(out)
@@ -294,7 +297,8 @@ def build_crops(
                "'rsna-lumbar localize' (train_label_coordinates.csv's schema)")  # fmt: skip
         raise FileNotFoundError(msg)
     table = read_points(points_path)
-    index = read_index(write_index(data, split, work, workers=workers, progress=progress))
+    if index is None:
+        index = read_index(write_index(data, split, work, workers=workers, progress=progress))
     if studies is None:
         studies = split_study_ids(data, split)
     by_study = dict(iter(index.groupby("study_id")))

@@ -165,7 +165,8 @@ def summary_path(out: str | os.PathLike) -> Path:
 
 def _points(data: Path, split: str, localizer: Path | None, work: Path, studies: list[int],
             chunk: int, models_per_task: int | None, tss: TotalSpineSeg | None,
-            volumes: VolumeCache, where: dict, summary: RunSummary) -> Path | None:
+            volumes: VolumeCache, split_index: pd.DataFrame, where: dict,
+            summary: RunSummary) -> Path | None:
     """The points file the crops of ``studies`` use, or ``None`` when levels cannot be placed.
 
     The learned localiser runs on ``where["device"]``; when it fails on the GPU it runs again
@@ -181,7 +182,7 @@ def _points(data: Path, split: str, localizer: Path | None, work: Path, studies:
         def locate() -> None:
             predict_points(data, split, out, localizer, work=work, studies=studies,
                            models_per_task=models_per_task, volumes=volumes, levels=levels,
-                           device=where["device"])  # fmt: skip
+                           index=split_index, device=where["device"])  # fmt: skip
 
         try:
             locate()
@@ -474,7 +475,7 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, votes, dead
     have (priors, or the votes of batches that finished) and the next chunk runs.
     """
     from rsna_lumbar.crops.stage import build_crops
-    from rsna_lumbar.dicom.index import write_index
+    from rsna_lumbar.dicom.index import read_index, write_index
 
     def timed(name, function, *args, **kwargs):
         started = time.perf_counter()
@@ -483,8 +484,9 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, votes, dead
         finally:
             stages[name] = stages.get(name, 0.0) + time.perf_counter() - started
 
-    # The split's header index once, before the chunks, so its cost does not count as pace.
-    timed("index", write_index, data, split, work, progress=False)
+    # The split's header index, read once before the chunks (its cost does not count as pace)
+    # and handed to every chunk's localiser and crops.
+    split_index = read_index(timed("index", write_index, data, split, work, progress=False))
     runner = timed("load models", _EnsembleRunner, ensemble, votes, study_ids, device,
                    summary.members)  # fmt: skip
     runner.crops = work / f"crops_{split}"
@@ -510,13 +512,13 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, votes, dead
         try:
             loc_started = time.perf_counter()
             points = timed("localise", _points, data, split, ensemble.localizer, work, chunk,
-                           index, plan.localiser_models or None, tss, volumes, localiser,
-                           summary)  # fmt: skip
+                           index, plan.localiser_models or None, tss, volumes, split_index,
+                           localiser, summary)  # fmt: skip
             localiser_s = time.perf_counter() - loc_started if points is not None else 0.0
             if points is not None:
                 timed("crops + models", build_crops, data, split, runner.crops, points=points,
                       work=work, montages=0, on_study=runner, studies=chunk, progress=False,
-                      volumes=volumes)  # fmt: skip
+                      volumes=volumes, index=split_index)  # fmt: skip
                 timed("crops + models", runner.flush)
         except Exception as error:  # noqa: BLE001 - one chunk must not cost the others
             runner.discard()

@@ -343,7 +343,7 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
 
 def predict_split(data, split, out, model_dir, *, work="work", workers=None,
                   levels: LevelFinder | None = None, studies=None,
-                  models_per_task: int | None = None, volumes=None,
+                  models_per_task: int | None = None, volumes=None, index=None,
                   device: str | torch.device = "auto") -> pd.DataFrame:  # fmt: skip
     """Predict every study of ``split`` with a trained localiser folder; write ``out``.
 
@@ -354,6 +354,8 @@ def predict_split(data, split, out, model_dir, *, work="work", workers=None,
     ``predict`` lowers it to honour a time budget).
     ``volumes``: a :class:`~rsna_lumbar.dicom.volume_cache.VolumeCache` the decoded stacks go
     through (``predict`` shares it with the crops stage).
+    ``index``: the split's header index, already read (``predict`` reads it once per run);
+    default: built or reused in ``work``.
     ``device``: ``auto`` (CUDA when a GPU passes the smoke test), ``cpu``, ``cuda`` or a
     ``torch.device`` already chosen; on CUDA the heatmaps are computed under autocast.
     """
@@ -362,8 +364,10 @@ def predict_split(data, split, out, model_dir, *, work="work", workers=None,
     keep = None if models_per_task is None else max(models_per_task, 1)
     models = {task: [m.to(device) for m in task_models[:keep]]
               for task, task_models in models.items()}  # fmt: skip
-    stacks = study_stacks(data, split, work, workers)
     wanted = None if studies is None else {int(s) for s in studies}
+    if index is not None and wanted is not None:
+        index = index[index.study_id.isin(wanted)]
+    stacks = study_stacks(data, split, work, workers, index)
     rows, log = [], LevelSourceLog()
     with torch.no_grad():
         for study, study_stacks_ in sorted(_by_study(stacks).items()):

@@ -37,9 +37,13 @@ _LOG = logging.getLogger(__name__)
 
 
 def study_stacks(data: str | os.PathLike, split: str, work: str | os.PathLike,
-                 workers: int | None = None) -> dict[tuple[int, int], list]:  # fmt: skip
-    """``{(study_id, series_id): [Stack, ...]}`` from the (cached) header index."""
-    index = read_index(write_index(data, split, work, workers=workers, progress=False))
+                 workers: int | None = None,
+                 index: pd.DataFrame | None = None) -> dict[tuple[int, int], list]:  # fmt: skip
+    """``{(study_id, series_id): [Stack, ...]}`` from the header index: ``index`` when the caller
+    has read it already (``predict`` reads it once per run), else the one built or reused in
+    ``work``."""
+    if index is None:
+        index = read_index(write_index(data, split, work, workers=workers, progress=False))
     return dict(iter_series_stacks(index))
 
 
