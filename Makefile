@@ -66,7 +66,7 @@ SUBMIT_MESSAGE  ?=
 # decoders. libjpeg 2.5.0 has only manylinux_2_31 wheels, hence 2.4.0.
 KAGGLE_WHEELS   ?= pydicom pylibjpeg pylibjpeg-libjpeg==2.4.0 pylibjpeg-openjpeg
 KAGGLE_PYTHON   ?= 3.11 3.12 3.13
-PUBLISH = $(PY) -m rsna_lumbar.kaggle_publish
+PUBLISH = $(PY) -m rsna_lumbar.publish
 KAGGLE_ARGS = $(if $(KAGGLE_USER),--owner $(KAGGLE_USER)) $(if $(WEIGHTS_DATASET),--dataset $(WEIGHTS_DATASET))
 KERNEL_ARGS = $(KAGGLE_ARGS) $(if $(KERNEL_SLUG),--kernel $(KERNEL_SLUG)) --out $(KAGGLE_BUILD)/kaggle-kernel
 KERNEL_VERSION_ARG = $(if $(KERNEL_VERSION),--kernel-version $(KERNEL_VERSION))

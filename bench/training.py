@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rsna_lumbar.crops.cache import CropCache
+from rsna_lumbar.models.dataset import StudyDataset, collate, labels_by_study
+from rsna_lumbar.models.folder import build_network
+from rsna_lumbar.models.forward import forward_batch
 from rsna_lumbar.training.config import load_config
-from rsna_lumbar.training.dataset import CropCache, StudyDataset, collate, labels_by_study
-from rsna_lumbar.training.loop import build_network, model_description
+from rsna_lumbar.training.loop import model_description
 from rsna_lumbar.training.losses import loss_parts, metric_loss
-from rsna_lumbar.training.oof import forward_batch
 from rsna_lumbar.tables import read_train
 
 STUDIES, BATCH, WARMUP, TIMED = 24, 2, 2, 6

@@ -7,6 +7,8 @@
     DIR/{train,test}_series_descriptions.csv
     DIR/sample_submission.csv
     DIR/{train,test}_images/{study_id}/{series_id}/{instance_number}.dcm
+
+and where the real sagittal T2 exams of the sim-to-real checks are (:func:`real_exams_dir`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 from pathlib import Path
 
 SPLITS = ("train", "test")
+REAL_EXAMS_VAR = "RSNA_REAL_LUMBAR"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,3 +58,13 @@ def check_split(split: str) -> str:
         msg = f"unknown split {split!r}; expected one of {SPLITS}"
         raise ValueError(msg)
     return split
+
+
+def real_exams_dir() -> Path:
+    """The folder of the real exams (``ivd_*.npz``): ``$RSNA_REAL_LUMBAR``, else
+    ``shared/data/real-lumbar`` beside the repository checkout the kit runs from. The folder
+    may not exist (an installed kit, a clone without ``shared/``): callers find no exams then."""
+    setting = os.environ.get(REAL_EXAMS_VAR)
+    if setting:
+        return Path(setting)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-lumbar"

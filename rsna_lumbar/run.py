@@ -119,7 +119,7 @@ def run_chain(recipe: Recipe, work: str | Path, weights: str | Path, data: str |
     if progress.stage("localiser", str(weights / "localizer")):
         summary["localiser"] = _localiser(recipe, data, work, weights, device)
     if progress.stage("crops", f"{work / 'crops_train'}, {work / 'crops_train_localised'}"):
-        _crops(data, work)
+        _crops(data, work, recipe.crop_geometry)
     if progress.stage("severity", ", ".join(m.name for m in recipe.members)):
         _severity(recipe, data, work, weights, device)
     if progress.stage("report"):
@@ -185,12 +185,15 @@ RUN_RECORD = "run.json"
 
 
 def _check_made_from(recipe: Recipe, data: Path, work: Path, weights: Path) -> None:
-    """Stop when WORK or OUT holds results made from other data, folds or localiser settings
-    (their ``run.json``); record them otherwise."""
+    """Stop when WORK or OUT holds results made from other data, folds, localiser settings or
+    crop geometry (their ``run.json``); record them otherwise."""
     from rsna_lumbar.provenance import data_fingerprint
 
+    from rsna_lumbar.crops.recipes import geometry_settings
+
     made = {"data_fingerprint": data_fingerprint(data),
-            **{k: recipe.settings[k] for k in ("folds", "seed", "localiser")}}
+            **{k: recipe.settings[k] for k in ("folds", "seed", "localiser")},
+            "crops": geometry_settings(recipe.crop_geometry)}
     for folder in (work, weights):
         record = folder / RUN_RECORD
         if record.is_file():
@@ -223,7 +226,6 @@ def _folds_and_priors(recipe: Recipe, data: Path, work: Path, weights: Path) -> 
 def _localiser(recipe: Recipe, data: Path, work: Path, weights: Path, device: str) -> dict:
     """The localiser trained out of fold into ``OUT/localizer`` (skipped when done); its
     canal level accuracy and median error, out of fold."""
-    from rsna_lumbar.localize.keypoints.config import TrainConfig
     from rsna_lumbar.localize.keypoints.stage import train_oof
 
     out, folder = work / "localize_oof.csv", weights / "localizer"
@@ -231,8 +233,7 @@ def _localiser(recipe: Recipe, data: Path, work: Path, weights: Path, device: st
         print(f"    already trained: {folder}", flush=True)
         metrics = json.loads((folder / "metrics.json").read_text())
     else:
-        settings = recipe.settings["localiser"]
-        cfg = TrainConfig(batch=settings["batch"], seeds=settings["seeds"], device=device)
+        cfg = recipe.localiser_config(device)
         metrics = train_oof(data, out, folder, work=work, folds=work / "folds.csv", cfg=cfg,
                             steps=recipe.localiser_steps, real=recipe.real_exams)  # fmt: skip
     canal = metrics.get("spinal", {})
@@ -241,13 +242,14 @@ def _localiser(recipe: Recipe, data: Path, work: Path, weights: Path, device: st
             "metrics": metrics}
 
 
-def _crops(data: Path, work: Path) -> None:
-    """The train split's crops at the labelled points and at the localiser's OOF points."""
+def _crops(data: Path, work: Path, geometry: dict) -> None:
+    """The train split's crops at the labelled points and at the localiser's OOF points, at the
+    recipe's crop geometry."""
     from rsna_lumbar.crops.stage import build_crops
 
-    build_crops(data, "train", work / "crops_train", work=work)
+    build_crops(data, "train", work / "crops_train", work=work, geometry=geometry)
     build_crops(data, "train", work / "crops_train_localised", points=work / "localize_oof.csv",
-                work=work, montages=0)  # fmt: skip
+                work=work, montages=0, geometry=geometry)  # fmt: skip
 
 
 def _severity(recipe: Recipe, data: Path, work: Path, weights: Path, device: str) -> None:
@@ -334,11 +336,12 @@ def _ensemble_oof(frames: list, data: Path) -> tuple[dict, list[int]]:
 
 
 def _manifest(recipe: Recipe, weights: Path) -> None:
-    """``OUT/ensemble.yaml``: the recipe's members (weight 1) and the localiser."""
+    """``OUT/ensemble.yaml``: the recipe's members (weight 1), the localiser and whether
+    ``predict`` runs test-time augmentation (the recipe's ``predict.tta``)."""
     import yaml
 
     manifest = {"members": [{"path": m.name, "weight": 1.0} for m in recipe.members],
-                "localizer": "localizer"}
+                "localizer": "localizer", "tta": bool(recipe.settings["predict"].get("tta", False))}
     write_text(weights / "ensemble.yaml", yaml.safe_dump(manifest, sort_keys=False))
 
 

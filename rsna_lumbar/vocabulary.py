@@ -14,6 +14,8 @@ Every spelling the competition uses lives here once, and everything else is deri
   the metric's sample weights (1, 2, 4) derive from them (:class:`Severity`).
 * Series descriptions are ``Sagittal T1``, ``Sagittal T2/STIR``, ``Axial T2``
   (:class:`SeriesDescription`).
+* Each family is graded from named crop views (``sag_t2``, ``sag_t1``, ``axial``:
+  :data:`VIEWS`).
 """
 
 from __future__ import annotations
@@ -165,6 +167,13 @@ SEVERITIES: tuple[Severity, ...] = tuple(Severity)
 PROBABILITY_COLUMNS: tuple[str, ...] = tuple(s.column for s in Severity)
 SAMPLE_WEIGHTS: tuple[float, ...] = tuple(s.weight for s in Severity)
 SUBMISSION_COLUMNS: tuple[str, ...] = ("row_id", *PROBABILITY_COLUMNS)
+VIEWS: dict[str, tuple[str, ...]] = {
+    "spinal": ("sag_t2", "axial"),
+    "foraminal": ("sag_t1",),
+    "subarticular": ("axial",),
+}
+"""Family (:class:`Family` value) → the crop views its samples are graded from, in order: the
+crop cache's keys (:mod:`rsna_lumbar.crops`) and the severity models' inputs."""
 
 
 def target_column(condition: Condition, level: Level) -> str:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rsna_lumbar.crops import VIEWS
-from rsna_lumbar.vocabulary import CONDITIONS, LEVELS, SEVERITIES, target_column
+from rsna_lumbar.crops.stage import INDEX_COLUMNS
+from rsna_lumbar.vocabulary import CONDITIONS, LEVELS, SEVERITIES, VIEWS, target_column
 
 FREQUENCIES = {"spinal": (0.6, 0.25, 0.15), "foraminal": (0.6, 0.28, 0.12),
                "subarticular": (0.55, 0.3, 0.15)}
@@ -55,18 +55,16 @@ def make_crop_cache(root, n_studies: int = 40, seed: int = 0, slices: int = 5, s
                 labels[target_column(condition, level)] = (
                     SEVERITIES[label].value if label >= 0 else None
                 )
-                for view in VIEWS[family]:
-                    if view == "axial" and no_axial:
-                        continue
+                cut = [v for v in VIEWS[family] if not (v == "axial" and no_axial)]
+                for view in cut:
                     key = f"{condition.value}/{level.value}/{view}"
                     arrays[key] = _view(rng, grade, slices, size, noise, jitter)
                 index.append((study_id, condition.value, level.value, family,
                               condition.side.value if condition.side else "",
-                              f"{study_id}.npz", label))
+                              f"{study_id}.npz", label, ";".join(sorted(cut))))
         np.savez(cache / f"{study_id}.npz", **arrays)
         train.append(labels)
-    pd.DataFrame(index, columns=["study_id", "condition", "level", "family", "side", "file",
-                                 "label"]).to_csv(cache / "index.csv", index=False)
+    pd.DataFrame(index, columns=list(INDEX_COLUMNS)).to_csv(cache / "index.csv", index=False)
     train_csv = root / "train.csv"
     pd.DataFrame(train).to_csv(train_csv, index=False)
     folds_csv = root / "folds.csv"

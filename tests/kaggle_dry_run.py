@@ -11,7 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from rsna_lumbar import kaggle_publish as kp
+from rsna_lumbar.publish.metadata import COMPETITION, DATASET_METADATA
+from rsna_lumbar.publish.staging import stage_weights
 from rsna_lumbar.vocabulary import study_row_ids
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,10 +34,10 @@ def offline_env(**extra) -> dict:
 def stage_kaggle(root: Path, wheelhouse: Path, weights: Path, data: Path) -> Path:
     """Lay out ``root`` as Kaggle mounts it: the weights dataset as push-weights stages it, the
     competition folder (a copy of ``data``'s test split) and an empty working folder."""
-    dataset = kp.stage_weights(REPO, root / "input" / "rsna-lumbar-weights", "fakeuser",
+    dataset = stage_weights(REPO, root / "input" / "rsna-lumbar-weights", "fakeuser",
                                weights=weights, wheelhouse=wheelhouse, allow_synthetic=True)
-    (dataset / kp.DATASET_METADATA).unlink()  # Kaggle does not mount the metadata file
-    competition = root / "input" / kp.COMPETITION
+    (dataset / DATASET_METADATA).unlink()  # Kaggle does not mount the metadata file
+    competition = root / "input" / COMPETITION
     competition.mkdir(parents=True)
     shutil.copy(data / "test_series_descriptions.csv", competition)
     shutil.copytree(data / "test_images", competition / "test_images")

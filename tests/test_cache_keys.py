@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -153,10 +154,10 @@ def test_a_study_whose_crops_failed_is_cut_again(folders, tmp_path, monkeypatch)
     broken, fine = sorted(_studies(a, "train"))
     cut = stage.crop_study
 
-    def crop_study(data, study_id, index_rows, points, read):
+    def crop_study(data, study_id, index_rows, points, read, geometry):
         if study_id == broken:
             raise MemoryError("killed while decoding")
-        return cut(data, study_id, index_rows, points, read)
+        return cut(data, study_id, index_rows, points, read, geometry)
 
     monkeypatch.setattr(stage, "crop_study", crop_study)  # workers=1: runs in this process
     assert _views(_cut(a, out, work))[broken] == 0
@@ -184,3 +185,32 @@ def test_localiser_resume_key_follows_the_training_data(folders, tmp_path):
                                           study_stacks(data, "train", tmp_path / "work", 1))}
         keys.add(job_key(job, samples, {}))
     assert len(keys) == 2
+
+
+def test_crop_geometry_sizes_the_patches_and_a_changed_geometry_recuts(folders, tmp_path):
+    from rsna_lumbar.crops.recipes import DEFAULT_GEOMETRY, geometry_from_settings
+    from rsna_lumbar.crops.stage import read_geometry
+
+    a, work, out = folders["A"], tmp_path / "work", tmp_path / "crops"
+    assert read_geometry(out) == DEFAULT_GEOMETRY  # a cache without geometry.json: the default
+    _cut(a, out, work)
+    study = min(_studies(a, "train"))
+    with np.load(out / f"{study}.npz") as npz:
+        assert npz["spinal_canal_stenosis/l4_l5/sag_t2"].shape == (5, 64, 64)
+        assert npz["spinal_canal_stenosis/l4_l5/axial"].shape == (3, 64, 64)
+        default_sag = npz["spinal_canal_stenosis/l4_l5/sag_t2"]
+    wide = geometry_from_settings({"spinal": {"sag_t2": {"px": 96, "slices": 7}},
+                                   "foraminal": {"sag_t1": {"mm": 60}}})  # fmt: skip
+    _cut(a, out, work, geometry=wide)
+    assert read_geometry(out) == wide
+    with np.load(out / f"{study}.npz") as npz:
+        sag = npz["spinal_canal_stenosis/l4_l5/sag_t2"]
+        assert sag.shape == (7, 96, 96)
+        assert npz["spinal_canal_stenosis/l4_l5/axial"].shape == (3, 64, 64)  # not overridden
+        assert npz["left_neural_foraminal_narrowing/l4_l5/sag_t1"].shape == (5, 64, 64)
+    # the middle slices are the same anatomy at another resolution
+    np.testing.assert_allclose(sag[2:5, ::3, ::3].mean(), default_sag[1:4, ::2, ::2].mean(), atol=0.1)
+    made = json.loads((out / f"{study}.json").read_text())["made_from"]["settings"]
+    assert made == stage.settings_key(wide) != stage.settings_key(DEFAULT_GEOMETRY)
+    with pytest.raises(KeyError, match="its views"):
+        geometry_from_settings({"spinal": {"sag_t1": {"px": 96}}})

@@ -144,3 +144,26 @@ def test_crops_stage_writes_cache_and_resumes(tmp_path, caplog):
     build_crops(root, "train", out, work=tmp_path / "work", workers=1, progress=False)
     assert (out / "1.npz").stat().st_mtime_ns == before  # cached study skipped
     assert (out / "2.json").is_file()  # unfinished study recomputed
+
+
+def test_mirror_axis_is_the_crops_left_right_axis_and_only_for_the_canal(tmp_path):
+    from rsna_lumbar.crops.recipes import DEFAULT_GEOMETRY, mirror_axis, recipes_for
+    from rsna_lumbar.vocabulary import Condition
+
+    write_series(tmp_path / "sag", sagittal_spec(0.8, reverse=False))
+    positions = parallel_positions((-40.0, -45.0, 2.0), AXIAL, 5, 3.0)
+    write_series(tmp_path / "ax", SeriesSpec(orientation=AXIAL, positions=positions, rows=90,
+                                             columns=90, pixel_spacing=(0.9, 0.9),
+                                             pixels=render(AXIAL, positions, 90, 90, (0.9, 0.9))))  # fmt: skip
+    volumes = {"sag_t2": load_series(tmp_path / "sag")[0], "axial": load_series(tmp_path / "ax")[0]}
+    center = np.array([0.0, -12.0, 8.0])  # on a sagittal slice (x = 0) and an axial one (z = 8)
+    for recipe in recipes_for(Condition.SPINAL_CANAL_STENOSIS):
+        axis = mirror_axis("spinal", recipe.view)
+        u, v, w = recipe.axes(None)
+        flip = lambda d: -d if abs(d @ LEFT) > 0.99 else d  # noqa: E731 - the patient's mirror image
+        crop, _ = extract_patch(volumes[recipe.view], center, recipe.spec, (u, v, w))
+        mirrored, _ = extract_patch(volumes[recipe.view], center, recipe.spec, (flip(u), flip(v), flip(w)))
+        np.testing.assert_allclose(mirrored, np.flip(crop, axis=axis), atol=1e-3)
+        assert not np.allclose(crop, np.flip(crop, axis=axis), atol=1e-3)  # a real change
+    assert mirror_axis("foraminal", "sag_t1") is None and mirror_axis("subarticular", "axial") is None
+    assert set(DEFAULT_GEOMETRY) == {"spinal", "foraminal", "subarticular"}

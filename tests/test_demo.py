@@ -51,7 +51,7 @@ def test_run_tiny_runs_every_stage_and_meets_the_summary_contract(demo):
         "spinal", "foraminal", "subarticular"}
     manifest = yaml.safe_load((plan.weights / "ensemble.yaml").read_text())
     assert manifest == {"members": [{"path": "severity_tiny", "weight": 1.0}],
-                        "localizer": "localizer"}
+                        "localizer": "localizer", "tta": False}  # the tiny recipe's predict.tta
 
 
 def test_run_from_the_command_line_stops_where_asked_and_refuses_bad_input(demo, tmp_path,
@@ -326,3 +326,27 @@ def test_predict_decodes_each_stack_once_per_study(demo, tmp_path, monkeypatch):
     assert not list((tmp_path / "w" / "volumes").glob("*.pkl"))  # emptied chunk by chunk
     pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(summary["submission"]),
                                   atol=1e-5, check_exact=False)
+
+
+def test_a_member_of_another_crop_geometry_gets_its_own_crops_and_tta_is_shed_first(demo, tmp_path):
+    plan, _ = demo
+    models = _ensemble(plan.weights, tmp_path / "models", {"a": 1.0, "b": 1.0})
+    described = json.loads((models / "b" / "model.json").read_text())
+    assert described["crops"]["spinal"]["sag_t2"] == {"mm": 48.0, "px": 64, "slices": 5}
+    described["crops"]["spinal"]["sag_t2"] = {"mm": 48.0, "px": 48, "slices": 7}
+    (models / "b" / "model.json").write_text(json.dumps(described))
+    work = tmp_path / "w"
+    run = _predict(plan, models, tmp_path / "sub.csv", work, tta=True)
+    assert run.tta and {Path(m.path).name: m.status for m in run.members} == {"a": "used", "b": "used"}
+    assert run.coverage > 0.5
+    caches = {p.name: p for p in work.glob("crops_test*")}
+    assert len(caches) == 2 and "crops_test" in caches  # a's (the default), then b's
+    other = next(p for name, p in caches.items() if name != "crops_test")
+    study = split_study_ids(plan.work / "data", "test")[0]
+    with np.load(other / f"{study}.npz") as npz, np.load(caches["crops_test"] / f"{study}.npz") as default:
+        assert npz["spinal_canal_stenosis/l3_l4/sag_t2"].shape == (7, 48, 48)
+        assert default["spinal_canal_stenosis/l3_l4/sag_t2"].shape == (5, 64, 64)
+    tight = _predict(plan, models, tmp_path / "tight.csv", tmp_path / "w2", tta=True, budget_s=1e-3,
+                     started_at=0.0, clock=lambda: 0.0, chunk_studies=1)  # fmt: skip
+    assert tight.shed[0] == "test-time augmentation"
+    assert tight.shed[1] == f"ensemble member {models / 'b'}"

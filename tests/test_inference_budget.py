@@ -66,3 +66,17 @@ def test_the_budget_counts_from_started_at_not_from_construction():
     deadline = Deadline(3600.0, started_at=2000.0, clock=clock)
     assert deadline.elapsed == 3000.0 and deadline.left == 600.0
     assert deadline.fits(600.0) and not deadline.fits(601.0)
+
+
+def test_test_time_augmentation_is_shed_first_and_its_cost_goes_with_it():
+    clock = Clock(100.0)
+    plan = Plan(["a", "b"], localiser_models=1, localiser_floor=1, tta=True)
+    # a: 3 s per study of which 1 s mirrored passes; b: 1.5 s of which 0.5 s; 0.5 s the rest
+    plan.record_chunk(10, wall_s=50.0, localiser_s=0.0, member_s={"a": 30.0, "b": 15.0},
+                      tta_s={"a": 10.0, "b": 5.0})  # fmt: skip
+    assert plan.per_study() == pytest.approx(5.0)
+    # 100 studies left, 400 s: 5.0 → 3.5 without the mirrored passes: fits with both members
+    assert plan.shed_to_fit(Deadline(500.0, 0.0, clock), studies_left=100) == ["test-time augmentation"]
+    assert plan.members == ["a", "b"] and not plan.tta and plan.per_study() == pytest.approx(3.5)
+    plan.record_chunk(10, wall_s=35.0, localiser_s=0.0, member_s={"a": 20.0, "b": 10.0})
+    assert plan.per_study() == pytest.approx(3.5)  # plain passes only, measured again

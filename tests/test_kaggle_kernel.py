@@ -25,14 +25,15 @@ import pytest
 from kaggle_dry_run import (KERNEL, REPO, offline_env, run_kernel, run_summary, stage_kaggle,
                             submission_rows)
 
-from rsna_lumbar import kaggle_publish as kp
+from rsna_lumbar.publish.metadata import COMPETITION, KERNEL_METADATA
+from rsna_lumbar.publish.wheels import REQUIREMENTS_FILE
 
 
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory) -> Path:
-    """``python -m rsna_lumbar.kaggle_publish wheels`` (kit only, offline) into a tmp dir."""
+    """``python -m rsna_lumbar.publish wheels`` (kit only, offline) into a tmp dir."""
     out = tmp_path_factory.mktemp("wheelhouse")
-    done = subprocess.run([sys.executable, "-m", "rsna_lumbar.kaggle_publish", "--root", str(REPO),
+    done = subprocess.run([sys.executable, "-m", "rsna_lumbar.publish", "--root", str(REPO),
                            "wheels", "--out", str(out)], capture_output=True, text=True,
                           env=offline_env(), cwd=out)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -57,7 +58,7 @@ def venv(tmp_path_factory) -> Path:
 def test_wheelhouse_holds_the_kit_wheel_and_its_requirements(wheelhouse):
     wheels = sorted(p.name for p in wheelhouse.glob("*.whl"))
     assert wheels == ["rsna_lumbar-0.1.0-py3-none-any.whl"]
-    assert (wheelhouse / kp.REQUIREMENTS_FILE).read_text().split() == ["rsna-lumbar==0.1.0"]
+    assert (wheelhouse / REQUIREMENTS_FILE).read_text().split() == ["rsna-lumbar==0.1.0"]
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +203,7 @@ def test_a_kit_that_cannot_install_fails_the_commit_run_but_the_rerun_writes_pri
 
 
 def test_kernel_without_the_weights_dataset_says_what_to_attach(tmp_path, venv):
-    (tmp_path / "input" / kp.COMPETITION).mkdir(parents=True)
+    (tmp_path / "input" / COMPETITION).mkdir(parents=True)
     done = subprocess.run([str(venv / "bin" / "python"), str(KERNEL)], capture_output=True,
                           text=True, cwd=tmp_path, env=offline_env(RSNA_KAGGLE_ROOT=str(tmp_path)))
     assert done.returncode != 0
@@ -214,5 +215,5 @@ def test_kernel_script_is_a_thin_shim():
     assert len(text.splitlines()) <= 85
     assert all(name in text for name in ("/kaggle", "RSNA_KAGGLE_ROOT",
                                          "KAGGLE_IS_COMPETITION_RERUN"))
-    meta = json.loads((REPO / "kernels" / kp.KERNEL_METADATA).read_text())
+    meta = json.loads((REPO / "kernels" / KERNEL_METADATA).read_text())
     assert meta["code_file"] == KERNEL.name

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from kaggle_stub import SUBMISSION_REF, KaggleStub
-from rsna_lumbar import kaggle_publish as kp
+from rsna_lumbar.publish import PublishError, kaggle_cli, metadata, staging, wheels
 from rsna_lumbar.provenance import read_provenance, write_provenance
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def _wheelhouse(folder: Path) -> Path:
     """What 'make wheels' leaves, without building: the requirements file and a kit wheel."""
     folder.mkdir()
     (folder / "rsna_lumbar-0.1.0-py3-none-any.whl").write_bytes(b"")
-    kp.write_requirements(folder)
+    wheels.write_requirements(folder)
     return folder
 
 
@@ -103,7 +103,7 @@ def test_push_weights_creates_then_versions_the_dataset(tmp_path):
         assert first.returncode == 0, first.stdout + first.stderr
         _assert_no_secret(first, staged)
         _assert_authenticated(stub)
-        meta = json.loads((staged / kp.DATASET_METADATA).read_text())
+        meta = json.loads((staged / metadata.DATASET_METADATA).read_text())
         assert meta["id"] == f"{USER}/my-lumbar-weights"
 
         # first time: the dataset does not exist, so it is created with every staged file
@@ -120,7 +120,7 @@ def test_push_weights_creates_then_versions_the_dataset(tmp_path):
             assert _zip_members(uploaded[f"{name}.zip"]) == _tree(staged / name)
         assert "rsna_lumbar-0.1.0-py3-none-any.whl" in _tree(staged / "wheels")
         published = _tree(staged / "weights")
-        manifest = json.loads(published.pop(kp.WEIGHTS_MANIFEST))
+        manifest = json.loads(published.pop(staging.WEIGHTS_MANIFEST))
         assert published == _tree(weights)
         assert manifest["allow_synthetic"] is False
         assert manifest["models"] == {name: read_provenance(weights / name)
@@ -152,17 +152,17 @@ def test_stage_weights_refuses_what_would_score_like_noise(tmp_path, case):
     else:
         weights = _weights(tmp_path / "weights", "synthetic", provenance=case == "synthetic")
         match = "trained on synthetic data" if case == "synthetic" else "no provenance.json"
-    with pytest.raises(kp.PublishError, match=match) as refused:
-        kp.stage_weights(REPO, tmp_path / "out", USER, weights=weights, wheelhouse=wheelhouse)
+    with pytest.raises(PublishError, match=match) as refused:
+        staging.stage_weights(REPO, tmp_path / "out", USER, weights=weights, wheelhouse=wheelhouse)
     assert "ALLOW_SYNTHETIC=1" in str(refused.value)
     if case != "empty":
         named = ("  localizer: ", "  severity_default: ")
         assert all(name in str(refused.value) for name in named)
         assert "scores like noise" in str(refused.value)
     assert not (tmp_path / "out").exists()
-    staged = kp.stage_weights(REPO, tmp_path / "out", USER, weights=weights,
+    staged = staging.stage_weights(REPO, tmp_path / "out", USER, weights=weights,
                               wheelhouse=wheelhouse, allow_synthetic=True)
-    manifest = json.loads((staged / "weights" / kp.WEIGHTS_MANIFEST).read_text())
+    manifest = json.loads((staged / "weights" / staging.WEIGHTS_MANIFEST).read_text())
     assert manifest["allow_synthetic"] is True
     kinds = {name: record and record["data_kind"] for name, record in manifest["models"].items()}
     assert kinds == {"empty": {}, "synthetic": {"localizer": "synthetic",
@@ -178,10 +178,11 @@ def test_members_the_ensemble_names_below_the_top_level_are_checked_too(tmp_path
     (weights / "ensemble.yaml").write_text(
         "members:\n  - {path: severity_default}\n  - {path: runs/severity_big}\n"
         "localizer: localizer\n")
-    with pytest.raises(kp.PublishError, match="  runs/severity_big: no provenance.json"):
-        kp.check_weights(weights)
+    with pytest.raises(PublishError, match="  runs/severity_big: no provenance.json"):
+        staging.check_weights(weights)
     write_provenance(nested, tmp_path / "data-competition", recipe="test big")
-    assert set(kp.check_weights(weights)) == {"localizer", "runs/severity_big", "severity_default"}
+    assert set(staging.check_weights(weights)) == {"localizer", "runs/severity_big",
+                                                    "severity_default"}
 
 
 def test_push_weights_refuses_synthetic_models_unless_allowed(tmp_path):
@@ -222,7 +223,7 @@ def test_push_kernel_waits_for_the_dataset_then_submit_and_status(tmp_path):
         body = save.json
         assert body["slug"] == kernel
         assert body["datasetDataSources"] == [dataset]
-        assert body["competitionDataSources"] == [kp.COMPETITION]
+        assert body["competitionDataSources"] == [metadata.COMPETITION]
         assert body["enableGpu"] is True and body["enableInternet"] is False
         assert body["machineShape"] == "NvidiaTeslaT4"
         assert body["dockerImagePinningType"] == "original"
@@ -231,7 +232,8 @@ def test_push_kernel_waits_for_the_dataset_then_submit_and_status(tmp_path):
         assert body["text"] == (REPO / "kernels" / "rsna_lumbar_inference.py").read_text()
         assert "does not resolve" not in done.stdout  # the title matches the slug
         assert "successfully pushed" in done.stdout
-        record = json.loads((tmp_path / "build" / "kaggle-kernel" / kp.PUSH_RECORD).read_text())
+        record = json.loads(
+            (tmp_path / "build" / "kaggle-kernel" / kaggle_cli.PUSH_RECORD).read_text())
         assert record == {"kernel": kernel, "version": 1, "dataset": dataset,
                           "dataset_version": 3}
 
@@ -246,7 +248,7 @@ def test_push_kernel_waits_for_the_dataset_then_submit_and_status(tmp_path):
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr
         _assert_no_secret(submitted, tmp_path / "build")
         (sub,) = stub.calls("CreateCodeSubmission")
-        assert sub.json["competitionName"] == kp.COMPETITION
+        assert sub.json["competitionName"] == metadata.COMPETITION
         assert (sub.json["kernelOwner"], sub.json["kernelSlug"]) == (USER, "my-lumbar-kernel")
         assert sub.json["kernelVersion"] == 1 and sub.json["fileName"] == "submission.csv"
         assert sub.json["submissionDescription"].startswith("rsna-lumbar 0.1.0")
@@ -304,7 +306,7 @@ def test_push_kernel_fails_when_kaggle_reports_an_error(tmp_path):
         done = _make("push-kernel", stub, tmp_path)
     assert done.returncode != 0
     assert "Kernel push error" in done.stdout and "failed" in done.stderr
-    assert not (tmp_path / "build" / "kaggle-kernel" / kp.PUSH_RECORD).exists()
+    assert not (tmp_path / "build" / "kaggle-kernel" / kaggle_cli.PUSH_RECORD).exists()
 
 
 @pytest.mark.parametrize("command", ["kernels", "datasets"])
@@ -316,7 +318,7 @@ def test_committed_templates_pass_the_cli_validation(tmp_path, command):
         args = ["kernels", "push", "-p", str(folder)]
     else:
         folder.mkdir()
-        shutil.copy(REPO / kp.DATASET_METADATA, folder)
+        shutil.copy(REPO / metadata.DATASET_METADATA, folder)
         (folder / "note.txt").write_text("x\n")
         args = ["datasets", "create", "-p", str(folder)]
     with KaggleStub() as stub:
@@ -326,7 +328,7 @@ def test_committed_templates_pass_the_cli_validation(tmp_path, command):
     sent = stub.calls("SaveKernel" if command == "kernels" else "CreateDataset")
     assert len(sent) == 1 and "error" not in done.stdout.lower()
     assert "does not resolve" not in done.stdout  # title and slug agree
-    assert kp.PLACEHOLDER_OWNER in json.dumps(sent[0].json)
+    assert metadata.PLACEHOLDER_OWNER in json.dumps(sent[0].json)
     if command == "kernels":  # the accelerator and the image pinning reach Kaggle
         assert sent[0].json["machineShape"] == "NvidiaTeslaT4"
         assert sent[0].json["dockerImagePinningType"] == "original"
@@ -334,13 +336,13 @@ def test_committed_templates_pass_the_cli_validation(tmp_path, command):
 
 
 def test_templates_hold_no_real_owner_and_agree_on_the_weights_dataset():
-    dataset = json.loads((REPO / kp.DATASET_METADATA).read_text())
-    kernel = json.loads((REPO / "kernels" / kp.KERNEL_METADATA).read_text())
-    assert dataset["id"].split("/")[0] == kernel["id"].split("/")[0] == kp.PLACEHOLDER_OWNER
+    dataset = json.loads((REPO / metadata.DATASET_METADATA).read_text())
+    kernel = json.loads((REPO / "kernels" / metadata.KERNEL_METADATA).read_text())
+    assert dataset["id"].split("/")[0] == kernel["id"].split("/")[0] == metadata.PLACEHOLDER_OWNER
     assert kernel["dataset_sources"] == [dataset["id"]]
-    assert kernel["competition_sources"] == [kp.COMPETITION]
+    assert kernel["competition_sources"] == [metadata.COMPETITION]
     assert kernel["enable_gpu"] is True and kernel["enable_internet"] is False
-    rendered = kp.render_kernel_metadata(REPO, USER, "my-kernel", "my-weights")
+    rendered = metadata.render_kernel_metadata(REPO, USER, "my-kernel", "my-weights")
     assert rendered["machine_shape"] == kernel["machine_shape"] == "NvidiaTeslaT4"
     assert rendered["docker_image_pinning_type"] == "original"
 
@@ -348,22 +350,22 @@ def test_templates_hold_no_real_owner_and_agree_on_the_weights_dataset():
 def test_owner_comes_from_flag_env_or_kaggle_json(tmp_path, monkeypatch):
     monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
-    with pytest.raises(kp.PublishError, match="KAGGLE_USER="):
-        kp.resolve_owner()
+    with pytest.raises(PublishError, match="KAGGLE_USER="):
+        metadata.resolve_owner()
     (tmp_path / "kaggle.json").write_text(json.dumps({"username": "jsonuser", "key": KEY}))
-    assert kp.resolve_owner() == "jsonuser"
+    assert metadata.resolve_owner() == "jsonuser"
     monkeypatch.setenv("KAGGLE_USERNAME", "envuser")
-    assert kp.resolve_owner() == "envuser"
-    assert kp.resolve_owner("flaguser") == "flaguser"
-    with pytest.raises(kp.PublishError, match="KAGGLE_USER="):
-        kp.resolve_owner(kp.PLACEHOLDER_OWNER)
+    assert metadata.resolve_owner() == "envuser"
+    assert metadata.resolve_owner("flaguser") == "flaguser"
+    with pytest.raises(PublishError, match="KAGGLE_USER="):
+        metadata.resolve_owner(metadata.PLACEHOLDER_OWNER)
 
 
 def test_bad_slug_and_missing_wheelhouse_say_what_to_do(tmp_path):
-    with pytest.raises(kp.PublishError, match="6-50 characters"):
-        kp.render_dataset_metadata(REPO, USER, "Bad_Slug")
-    with pytest.raises(kp.PublishError, match="make wheels"):
-        kp.stage_weights(REPO, tmp_path / "out", USER, wheelhouse=tmp_path / "none")
+    with pytest.raises(PublishError, match="6-50 characters"):
+        metadata.render_dataset_metadata(REPO, USER, "Bad_Slug")
+    with pytest.raises(PublishError, match="make wheels"):
+        staging.stage_weights(REPO, tmp_path / "out", USER, wheelhouse=tmp_path / "none")
 
 
 def _fake_wheel(folder: Path, tag: str) -> None:
@@ -391,19 +393,20 @@ def test_download_picks_kaggle_linux_wheels_per_python_and_pins_them(tmp_path, m
     monkeypatch.setenv("PIP_FIND_LINKS", str(index))
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("fakepkg==1.0\nother>=2\n")
-    specs = kp.pinned(["fakepkg"], requirements)
+    specs = wheels.pinned(["fakepkg"], requirements)
     assert specs == ["fakepkg==1.0"]
     wheelhouse = tmp_path / "wheelhouse"
-    kp.download_wheels(specs, wheelhouse, ["3.10", "3.11"])
+    wheels.download_wheels(specs, wheelhouse, ["3.10", "3.11"])
     assert sorted(p.name for p in wheelhouse.glob("*.whl")) == [
         "fakepkg-1.0-cp310-cp310-manylinux_2_17_x86_64.whl",
         "fakepkg-1.0-cp311-cp311-manylinux_2_28_x86_64.whl",
     ]
     (wheelhouse / "rsna_lumbar-0.1.0-py3-none-any.whl").write_bytes(b"")
     (wheelhouse / "purepkg-2.0-py3-none-any.whl").write_bytes(b"")
-    assert kp.write_requirements(wheelhouse).read_text().split() == [
+    assert wheels.write_requirements(wheelhouse).read_text().split() == [
         "purepkg==2.0", "rsna-lumbar==0.1.0"]  # pure Python: the kernel installs them strictly
-    assert (wheelhouse / kp.OPTIONAL_FILE).read_text().split() == ["fakepkg==1.0"]  # best effort
+    optional = (wheelhouse / wheels.OPTIONAL_FILE).read_text().split()
+    assert optional == ["fakepkg==1.0"]  # best effort
     (wheelhouse / "fakepkg-0.9-py3-none-any.whl").write_bytes(b"")
-    with pytest.raises(kp.PublishError, match="two versions of fakepkg"):
-        kp.write_requirements(wheelhouse)
+    with pytest.raises(PublishError, match="two versions of fakepkg"):
+        wheels.write_requirements(wheelhouse)

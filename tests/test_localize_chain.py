@@ -3,7 +3,7 @@ learned localiser where it is absent, fails, raises or is doubtful (fast, CPU).
 
 The level source is the synthetic generator's TotalSpineSeg-format label maps, parsed by the
 real parser: directly (a finder that reads the map of the volume's series), and through the
-production finder (``localize_series`` via ``tss_level_finder`` and the CLI's ``--tss``) with
+production finder (``run_totalspineseg`` via ``tss_level_finder`` and the CLI's ``--tss``) with
 a stand-in ``totalspineseg`` program that writes those maps where the real one would. The
 learned models are untrained tiny networks: what is checked is where each row comes from, not
 how good the learned rows are.
@@ -21,16 +21,17 @@ import pytest
 import torch
 
 from rsna_lumbar.cli import main
+from rsna_lumbar.dicom.placement import competition_to_world
 from rsna_lumbar.localize import (
     Flag, LabelMap, LevelPoints, TotalSpineSeg, points_from_labels, tss_level_finder,
 )
 from rsna_lumbar.localize.keypoints.dataset import TASKS
 from rsna_lumbar.localize.keypoints.model import HeatmapNet, load_models, save_models
+from rsna_lumbar.points import LOCALISED_COLUMNS
 from rsna_lumbar.localize.keypoints.stage import (
-    OUTPUT_COLUMNS, LevelSourceLog, predict_split, predict_study,
+    LevelSourceLog, predict_split, predict_study,
 )
 from rsna_lumbar.localize.keypoints.train import study_stacks
-from rsna_lumbar.registration import competition_to_world
 from rsna_lumbar.vocabulary import LEVELS, Condition, SeriesDescription
 
 SCS = Condition.SPINAL_CANAL_STENOSIS.title
@@ -77,7 +78,7 @@ def _truth_finder(data: Path):
 def _predict(chain, levels=None, log=None) -> pd.DataFrame:
     with torch.no_grad():
         rows = predict_study(chain["models"], chain["stacks"], chain["data"], levels, log)
-    return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
+    return pd.DataFrame(rows, columns=list(LOCALISED_COLUMNS))
 
 
 def _truth(chain, structure: str) -> np.ndarray:

@@ -15,7 +15,8 @@ import torch
 from rsna_lumbar.dicom.volume import Volume
 from rsna_lumbar.geometry.affine import slice_affine
 from rsna_lumbar.localize.keypoints import dataset as D
-from rsna_lumbar.localize.keypoints.model import HeatmapNet, cell_centres, decode_peaks, load_models, save_models
+from rsna_lumbar.localize.keypoints.dataset import cell_centres
+from rsna_lumbar.localize.keypoints.model import HeatmapNet, decode_peaks, load_models, save_models
 from rsna_lumbar.localize.keypoints.predict import chain_decode, decode_canal
 from rsna_lumbar.localize.keypoints.realworld import canal_truth, measure, real_exams, real_sample, real_truth, real_volume
 from rsna_lumbar.vocabulary import LEVELS, Condition, Level
@@ -412,3 +413,52 @@ def test_level_criterion_accepts_right_disc_and_rejects_neighbour():
     assert bad.landed_on.tolist()[:4] == [lv.title for lv in LEVELS[1:]]
     on_fat = measure([dict(r, world_y=r["world_y"] + 60.0) for r in rows], truth)  # far behind
     assert not on_fat.correct.any() and on_fat.landed_on.isna().all()
+
+
+def test_a_finer_input_grid_keeps_the_field_of_view_and_prediction_reads_it(tmp_path):
+    from rsna_lumbar.localize.keypoints.config import TrainConfig
+    from rsna_lumbar.localize.keypoints.predict import task_of
+    from rsna_lumbar.localize.keypoints.stage import train_oof
+    from rsna_lumbar.synth.generate import generate
+
+    assert D.task_for("sag_t1", TrainConfig()) == D.TASKS["sag_t1"]  # 0: the tasks as they were
+    for name, base in D.TASKS.items():
+        fine = base.at_resolution(256, 2)
+        assert fine.input_px * fine.input_mm == pytest.approx(base.input_px * base.input_mm)
+        assert fine.canon_px * fine.canon_mm == pytest.approx(base.canon_px * base.canon_mm, abs=1.0)
+        assert fine.sigma_px * fine.input_mm == pytest.approx(base.sigma_px * base.input_mm)
+        assert fine.canon_mm <= fine.input_mm and fine.stride == 2
+        assert D.Task.from_config(fine.as_config()) == fine
+    with pytest.raises(ValueError, match="multiple of 32"):
+        TrainConfig(input_px=100)
+    torch.set_num_threads(1)
+    data = generate(tmp_path / "data", studies=2, seed=1, test_studies=0, workers=1, scale=4,
+                    progress=False)  # fmt: skip
+    cfg = TrainConfig(backbone="lcnet_050", width=16, steps=2, batch=2, input_px=160, stride=4)
+    folder = tmp_path / "loc"
+    train_oof(data, tmp_path / "oof.csv", folder, work=tmp_path / "work", n_folds=2, cfg=cfg,
+              tasks=("sag_t2",), real=False, workers=1)  # fmt: skip
+    config, models = load_models(folder)
+    task = task_of(models["sag_t2"], "sag_t2")
+    assert task == D.TASKS["sag_t2"].at_resolution(160, 4) and task.input_px == 160
+    assert config["tasks"]["sag_t2"]["input_px"] == 160
+    with torch.no_grad():  # the heatmap grid of a 160 px input on stride 4
+        assert models["sag_t2"][0](torch.rand(1, 3, 160, 160)).shape == (1, 5, 40, 40)
+    oof = pd.read_csv(tmp_path / "oof.csv")
+    assert len(oof) == 10 and oof.world_x.notna().all()  # both studies' five levels, out of fold
+
+
+def test_samples_on_disk_are_shared_by_memory_map_and_pickle_by_name(tmp_path):
+    import pickle
+
+    stack = np.random.default_rng(0).random((4, 32, 32)).astype(np.float16)
+    sample = D.SeriesSample(7, 9, stack, np.zeros((1, 4)), 3.0).on_disk(tmp_path / "store")
+    assert isinstance(sample.stack, np.memmap) and not sample.stack.flags.writeable
+    np.testing.assert_array_equal(sample.stack, stack)
+    payload = pickle.dumps(sample)
+    assert len(payload) < stack.nbytes  # the file's name travels, not the pixels
+    back = pickle.loads(payload)
+    assert isinstance(back.stack, np.memmap) and back.study_id == 7 and back.spacing == 3.0
+    np.testing.assert_array_equal(back.stack, stack)
+    plain = D.SeriesSample(7, 9, stack, np.zeros((1, 4)), 3.0)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(plain)).stack, stack)

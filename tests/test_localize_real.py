@@ -29,8 +29,8 @@ MODEL = Path(os.environ.get("RSNA_LOCALIZER", Path(__file__).parents[1] / "weigh
 
 def test_cli_schema_on_synthetic(tmp_path):
     from rsna_lumbar.dicom import read_index, write_index
+    from rsna_lumbar.dicom.placement import competition_to_world
     from rsna_lumbar.dicom.stacks import iter_series_stacks
-    from rsna_lumbar.registration import competition_to_world
     from rsna_lumbar.synth.generate import generate
 
     data = generate(tmp_path / "data", 2, seed=5, test_studies=1, workers=1, scale=3.0)

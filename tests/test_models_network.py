@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rsna_lumbar.models import create_model
+from rsna_lumbar.models.network import create_model
 
 VIEWS = {"spinal": ("sag_t2", "axial"), "foraminal": ("sag_t1",), "subarticular": ("axial",)}
 
@@ -81,7 +81,8 @@ def test_ordinal_head_is_a_cumulative_link():
 def test_ordinal_head_from_config_reaches_the_network_and_model_json():
     from rsna_lumbar.models.ordinal import OrdinalClassifier
     from rsna_lumbar.training.config import ConfigError, load_config
-    from rsna_lumbar.training.loop import build_network, model_description
+    from rsna_lumbar.models.folder import build_network
+    from rsna_lumbar.training.loop import model_description
 
     config = load_config("cpu", ["model.head=ordinal", "data.families=[spinal]"])
     description = model_description(config)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from rsna_lumbar.cli import main
-from rsna_lumbar.models import create_model, get_spec, list_models
+from rsna_lumbar.models import get_spec, list_models
+from rsna_lumbar.models.network import create_model
 
 
 def test_list_contains_the_cpu_and_gpu_specs():

@@ -7,7 +7,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from rsna_lumbar.models import create_model
+from rsna_lumbar.models.network import create_model
 from rsna_lumbar.models.weights import (
     create_backbone,
     load_weights,

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 from crop_factory import make_crop_cache
 
+from rsna_lumbar.crops.cache import CropCache
 from rsna_lumbar.localize.keypoints.stage import evaluate
 from rsna_lumbar.localize.keypoints.train import study_stacks
 from rsna_lumbar.localize.keypoints.view_errors import split_error
+from rsna_lumbar.models.dataset import StudyDataset
 from rsna_lumbar.tables import read_label_coordinates
 from rsna_lumbar.training.config import ConfigError, load_config
-from rsna_lumbar.training.dataset import CropCache, StudyDataset
 from rsna_lumbar.training.jitter import CROP_FRACTION_CAP, jitter_override, point_jitter_from
 
 
@@ -37,7 +38,7 @@ def synth(tmp_path_factory):
 
 def _predicted(coords: pd.DataFrame, stacks: dict, shift_mm: np.ndarray) -> pd.DataFrame:
     """The labelled points as predictions (world LPS mm), moved by ``shift_mm``."""
-    from rsna_lumbar.registration import competition_to_world
+    from rsna_lumbar.dicom.placement import competition_to_world
 
     world = np.array([competition_to_world(stacks[(r.study_id, r.series_id)], int(r.instance_number),
                                            r.x, r.y) for r in coords.itertuples()])  # fmt: skip

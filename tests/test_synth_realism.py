@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
+from rsna_lumbar.layout import real_exams_dir
 from rsna_lumbar.synth import realism
 
-pytestmark = pytest.mark.skipif(not realism.REAL_DIR.exists(), reason="real exams not present")
+pytestmark = pytest.mark.skipif(not real_exams_dir().exists(), reason="real exams not present")
 
 
 def test_measure_reads_real_exams_plausibly():

@@ -13,10 +13,11 @@ from safetensors.torch import load_file
 
 from rsna_lumbar.cli import main
 from rsna_lumbar.models import load_model_folder
+from rsna_lumbar.models.forward import softmax
 from rsna_lumbar.provenance import data_fingerprint, read_provenance
 from rsna_lumbar.training.config import load_config
 from rsna_lumbar.training.loop import train_cv
-from rsna_lumbar.training.oof import LOGIT_COLUMNS, softmax
+from rsna_lumbar.training.oof import LOGIT_COLUMNS
 from rsna_lumbar.vocabulary import TARGETS
 
 REQUIRED = ("score", "spinal", "foraminal", "subarticular", "any_severe_spinal")
@@ -228,3 +229,42 @@ def test_provenance_is_recorded_and_other_data_is_not_mixed_in(tmp_path):
     (crops / "999.json").write_text(json.dumps({"study_id": 999, "made_from": made_from}))
     with pytest.raises(ValueError, match="were cut from .*other, not from"):
         train_cv(crops, folds_csv, train_csv, config, tmp_path / "model2", data=synthetic)
+
+
+def test_test_time_augmentation_averages_the_canal_grades_of_the_mirrored_crops(trained):
+    from rsna_lumbar.models.predictor import _mirrored
+
+    crops, _, _, out = trained
+    ensemble = load_model_folder(out)
+    study = int(pd.read_csv(out / "oof.csv").row_id.str.split("_").str[0].iloc[0])
+    with np.load(crops / f"{study}.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    mirrored = {k: _mirrored(k, a) for k, a in arrays.items()}
+    changed = [k for k in arrays if not np.array_equal(arrays[k], mirrored[k])]
+    assert changed and all(k.startswith("spinal_canal_stenosis/") for k in changed)
+    plain, mask = ensemble.predict_study(arrays)
+    flipped, _ = ensemble.predict_study(mirrored)
+    ensemble.tta = True
+    both, both_mask = ensemble.predict_study(arrays)
+    assert ensemble.tta_seconds > 0 and (both_mask == mask).all()
+    canal = np.array([c.value == "spinal_canal_stenosis" for c, _ in TARGETS]) & mask
+    # logits averaged = log-probabilities averaged, renormalised (a softmax ignores a shift)
+    np.testing.assert_allclose(both[canal], softmax((np.log(plain[canal]) + np.log(flipped[canal])) / 2),
+                               atol=1e-5)
+    assert not np.allclose(both[canal], plain[canal], atol=1e-4)  # the mirrored pass counted
+    np.testing.assert_allclose(both[~canal], plain[~canal], atol=1e-6)  # sided rows as they were
+    np.testing.assert_allclose(ensemble.predict_study(mirrored)[0], both, atol=1e-5)  # symmetric
+
+
+def test_a_crop_cache_of_another_geometry_is_refused_by_the_held_out_report(trained, tmp_path):
+    from rsna_lumbar.training.held_out import held_out_logits
+    from rsna_lumbar.tables import read_train
+
+    crops, train_csv, _, out = trained
+    assert json.loads((out / "model.json").read_text())["crops"]["foraminal"]["sag_t1"]["px"] == 64
+    other = tmp_path / "crops"
+    shutil.copytree(crops, other)
+    (other / "geometry.json").write_text(json.dumps({"foraminal": {"sag_t1": {"px": 96}}}))
+    with pytest.raises(ValueError, match="another crop geometry"):
+        held_out_logits(out, other, read_train(train_csv))
+    assert len(held_out_logits(out, crops, read_train(train_csv))) > 0  # its own geometry: fine

@@ -7,6 +7,7 @@ that break one sanity rule each.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import nibabel as nib
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import tss_fixture as fx
 
+from rsna_lumbar.dicom.volume import Volume
 from rsna_lumbar.geometry.affine import ras_to_lps_affine
 from rsna_lumbar.localize import (
     Flag,
@@ -22,9 +24,11 @@ from rsna_lumbar.localize import (
     PointKind,
     TotalSpineSeg,
     TotalSpineSegUnavailable,
-    localize_series,
     points_from_labels,
+    tss_level_finder,
+    tss_runner,
 )
+from rsna_lumbar.localize.keypoints.stage import LevelSourceLog, usable_levels
 from rsna_lumbar.localize.totalspineseg import find_executable, find_weights, usable_data_dir
 from rsna_lumbar.localize.tss_labels import DISC_LABELS
 from rsna_lumbar.vocabulary import LEVELS, Level
@@ -158,19 +162,31 @@ def test_missing_program_or_weights_says_how_to_install(tmp_path, monkeypatch):
         find_weights()
 
 
-def test_unavailable_falls_back_to_the_given_localiser(tmp_path, monkeypatch, caplog):
+def test_unavailable_or_failing_leaves_the_levels_to_the_learned_localiser(tmp_path, monkeypatch,
+                                                                            caplog):
+    """The points stage's chain (:func:`usable_levels`): without TotalSpineSeg there is no
+    level finder, and a finder whose run fails gives no levels; the learned localiser serves
+    either way, and the reason is logged."""
     monkeypatch.setenv("TOTALSPINESEG_DATA", str(tmp_path / "no-weights"))
-    nifti = fx.write_nifti(fx.phantom()["image"], tmp_path / "img.nii.gz")
-
-    def learned(series, *, study_id, series_id):
-        return LevelPoints.empty("learned", reason="stand-in")
-
-    result = localize_series(nifti, cache_dir=tmp_path / "cache", fallback=learned,
-                             study_id=1, series_id=2)
-    assert result.source == "learned" and result.series_id == 2
-    assert any("TotalSpineSeg unavailable" in n for n in result.notes)
-    none = localize_series(nifti, cache_dir=tmp_path / "cache", study_id=1, series_id=2)
-    assert none.source == "none" and none.confidence == 0
+    with caplog.at_level(logging.INFO, logger="rsna_lumbar.localize"):
+        assert tss_runner("auto") is None
+    assert "TotalSpineSeg not used" in caplog.text
+    assert tss_level_finder(None, tmp_path / "cache") is None  # the learned localiser alone
+    with pytest.raises(TotalSpineSegUnavailable):
+        tss_runner("on")
+    script = tmp_path / "totalspineseg"
+    script.write_text("#!/bin/sh\necho 'no landmark' >&2\nexit 1\n")
+    script.chmod(0o755)
+    _fake_models(tmp_path / "weights")
+    tss = TotalSpineSeg.from_env(executable=script, data_dir=tmp_path / "weights")
+    volume = Volume(fx.phantom()["image"], fx.lps_affine(), study_id=1, series_id=2)
+    log = LevelSourceLog()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rsna_lumbar.localize"):
+        assert usable_levels(tss_level_finder(tss, tmp_path / "cache"), volume, 1, log) is None
+    assert log.summary() == ("level finder used for 0 of 1 studies; learned: 1 × the level "
+                             "finder raised TotalSpineSegFailed")
+    assert "TotalSpineSeg failed on study 1 series 2" in caplog.text
 
 
 def _fake_models(root):

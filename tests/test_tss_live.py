@@ -25,15 +25,15 @@ from rsna_lumbar.dicom.nifti import to_nifti
 from rsna_lumbar.dicom.volume import Volume
 from rsna_lumbar.localize import (
     LabelMap,
-    LevelPoints,
     PointKind,
     TotalSpineSeg,
     TotalSpineSegFailed,
     TotalSpineSegUnavailable,
-    localize_series,
     points_from_labels,
     run_totalspineseg,
+    tss_level_finder,
 )
+from rsna_lumbar.localize.keypoints.stage import LevelSourceLog, usable_levels
 from rsna_lumbar.localize.totalspineseg import _python_of, find_executable, output_name
 from rsna_lumbar.vocabulary import LEVELS
 
@@ -143,9 +143,6 @@ def test_second_call_is_served_from_the_cache(full_run):
 
 
 def test_points_stage_level_finder_takes_the_program_result(full_run, caplog):
-    from rsna_lumbar.localize import tss_level_finder
-    from rsna_lumbar.localize.keypoints.stage import LevelSourceLog, usable_levels
-
     find = tss_level_finder(full_run["tss"], full_run["cache"])  # what `--tss` builds
     log = LevelSourceLog()
     t0 = time.monotonic()
@@ -162,20 +159,15 @@ def test_missing_landmark_fails_clearly_and_falls_back(weights, tmp_path, caplog
     tss = TotalSpineSeg.from_env(executable=exe, data_dir=root, device=DEVICE, timeout_s=900)
     volume = Volume(fx.phantom(landmark=False)["image"], fx.lps_affine(), study_id=BAD_STUDY,
                     series_id=SERIES)
-    calls = []
-
-    def learned(series, *, study_id, series_id):  # stands in for the learned localiser
-        calls.append((study_id, series_id))
-        return LevelPoints.empty("learned", reason="stand-in")
-
+    log = LevelSourceLog()
     t0 = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="rsna_lumbar.localize"):
-        result = localize_series(volume, cache_dir=tmp_path, tss=tss, fallback=learned)
+        found = usable_levels(tss_level_finder(tss, tmp_path), volume, BAD_STUDY, log)
     print(f"\nlive: TotalSpineSeg step 1, no landmark ({DEVICE}): {time.monotonic() - t0:.0f} s",
           file=sys.stderr)
-    assert calls == [(BAD_STUDY, SERIES)] and result.source == "learned"
-    assert any("TotalSpineSeg failed on study 303 series 202" in n for n in result.notes)
-    assert "landmarks" in caplog.text and "study 303 series 202" in caplog.text
+    assert found is None, "the learned localiser must serve the study"
+    assert log.reasons == {"the level finder raised TotalSpineSegFailed": 1}
+    assert "TotalSpineSeg failed on study 303 series 202" in caplog.text
     with pytest.raises(TotalSpineSegFailed) as err:  # the failure is cached: no second run
         run_totalspineseg(volume, cache_dir=tmp_path, tss=tss)
     assert err.value.returncode == 1 and "landmarks" in err.value.stderr_tail

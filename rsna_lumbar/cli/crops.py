@@ -15,6 +15,9 @@ A re-run skips a study only when its data folder, index rows, points and the cro
 are those it was cut from and at least one view was cut; others are cut again; --force
 recomputes all. Writes OUT/index.csv, OUT/{study}.npz and OUT/{study}.json (layout:
 rsna_lumbar/crops/__init__.py). Fails when the split has studies but no crop was cut.
+Crop size (mm, pixels, slices per view) is the default 64 px, 5 sagittal and 3 axial slices
+unless --geometry names a model folder (the geometry it was trained at, from its model.json)
+or a YAML file {family: {view: {mm, px, slices}}} (a recipe's 'crops' section).
 
 example:
   rsna-lumbar crops --data DIR --split train --out work/crops/train
@@ -33,6 +36,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--montages", type=int, default=3, metavar="N",
                         help="write OUT/{study}.png for the first N studies (default 3)")
     parser.add_argument("--force", action="store_true", help="recompute cached studies")
+    parser.add_argument("--geometry", type=Path, metavar="MODEL_DIR|YAML",
+                        help="crop geometry: a model folder's, or a YAML file (default: 64 px)")
+
+
+def geometry_from(path: Path | None) -> dict:
+    """The crop geometry ``--geometry`` names (module DESCRIPTION); the default without it."""
+    import yaml
+
+    from rsna_lumbar.crops.recipes import DEFAULT_GEOMETRY, geometry_from_settings
+    from rsna_lumbar.models.folder import read_description
+
+    if path is None:
+        return DEFAULT_GEOMETRY
+    if path.is_dir():
+        return geometry_from_settings(read_description(path).get("crops") or {})
+    if not path.is_file():
+        raise FileNotFoundError(f"--geometry {path}: neither a model folder nor a YAML file")
+    return geometry_from_settings(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from rsna_lumbar.crops.stage import build_crops
 
     path = build_crops(args.data, args.split, args.out, points=args.points, work=args.work,
-                       workers=args.workers, force=args.force, montages=args.montages)  # fmt: skip
+                       workers=args.workers, force=args.force, montages=args.montages,
+                       geometry=geometry_from(args.geometry))  # fmt: skip
     index = pd.read_csv(path, keep_default_na=False)
     studies = index.study_id.nunique()
     if studies and not (index.views != "").any():

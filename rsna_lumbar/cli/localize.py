@@ -55,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(variance down, training and inference time × N)")
     parser.add_argument("--backbone", default=TrainConfig.backbone, help="timm encoder (features_only)")
     parser.add_argument("--width", type=int, default=TrainConfig.width, help="decoder channels")
+    parser.add_argument("--input-px", type=int, default=TrainConfig.input_px, metavar="PX",
+                        help="input grid in pixels over the same field of view (default 0: each "
+                             "task's own, 128; e.g. 256 for twice the detail)")
+    parser.add_argument("--stride", type=int, choices=(0, 2, 4), default=TrainConfig.stride,
+                        help="heatmap stride (default 0: each task's own, 2 for sag_t2 else 4)")
     parser.add_argument("--tasks", default="sag_t2,sag_t1,axial",
                         help="comma-separated tasks to train: sag_t2, sag_t1, axial")
     parser.add_argument("--real", choices=("auto", "on", "off"), default="auto",
@@ -108,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     if args.split == "train":
         tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
         steps = _steps(args.steps, tasks)
-        cfg = TrainConfig(backbone=args.backbone, width=args.width, steps=max(steps.values()),
+        cfg = TrainConfig(backbone=args.backbone, width=args.width, input_px=args.input_px,
+                          stride=args.stride, steps=max(steps.values()),
                           batch=args.batch, seeds=args.seeds, device=args.device)
         metrics = train_oof(args.data, args.out, args.model, work=args.work, folds=args.folds,
                             n_folds=args.n_folds, cfg=cfg, tasks=tasks, workers=args.workers,

@@ -17,8 +17,8 @@ MODELS/priors.json, or uniform probabilities. A fallback submission is written f
 rewritten after every chunk of studies, so a complete file always exists.
 
 Time: the budget counts from --started-at (default: now) and covers every stage. When the
-measured pace would pass it, ensemble members are shed (the last of the manifest first), then
-the localiser's extra models; studies that cannot start in time get the fallback.
+measured pace would pass it, test-time augmentation is shed first, then ensemble members (the
+last of the manifest first), then the localiser's extra models; studies that cannot start in time get the fallback.
 
 The run summary (targets from models vs fallback, each member's fate, device, seconds per
 stage) is written to SUB_CSV's folder as {stem}_summary.json. --strict exits with status 3
@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exit 3 when the run is not worth submitting (see above)")
     parser.add_argument("--min-coverage", type=float, default=0.7,
                         help="fraction of targets that must come from models (default 0.7)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="test-time augmentation: also grade the canal crops mirrored "
+                             "left-right and average (default: the manifest's 'tta', else off)")
     add_tss_argument(parser)
 
 
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     summary = predict_split(args.data, args.split, args.out, args.models, work=args.work,
                             budget_s=args.budget_hours * 3600, started_at=args.started_at,
                             device=args.device, min_coverage=args.min_coverage,
-                            tss=tss_from_args(args.tss))  # fmt: skip
+                            tss=tss_from_args(args.tss), tta=args.tta)  # fmt: skip
     problems = summary.problems(args.min_coverage)
     print(f"{args.out}: {summary.targets} rows, {summary.coverage:.0%} of the targets from "
           f"models; run summary {summary_path(args.out)}")

@@ -52,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides)
     if args.jitter_from is not None:
+        from rsna_lumbar.crops.stage import read_geometry
         from rsna_lumbar.training.jitter import jitter_override
 
-        overrides.append(jitter_override(args.jitter_from))
+        overrides.append(jitter_override(args.jitter_from, read_geometry(args.crops)))
     config = load_config(args.config, overrides)
     if args.data is None:
         print(f"warning: no --data: {args.out} gets no provenance.json, and make push-weights "

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 HELP = "cache timm ImageNet backbone weights for training (pull), or list what is cached"
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(cache: Path) -> int:
-    from rsna_lumbar.models.weights import candidate_init_files, packaged_backbones
+    from rsna_lumbar.models.weights import candidate_init_files
 
     files = sorted(p for p in cache.glob("*") if p.suffix in (".safetensors", ".pth", ".bin"))
     print(f"cache {cache}: {len(files)} file(s)")
@@ -76,6 +80,38 @@ def _list(cache: Path) -> int:
         status = found or f"no: rsna-lumbar weights pull {need.backbone}"
         print(f"  {need.where:<28}{need.spec:<22}{label:<36}{status}")
     return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Needed:
+    """A backbone a packaged config or recipe (``where``) names through a model spec."""
+
+    where: str
+    spec: str
+    backbone: str
+    tag: str | None
+
+
+def packaged_backbones(folders: Iterable[str | os.PathLike] | None = None) -> list[Needed]:
+    """The model specs the packaged YAML files name (``spec: NAME``, ``model.spec=NAME``; by
+    default ``rsna_lumbar/configs`` and ``rsna_lumbar/recipes``) with their backbones and tags.
+    Names that are no registered spec are passed over."""
+    from rsna_lumbar.models.registry import get_spec
+
+    package = Path(__file__).resolve().parents[1]
+    folders = [package / "configs", package / "recipes"] if folders is None else folders
+    found = []
+    for folder in map(Path, folders):
+        for path in sorted(folder.glob("*.yaml")):
+            names = dict.fromkeys(re.findall(r"\bspec\s*[:=]\s*([A-Za-z0-9_]+)", path.read_text()))
+            for name in names:
+                try:
+                    spec = get_spec(name)
+                except KeyError:
+                    continue
+                found.append(Needed(f"{folder.name}/{path.name}", name, spec.backbone,
+                                    spec.pretrained_tag))  # fmt: skip
+    return found
 
 
 def _size(path: Path) -> str:

@@ -11,8 +11,7 @@ import os
 import numpy as np
 
 from rsna_lumbar.atomic import atomic_path
-from rsna_lumbar.crops import VIEWS
-from rsna_lumbar.vocabulary import CONDITIONS, LEVELS
+from rsna_lumbar.vocabulary import CONDITIONS, LEVELS, VIEWS
 
 
 def save_montage(npz: str | os.PathLike, out: str | os.PathLike, title: str = "") -> None:

@@ -50,30 +50,83 @@ class CropRecipe:
         return toward_side, POSTERIOR, SUPERIOR
 
 
-DEFAULT_RECIPES: dict[Family, tuple[CropRecipe, ...]] = {
-    Family.SPINAL: (
-        CropRecipe("sag_t2", SeriesDescription.SAGITTAL_T2, Family.SPINAL, PatchSpec(48.0, 64, 5)),
-        CropRecipe("axial", SeriesDescription.AXIAL_T2, Family.SPINAL, PatchSpec(48.0, 64, 3)),
-    ),
-    Family.FORAMINAL: (
-        CropRecipe("sag_t1", SeriesDescription.SAGITTAL_T1, Family.FORAMINAL, PatchSpec(40.0, 64, 5)),
-    ),
-    Family.SUBARTICULAR: (
-        CropRecipe("axial", SeriesDescription.AXIAL_T2, Family.SUBARTICULAR, PatchSpec(40.0, 64, 3)),
-    ),
+# Which views each family is cut on: (view, series, whose point centres it).
+_VIEWS: dict[Family, tuple[tuple[str, SeriesDescription, Family], ...]] = {
+    Family.SPINAL: (("sag_t2", SeriesDescription.SAGITTAL_T2, Family.SPINAL),
+                    ("axial", SeriesDescription.AXIAL_T2, Family.SPINAL)),
+    Family.FORAMINAL: (("sag_t1", SeriesDescription.SAGITTAL_T1, Family.FORAMINAL),),
+    Family.SUBARTICULAR: (("axial", SeriesDescription.AXIAL_T2, Family.SUBARTICULAR),),
+}  # fmt: skip
+
+Geometry = dict[str, dict[str, PatchSpec]]  # family value → view → patch spec
+SPEC_KEYS = ("mm", "px", "slices")  # a view's geometry in settings: size_mm, size_px, n_slices
+
+DEFAULT_GEOMETRY: Geometry = {
+    "spinal": {"sag_t2": PatchSpec(48.0, 64, 5), "axial": PatchSpec(48.0, 64, 3)},
+    "foraminal": {"sag_t1": PatchSpec(40.0, 64, 5)},
+    "subarticular": {"axial": PatchSpec(40.0, 64, 3)},
 }
 
 
-def recipes_for(condition: Condition) -> tuple[CropRecipe, ...]:
-    """The views cut for ``condition`` (by its family)."""
-    return DEFAULT_RECIPES[condition.family]
+def recipes_for(condition: Condition, geometry: Geometry = DEFAULT_GEOMETRY) -> tuple[CropRecipe, ...]:
+    """The views cut for ``condition`` (by its family), sized by ``geometry``."""
+    family = condition.family
+    return tuple(CropRecipe(view, series, point_family, geometry[family.value][view])
+                 for view, series, point_family in _VIEWS[family])  # fmt: skip
 
 
-def crop_spec(family: str, view: str) -> PatchSpec:
+def crop_spec(family: str, view: str, geometry: Geometry = DEFAULT_GEOMETRY) -> PatchSpec:
     """The patch spec (mm, pixels, slices) of the crops of ``view`` cut for ``family``."""
-    recipes = DEFAULT_RECIPES[Family(family)]
-    for recipe in recipes:
-        if recipe.view == view:
-            return recipe.spec
-    msg = f"no {view!r} crop is cut for the {family} family; its views: {[r.view for r in recipes]}"
-    raise KeyError(msg)
+    views = geometry[Family(family).value]
+    if view not in views:
+        msg = f"no {view!r} crop is cut for the {family} family; its views: {list(views)}"
+        raise KeyError(msg)
+    return views[view]
+
+
+def mirror_axis(family: str, view: str) -> int | None:
+    """The axis of a ``(S, H, W)`` crop of ``view`` that runs along the patient's left–right,
+    when mirroring the crop along it leaves its grade unchanged: for a family without a side
+    only (the canal is graded whole). A foramen's or a recess's crop mirrored would be the other
+    side's, already folded onto this orientation, so those get ``None``, as does a view whose
+    crops have no left–right axis. Test-time augmentation flips along it."""
+    group = Family(family)
+    if any(c.side is not None for c in Condition if c.family is group):
+        return None
+    recipe = CropRecipe(view, *next((s, p) for name, s, p in _VIEWS[group] if name == view),
+                        DEFAULT_GEOMETRY[group.value][view])  # fmt: skip
+    u, v, w = recipe.axes(None)
+    for axis, direction in ((0, w), (1, v), (2, u)):
+        if abs(float(direction @ LEFT)) > 0.99:
+            return axis
+    return None
+
+
+def geometry_from_settings(settings: dict) -> Geometry:
+    """:data:`DEFAULT_GEOMETRY` with ``{family: {view: {mm, px, slices}}}`` over it (any subset;
+    a recipe's ``crops``, a cache's ``geometry.json``).
+
+    Raises:
+        KeyError: an unknown family, view or key (the message lists the known ones).
+        ValueError: a size or slice count :class:`PatchSpec` refuses.
+    """
+    geometry = {family: dict(views) for family, views in DEFAULT_GEOMETRY.items()}
+    for family, views in (settings or {}).items():
+        if family not in geometry:
+            raise KeyError(f"unknown family {family!r}; known: {sorted(geometry)}")
+        for view, values in (views or {}).items():
+            if view not in geometry[family]:
+                raise KeyError(f"{family} is not cut on {view!r}; its views: {sorted(geometry[family])}")
+            unknown = set(values or {}) - set(SPEC_KEYS)
+            if unknown:
+                raise KeyError(f"{family}.{view}: unknown key(s) {sorted(unknown)}; known: {list(SPEC_KEYS)}")
+            old = geometry[family][view]
+            values = {"mm": old.size_mm, "px": old.size_px, "slices": old.n_slices, **values}
+            geometry[family][view] = PatchSpec(float(values["mm"]), int(values["px"]), int(values["slices"]))
+    return geometry
+
+
+def geometry_settings(geometry: Geometry) -> dict:
+    """``geometry`` as plain settings (:func:`geometry_from_settings` reads them back)."""
+    return {family: {view: {"mm": spec.size_mm, "px": spec.size_px, "slices": spec.n_slices}
+                     for view, spec in views.items()} for family, views in geometry.items()}  # fmt: skip

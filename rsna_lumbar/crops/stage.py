@@ -3,7 +3,7 @@
 Input points come from a table in ``train_label_coordinates.csv``'s schema: the real labels
 (the default for the train split) or the output of ``rsna-lumbar localize``. Each labelled point
 becomes a world point through the stack that holds its instance; the spinal point is also
-registered into the study's axial stacks (:mod:`rsna_lumbar.registration`) for the axial canal
+registered into the study's axial stacks (:mod:`rsna_lumbar.dicom.placement`) for the axial canal
 view. The layout written is documented in :mod:`rsna_lumbar.crops`.
 
 A study is written as ``{study}.npz`` + ``{study}.json`` (the JSON last). The JSON's
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from rsna_lumbar.atomic import atomic_path, write_csv, write_text
-from rsna_lumbar.crops.recipes import DEFAULT_RECIPES, recipes_for
+from rsna_lumbar.crops.recipes import DEFAULT_GEOMETRY, Geometry, geometry_from_settings, geometry_settings, recipes_for
 from rsna_lumbar.crops.sampling import extract_patch, intensity_scale
 from rsna_lumbar.dicom.index import read_index, write_index
 from rsna_lumbar.dicom.reader import read_stack
@@ -39,23 +39,21 @@ from rsna_lumbar.dicom.stacks import Stack, build_stacks
 from rsna_lumbar.dicom.volume_cache import VolumeCache
 from rsna_lumbar.layout import CompetitionFolder
 from rsna_lumbar.parallel import ordered_map
-from rsna_lumbar.registration import choose, competition_to_world, place_in_stack
+from rsna_lumbar.points import POINT_COLUMNS, read_points
+from rsna_lumbar.dicom.placement import choose, competition_to_world, place_in_stack
 from rsna_lumbar.tables import read_train, split_study_ids
 from rsna_lumbar.vocabulary import TARGETS, Condition, Level, SeriesDescription, Severity
 
 LOGGER = logging.getLogger(__name__)
 INDEX_COLUMNS = ("study_id", "condition", "level", "family", "side", "file", "label", "views")
-POINT_COLUMNS = ("study_id", "series_id", "instance_number", "condition", "level", "x", "y")
 CROPS_VERSION = 1  # bump when crop_study cuts other patches from the same inputs: caches recompute
+GEOMETRY_FILE = "geometry.json"  # the geometry a cache was cut at (read_geometry)
 
 
-def read_points(path: str | os.PathLike) -> pd.DataFrame:
-    """A points table (real labels or ``localize`` output) with conditions and levels checked."""
-    frame = pd.read_csv(path)
-    missing = [c for c in POINT_COLUMNS if c not in frame.columns]
-    if missing:
-        msg = f"{path} lacks columns {missing}; expected train_label_coordinates.csv's schema"
-        raise ValueError(msg)
+def _read_points(path: str | os.PathLike) -> pd.DataFrame:
+    """A points table (:func:`rsna_lumbar.points.read_points`) with conditions and levels in
+    ``train.csv``'s spellings (the crop keys')."""
+    frame = read_points(path)
     frame["condition"] = [Condition.from_title(c).value for c in frame["condition"]]
     frame["level"] = [Level.from_title(lv).value for lv in frame["level"]]
     return frame
@@ -129,8 +127,8 @@ def _world_points(study: _Study, points: pd.DataFrame, issues: list[str]) -> dic
 
 
 def crop_study(data: Path, study_id: int, index_rows: pd.DataFrame, points: pd.DataFrame,
-               read=read_stack):
-    """Cut every view of every target of one study.
+               read=read_stack, geometry: Geometry = DEFAULT_GEOMETRY):
+    """Cut every view of every target of one study, each view sized by ``geometry``.
 
     ``read(stack, data) -> Volume`` decodes a stack (default :func:`read_stack`; ``predict``
     passes :meth:`rsna_lumbar.dicom.volume_cache.VolumeCache.read` so no stack is decoded twice).
@@ -145,7 +143,7 @@ def crop_study(data: Path, study_id: int, index_rows: pd.DataFrame, points: pd.D
     study = _Study(data, index_rows, read)
     world_points = _world_points(study, points, issues)
     for condition, level in TARGETS:
-        for recipe in recipes_for(condition):
+        for recipe in recipes_for(condition, geometry):
             if recipe.point_family is condition.family:
                 point = world_points.get((condition.value, level.value))
             else:
@@ -172,18 +170,31 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-SETTINGS = f"v{CROPS_VERSION} {_digest(repr(DEFAULT_RECIPES))}"  # code version + every recipe
+def settings_key(geometry: Geometry = DEFAULT_GEOMETRY) -> str:
+    """The crop settings in a study's key: code version and a digest of the geometry."""
+    return f"v{CROPS_VERSION} {_digest(json.dumps(geometry_settings(geometry), sort_keys=True))}"
 
 
-def study_key(data: Path, index_rows: pd.DataFrame, points: pd.DataFrame) -> dict:
+def study_key(data: Path, index_rows: pd.DataFrame, points: pd.DataFrame,
+              geometry: Geometry = DEFAULT_GEOMETRY) -> dict:
     """What one study's crops are made from (``made_from`` in its JSON): the data folder's
     resolved path, digests of the CSV text of the study's header-index rows (file paths,
     geometry, pixel offsets and descriptions, from the index keyed on the data fingerprint) and
-    of its points (every column, sorted), and :data:`SETTINGS` (crop code version, recipes)."""
+    of its points (every column, sorted), and :func:`settings_key` (crop code version, crop
+    geometry)."""
     points = points.sort_values(list(POINT_COLUMNS), kind="stable")
     return {"data_folder": str(Path(data).resolve()),
             "index": _digest(index_rows.to_csv(index=False)),
-            "points": _digest(points.to_csv(index=False)), "settings": SETTINGS}
+            "points": _digest(points.to_csv(index=False)), "settings": settings_key(geometry)}
+
+
+def read_geometry(root: str | os.PathLike) -> Geometry:
+    """The crop geometry of the cache at ``root`` (its ``geometry.json``; a cache written
+    before the file existed was cut with :data:`DEFAULT_GEOMETRY`)."""
+    path = Path(root) / GEOMETRY_FILE
+    if not path.is_file():
+        return DEFAULT_GEOMETRY
+    return geometry_from_settings(json.loads(path.read_text(encoding="utf-8")))
 
 
 def crop_data_folders(out: str | os.PathLike) -> set[str]:
@@ -213,11 +224,11 @@ def _stale(meta_path: Path, key: dict) -> str | None:
 
 
 def _task(args) -> tuple[int, list[str]]:
-    data, out, study_id, index_rows, points, key, volumes = args
+    data, out, study_id, index_rows, points, key, volumes, geometry = args
     npz, meta_path = out / f"{study_id}.npz", out / f"{study_id}.json"
     try:
         arrays, meta = crop_study(data, study_id, index_rows, points,
-                                  volumes.read if volumes is not None else read_stack)
+                                  volumes.read if volumes is not None else read_stack, geometry)
     except Exception as error:  # noqa: BLE001 - a study must never stop the split
         arrays, meta = {}, {"study_id": study_id, "views": {},
                             "issues": [f"study failed: {type(error).__name__}: {error}"]}  # fmt: skip
@@ -274,6 +285,7 @@ def build_crops(
     studies: list[int] | None = None,
     volumes: VolumeCache | None = None,
     index: pd.DataFrame | None = None,
+    geometry: Geometry = DEFAULT_GEOMETRY,
 ) -> Path:
     """Run the stage; returns the path of ``index.csv``. See the module docstring.
 
@@ -287,6 +299,9 @@ def build_crops(
     the run decoded are not decoded again.
     ``index``: the split's header index, already read (``predict`` reads it once per run);
     default: built or reused in ``work``.
+    ``geometry``: each view's size in mm and pixels and its slice count (a recipe's ``crops``,
+    a model folder's ``model.json``); written to ``OUT/geometry.json`` (:func:`read_geometry`)
+    and part of every study's key, so a cache cut at another geometry is cut again.
     """
     folder = CompetitionFolder(data)
     out = Path(out)
@@ -296,7 +311,7 @@ def build_crops(
         msg = (f"{points_path} not found: crops need points; pass --points with the output of "
                "'rsna-lumbar localize' (train_label_coordinates.csv's schema)")  # fmt: skip
         raise FileNotFoundError(msg)
-    table = read_points(points_path)
+    table = _read_points(points_path)
     if index is None:
         index = read_index(write_index(data, split, work, workers=workers, progress=progress))
     if studies is None:
@@ -305,13 +320,14 @@ def build_crops(
     points_by_study = dict(iter(table.groupby("study_id")))
     inputs = {s: (by_study.get(s, index.iloc[:0]), points_by_study.get(s, table.iloc[:0]))
               for s in studies}  # fmt: skip
-    keys = {s: study_key(folder.root, *inputs[s]) for s in studies}
+    keys = {s: study_key(folder.root, *inputs[s], geometry) for s in studies}
     reasons = {s: "--force" if force else _stale(out / f"{s}.json", keys[s]) for s in studies}
     todo = [s for s in studies if reasons[s] is not None]
     why = ", ".join(f"{n} {r}" for r, n in Counter(reasons[s] for s in todo).most_common())
     LOGGER.info("crops: %d studies, %d to cut%s, %d cached in %s", len(studies), len(todo),
                 f" ({why})" if why else "", len(studies) - len(todo), out)  # fmt: skip
-    tasks = [(folder.root, out, s, *inputs[s], keys[s], volumes) for s in todo]
+    write_text(out / GEOMETRY_FILE, json.dumps(geometry_settings(geometry), indent=1) + "\n")
+    tasks = [(folder.root, out, s, *inputs[s], keys[s], volumes, geometry) for s in todo]
     pending = set(todo)
     if on_study is not None:
         for study_id in (s for s in studies if s not in pending):

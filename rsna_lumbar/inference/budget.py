@@ -6,16 +6,17 @@ chain: localising, DICOM decoding, cropping and the models. ``predict`` works th
 in chunks of studies; after each chunk the seconds it cost are split into
 
 - the localiser (scales with the number of localiser models in use),
-- each ensemble member (measured around its forward passes),
+- each ensemble member (measured around its forward passes), with its test-time augmentation
+  passes apart,
 - the rest (index, decoding, cropping, bookkeeping),
 
 and the projected finish is ``elapsed + studies_left × (sum of per-study costs)``. While that
 passes the deadline, work is shed in this order, each step logged:
 
-1. ensemble members, the last of the manifest first (the first member is never shed);
-2. the localiser's extra models (fold copies and seeds): down to one fold's models.
+1. test-time augmentation (the mirrored passes, ``predict --tta``), for every member at once;
+2. ensemble members, the last of the manifest first (the first member is never shed);
+3. the localiser's extra models (fold copies and seeds): down to one fold's models.
 
-(Test-time augmentation would come between the two; the kit's members have none yet.)
 The split's header index is built before the first chunk, so its one-off cost is not taken
 for pace.
 
@@ -80,7 +81,9 @@ class Plan:
 
     Attributes:
         members: names of the ensemble members in use, in manifest order.
-        member_costs: per member, its measured :class:`Cost`.
+        tta: whether the members still run their test-time augmentation passes.
+        member_costs: per member, the measured :class:`Cost` of its plain passes;
+            ``tta_costs``: of its test-time augmentation passes.
         localiser_models: localiser models in use now; ``localiser_floor``: the fewest allowed.
         localiser_cost: the localiser's :class:`Cost` per model in use (seconds are divided by
             the model count when recorded).
@@ -90,7 +93,9 @@ class Plan:
     members: list[str]
     localiser_models: int = 0
     localiser_floor: int = 0
+    tta: bool = False
     member_costs: dict[str, Cost] = dataclasses.field(default_factory=dict)
+    tta_costs: dict[str, Cost] = dataclasses.field(default_factory=dict)
     localiser_cost: Cost = dataclasses.field(default_factory=Cost)
     other_cost: Cost = dataclasses.field(default_factory=Cost)
     shed: list[str] = dataclasses.field(default_factory=list)
@@ -98,14 +103,20 @@ class Plan:
     def per_study(self) -> float:
         """Projected seconds per study with what is in use now."""
         members = sum(self.member_costs.get(m, Cost()).per_study for m in self.members)
+        if self.tta:
+            members += sum(self.tta_costs.get(m, Cost()).per_study for m in self.members)
         return (members + self.localiser_cost.per_study * self.localiser_models
                 + self.other_cost.per_study)
 
     def record_chunk(self, studies: int, wall_s: float, localiser_s: float,
-                     member_s: dict[str, float]) -> None:
-        """Book one chunk: its wall seconds, the localiser's and each member's share."""
+                     member_s: dict[str, float], tta_s: dict[str, float] | None = None) -> None:
+        """Book one chunk: its wall seconds, the localiser's and each member's share
+        (``member_s``: all its passes; ``tta_s``: the part spent on test-time augmentation)."""
+        tta_s = tta_s or {}
         for name, seconds in member_s.items():
-            self.member_costs.setdefault(name, Cost()).add(seconds, studies)
+            self.member_costs.setdefault(name, Cost()).add(seconds - tta_s.get(name, 0.0), studies)
+            if self.tta:
+                self.tta_costs.setdefault(name, Cost()).add(tta_s.get(name, 0.0), studies)
         if self.localiser_models:
             self.localiser_cost.add(localiser_s / self.localiser_models, studies)
         self.other_cost.add(max(wall_s - localiser_s - sum(member_s.values()), 0.0), studies)
@@ -114,7 +125,10 @@ class Plan:
         """Shed work (module docstring order) until the projection fits; returns what went."""
         went = []
         while not deadline.fits(self.per_study() * studies_left):
-            if len(self.members) > 1:
+            if self.tta:
+                self.tta = False
+                what = "test-time augmentation"
+            elif len(self.members) > 1:
                 name = self.members.pop()
                 what = f"ensemble member {name}"
             elif self.localiser_models > self.localiser_floor:

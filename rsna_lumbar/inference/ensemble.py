@@ -5,6 +5,8 @@
     members:                 # severity model folders (relative to MODELS), averaged by weight
       - {path: severity_default, weight: 1.0}
     localizer: localizer     # learned localiser folder used for splits without label points
+    tta: false               # test-time augmentation: each member also grades the mirrored
+                             # canal crops (rsna_lumbar.crops.recipes.mirror_axis), averaged
 
 Without the file, every sub-folder holding a ``model.json`` is a member with weight 1 and a
 ``localizer/`` sub-folder is the localiser. Members are listed in the order they should be
@@ -20,7 +22,7 @@ from pathlib import Path
 import yaml
 
 MANIFEST = "ensemble.yaml"
-_KEYS = {"members", "localizer"}
+_KEYS = {"members", "localizer", "tta"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Member:
 class Ensemble:
     members: tuple[Member, ...]
     localizer: Path | None
+    tta: bool = False
 
 
 def read_ensemble(models: str | os.PathLike) -> Ensemble:
@@ -52,7 +55,10 @@ def read_ensemble(models: str | os.PathLike) -> Ensemble:
                 raise ValueError(msg)
             members.append(Member(models / entry["path"], float(entry.get("weight", 1.0))))
         localizer = payload.get("localizer")
-        return Ensemble(tuple(members), models / localizer if localizer else None)
+        tta = payload.get("tta", False)
+        if not isinstance(tta, bool):
+            raise ValueError(f"{manifest}: tta is true or false, got {tta!r}")
+        return Ensemble(tuple(members), models / localizer if localizer else None, tta)
     members = tuple(Member(p.parent) for p in sorted(models.glob("*/model.json")))
     localizer = models / "localizer"
     return Ensemble(members, localizer if localizer.is_dir() else None)

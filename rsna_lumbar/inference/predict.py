@@ -15,7 +15,8 @@ The chain, each stage guarded so that a failure degrades the prediction instead 
    b. crops — :func:`rsna_lumbar.crops.stage.build_crops` on those points: resampling runs in
       a process pool across studies; each stack is decoded once per study, by whichever of a
       and b reads it first (:class:`~rsna_lumbar.dicom.volume_cache.VolumeCache`, in the
-      scratch folder, emptied chunk by chunk);
+      scratch folder, emptied chunk by chunk); crops are cut at each crop geometry the
+      members were trained at (``model.json``'s ``crops``), one cache per geometry;
    c. models — as studies' crops land, every kept member of the ensemble manifest
       (:mod:`rsna_lumbar.inference.ensemble`) predicts them in batches in this process while
       the pool decodes the next studies; weighted average of calibrated probabilities. A member
@@ -25,8 +26,8 @@ The chain, each stage guarded so that a failure degrades the prediction instead 
 4. fallback — what no member predicted keeps the priors.
 
 Time: :mod:`rsna_lumbar.inference.budget` — the budget counts from ``started_at`` and covers
-every stage; work is shed (members, then the localiser's extra models) when the measured pace
-would pass it, and chunks stop starting when even one would end late.
+every stage; work is shed (test-time augmentation, members, then the localiser's extra models)
+when the measured pace would pass it, and chunks stop starting when even one would end late.
 
 The run ends with a machine-readable summary (:class:`RunSummary`, written as JSON next to the
 submission): targets from models and from the fallback, each member's fate and why, the device,
@@ -121,6 +122,7 @@ class RunSummary:
     studies_processed: int = 0
     stages_s: dict[str, float] = dataclasses.field(default_factory=dict)
     budget: dict = dataclasses.field(default_factory=dict)
+    tta: bool = False
     shed: list[str] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
@@ -233,6 +235,14 @@ class _Kept:
     report: MemberReport
     failed_batches: int = 0
 
+    @property
+    def geometry(self) -> dict:
+        """The crop geometry the member was trained on (``model.json``'s ``crops``; folders
+        written before it was recorded: the default)."""
+        from rsna_lumbar.crops.recipes import geometry_from_settings
+
+        return geometry_from_settings(self.predictor.description.get("crops") or {})
+
 
 class _EnsembleRunner:
     """Runs every kept ensemble member on batches of studies as their crops land.
@@ -258,7 +268,7 @@ class _EnsembleRunner:
         self.batch_studies = max(1, batch_studies)
         self.position = {int(s): k for k, s in enumerate(study_ids)}
         self.members: list[_Kept] = []
-        self.crops: Path | None = None
+        self.crops: dict[str, Path] = {}  # crop geometry key → the split's crop cache at it
         for member in ensemble.members:
             record = read_provenance(member.path) or {}
             report = MemberReport(str(member.path), member.weight, device=str(device),
@@ -291,6 +301,26 @@ class _EnsembleRunner:
                      report.device, reason)  # fmt: skip
         report.device, report.reason = "cpu", f"on the CPU after: {reason}"
 
+    def geometries(self) -> dict[str, dict]:
+        """Crop geometry key (:func:`rsna_lumbar.crops.stage.settings_key`) → geometry, for
+        the kept members; the one most members use first."""
+        from collections import Counter
+
+        from rsna_lumbar.crops.stage import settings_key
+
+        found = {settings_key(k.geometry): k.geometry for k in self.members}
+        uses = Counter(settings_key(k.geometry) for k in self.members)
+        return {key: found[key] for key, _ in uses.most_common()}
+
+    def set_tta(self, on: bool) -> None:
+        """Test-time augmentation on or off for every kept member."""
+        for kept in self.members:
+            kept.predictor.tta = on
+
+    def tta_seconds(self) -> dict[str, float]:
+        """Seconds each kept member spent on its test-time augmentation passes so far."""
+        return {k.report.path: k.predictor.tta_seconds for k in self.members}
+
     def seconds(self) -> dict[str, float]:
         return {kept.report.path: kept.report.seconds for kept in self.members}
 
@@ -301,24 +331,37 @@ class _EnsembleRunner:
             self.members.remove(kept)
 
     def __call__(self, study_id: int) -> None:
-        """Queue one study whose crops are on disk; predict when the batch is full."""
-        npz = self.crops / f"{study_id}.npz"
-        if not npz.is_file() or not self.members:
+        """Queue one study whose crops are on disk (at every geometry in :attr:`crops`);
+        predict when the batch is full."""
+        arrays = {}
+        for geometry, root in self.crops.items():
+            npz = root / f"{study_id}.npz"
+            if npz.is_file():
+                with np.load(npz) as loaded:
+                    arrays[geometry] = {key: loaded[key] for key in loaded.files}
+        if not arrays or not self.members:
             return
-        with np.load(npz) as loaded:
-            self.batch[int(study_id)] = {key: loaded[key] for key in loaded.files}
+        self.batch[int(study_id)] = arrays
         if len(self.batch) >= self.batch_studies:
             self.flush()
 
     def _predict(self, kept: _Kept, batch: dict) -> dict:
         """One member on one batch (module docstring); the studies it predicted."""
+        from rsna_lumbar.crops.stage import settings_key
+
+        geometry = settings_key(kept.geometry)
+        batch = {s: arrays[geometry] for s, arrays in batch.items() if geometry in arrays}
+        if not batch:
+            return {}
         try:
             return kept.predictor.predict_studies(batch)
         except Exception as error:  # noqa: BLE001 - retried, never fatal
             if kept.predictor.device.type != "cpu":
                 self._to_cpu(kept.report, error)
                 try:
-                    kept.predictor = self.load(kept.report.path, device="cpu")
+                    moved = self.load(kept.report.path, device="cpu")
+                    moved.tta, moved.tta_seconds = kept.predictor.tta, kept.predictor.tta_seconds
+                    kept.predictor = moved
                     return kept.predictor.predict_studies(batch)
                 except Exception as again:  # noqa: BLE001
                     error = again
@@ -388,6 +431,7 @@ def predict_split(
     min_coverage: float = MIN_COVERAGE,
     timings: dict[str, float] | None = None,
     tss: TotalSpineSeg | None = None,
+    tta: bool | None = None,
     clock=time.time,
 ) -> RunSummary:
     """Write a complete submission for ``split`` of the competition folder ``data`` to ``out``.
@@ -407,6 +451,9 @@ def predict_split(
         timings: when given, filled with the wall seconds of each stage (all studies).
         tss: a :class:`~rsna_lumbar.localize.TotalSpineSeg` runner tried before the learned
             localiser on each study; None: the learned localiser only.
+        tta: test-time augmentation (every member also grades the canal crops mirrored
+            left-right, :func:`rsna_lumbar.crops.recipes.mirror_axis`, and averages); None:
+            the ensemble manifest's ``tta``. Shed first when time runs short.
         clock: the Unix-time clock of the budget (tests pass their own).
 
     Returns:
@@ -439,6 +486,7 @@ def predict_split(
             summary.errors.append(f"no ensemble members in {models}")
             LOGGER.error("no trained models in %s: every study gets the fallback", models)
         else:
+            summary.tta = ensemble.tta if tta is None else bool(tta)
             with ExitStack() as scratch:
                 if work is None:
                     temporary = tempfile.TemporaryDirectory(prefix="rsna-predict-")
@@ -489,14 +537,17 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, votes, dead
     split_index = read_index(timed("index", write_index, data, split, work, progress=False))
     runner = timed("load models", _EnsembleRunner, ensemble, votes, study_ids, device,
                    summary.members)  # fmt: skip
-    runner.crops = work / f"crops_{split}"
+    geometries = runner.geometries()  # the members' crop geometries, most used first
+    runner.crops = {key: work / (f"crops_{split}" if i == 0 else f"crops_{split}_{key.split()[-1]}")
+                    for i, key in enumerate(geometries)}  # fmt: skip
     summary.warnings += [f"member {m.path} was trained on {m.data_kind} data (provenance.json)"
                          for m in summary.members if m.data_kind != "competition"]
     volumes = VolumeCache(work / "volumes")
     localiser_models, floor = _localiser_models(ensemble.localizer)
     summary.localiser = {"path": str(ensemble.localizer) if localiser_models else None,
                          "models_per_task": localiser_models}
-    plan = Plan([k.report.path for k in runner.members], localiser_models, floor)
+    plan = Plan([k.report.path for k in runner.members], localiser_models, floor, tta=summary.tta)
+    runner.set_tta(summary.tta)
     localiser = {"device": device}  # the CPU for good once the localiser fails on the GPU
     for index, chunk in enumerate(_chunks(study_ids, chunk_studies)):
         if not runner.members:
@@ -507,7 +558,7 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, votes, dead
                            len(study_ids) - summary.studies_processed)  # fmt: skip
             summary.budget["stopped_early"] = True
             break
-        chunk_started, before = time.perf_counter(), runner.seconds()
+        chunk_started, before, tta_before = time.perf_counter(), runner.seconds(), runner.tta_seconds()
         localiser_s = 0.0
         try:
             loc_started = time.perf_counter()
@@ -515,10 +566,12 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, votes, dead
                            index, plan.localiser_models or None, tss, volumes, split_index,
                            localiser, summary)  # fmt: skip
             localiser_s = time.perf_counter() - loc_started if points is not None else 0.0
-            if points is not None:
-                timed("crops + models", build_crops, data, split, runner.crops, points=points,
-                      work=work, montages=0, on_study=runner, studies=chunk, progress=False,
-                      volumes=volumes, index=split_index)  # fmt: skip
+            if points is not None:  # other geometries first; the models run as the main one's land
+                for key in reversed(list(geometries)):
+                    timed("crops + models", build_crops, data, split, runner.crops[key], points=points,
+                          work=work, montages=0, on_study=runner if key == next(iter(geometries)) else None,
+                          studies=chunk, progress=False, volumes=volumes, index=split_index,
+                          geometry=geometries[key])  # fmt: skip
                 timed("crops + models", runner.flush)
         except Exception as error:  # noqa: BLE001 - one chunk must not cost the others
             runner.discard()
@@ -529,12 +582,14 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, votes, dead
         finally:
             volumes.forget(chunk)
         summary.studies_processed += len(chunk)
-        after = runner.seconds()
+        after, tta_after = runner.seconds(), runner.tta_seconds()
         plan.record_chunk(len(chunk), time.perf_counter() - chunk_started, localiser_s,
-                          {p: after[p] - before.get(p, 0.0) for p in after})  # fmt: skip
+                          {p: after[p] - before.get(p, 0.0) for p in after},
+                          {p: tta_after[p] - tta_before.get(p, 0.0) for p in tta_after})  # fmt: skip
         _write(out, study_ids, priors, votes)
         plan.members = [p for p in plan.members if p in after]
         if plan.shed_to_fit(deadline, len(study_ids) - summary.studies_processed):
+            runner.set_tta(plan.tta)
             runner.keep_only(plan.members)
             summary.shed = list(plan.shed)
     summary.localiser["models_per_task_at_end"] = plan.localiser_models

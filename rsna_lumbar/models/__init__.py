@@ -1,11 +1,12 @@
-"""Severity models: the spec registry, the 2.5D network, offline weights, the fold-ensemble predictor.
+"""Severity models: the spec registry, the 2.5D network and its inputs, offline weights, the
+model folder contract, the batch forward pass, the fold-ensemble predictor.
 
-Imports torch and timm, never DICOM code.
+Imports torch and timm; never reads DICOM.
 """
 
-from rsna_lumbar.models.registry import ModelSpec, create_model, get_spec, list_models
+from rsna_lumbar.models.registry import ModelSpec, get_spec, list_models
 
-__all__ = ["ModelSpec", "create_model", "get_spec", "list_models", "load_model_folder"]
+__all__ = ["ModelSpec", "get_spec", "list_models", "load_model_folder"]
 
 
 def load_model_folder(path, device="cpu", folds=None):

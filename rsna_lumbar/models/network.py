@@ -16,15 +16,19 @@ Shapes (``B`` samples, ``V`` views of the family, ``S`` slices, ``H × W`` pixel
 :class:`LumbarNet` holds one such head per family, either each with its own encoder
 (``shared=False``: one model per family) or all on one encoder (``shared=True``: one backbone,
 one head per family). Which serves better is the ablation's question (README).
+:func:`create_model` builds one from a registered spec name; a trained model folder's network
+comes from its ``model.json`` (:func:`rsna_lumbar.models.folder.build_network`).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import nn
 
 from rsna_lumbar.models.ordinal import OrdinalClassifier
-from rsna_lumbar.models.registry import ModelSpec
+from rsna_lumbar.models.registry import ModelSpec, get_spec
 from rsna_lumbar.models.weights import create_backbone
 
 
@@ -148,3 +152,23 @@ class LumbarNet(nn.Module):
             start += len(chunk)
             out[f] = self.heads[f](part, m)
         return out
+
+
+def create_model(spec_name: str, families, views, *, shared: bool = False, slices=None,
+                 size=None, init_file=None, **overrides) -> LumbarNet:
+    """Build the severity network of ``spec_name`` (see :class:`LumbarNet`).
+
+    Args:
+        spec_name: a registered name (:mod:`rsna_lumbar.models.registry`).
+        families: family names the network grades, e.g. ``("spinal", "foraminal")``.
+        views: family → tuple of view names it reads (e.g. ``{"spinal": ("sag_t2", "axial")}``).
+        shared: one backbone with a head per family (``True``) or one network per family.
+        slices, size: override the spec's defaults.
+        init_file: local backbone weights for training initialisation (``weights.py``).
+        overrides: other :class:`ModelSpec` fields (``hidden``, ``dropout``, ``pooling``,
+            ``head``).
+    """
+    spec = get_spec(spec_name)
+    changes = {k: v for k, v in dict(slices=slices, size=size, **overrides).items() if v is not None}
+    spec = dataclasses.replace(spec, **changes)
+    return LumbarNet(spec, families, views, shared=shared, init_file=init_file)

@@ -2,34 +2,57 @@
 
 ``load_model_folder(path)`` reads ``model.json`` (network description), every
 ``fold_*/model.safetensors``, ``calibration.json`` (per-family temperatures; absent → none) and
-``priors.json`` (the fallback), and returns a :class:`FoldEnsemble`. Given one study's crop
-arrays (the crop-cache npz structure: ``{condition}/{level}/{view}`` → ``(S, H, W)``), it returns
-calibrated probabilities ``(25, 3)`` in :data:`rsna_lumbar.vocabulary.TARGETS` order and a bool
-mask ``(25,)``: ``True`` where the networks predicted, ``False`` where the study lacked every view
-of that sample or the folder has no model for its family — those rows hold the fallback
-(the folder's priors unless the caller passes its own).
+``priors.json`` (the fallback) — the folder contract of :mod:`rsna_lumbar.models.folder` — and
+returns a :class:`FoldEnsemble`. Given one study's crop arrays (the crop-cache npz structure:
+``{condition}/{level}/{view}`` → ``(S, H, W)``), it returns calibrated probabilities ``(25, 3)``
+in :data:`rsna_lumbar.vocabulary.TARGETS` order and a bool mask ``(25,)``: ``True`` where the
+networks predicted, ``False`` where the study lacked every view of that sample or the folder has
+no model for its family — those rows hold the fallback (the folder's priors unless the caller
+passes its own).
 
 The fold models' logits are averaged, divided by the family temperature, then softmaxed.
+With :attr:`FoldEnsemble.tta` on, each fold model also grades the crops mirrored left–right where
+that keeps the grade (:func:`rsna_lumbar.crops.recipes.mirror_axis`: the canal's views), and the
+two passes' logits are averaged before the temperature.
 Weights load from local files only; nothing touches the network.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from rsna_lumbar.crops.recipes import mirror_axis
+from rsna_lumbar.models.dataset import StudyDataset, family_slots
+from rsna_lumbar.models.folder import (
+    CALIBRATION_FILE,
+    build_network,
+    fold_weight_files,
+    load_temperatures,
+    read_description,
+)
+from rsna_lumbar.models.forward import predict_logits, softmax
 from rsna_lumbar.models.network import LumbarNet
 from rsna_lumbar.models.registry import ModelSpec
 from rsna_lumbar.models.weights import load_weights
-from rsna_lumbar.vocabulary import TARGETS
+from rsna_lumbar.priors import load_priors
+from rsna_lumbar.vocabulary import TARGETS, Condition
 
 LOGGER = logging.getLogger(__name__)
+
+
+def _mirrored(key: str, array: np.ndarray) -> np.ndarray:
+    """A crop-cache array (key ``{condition}/{level}/{view}``) mirrored left–right when its
+    family and view allow it (:func:`~rsna_lumbar.crops.recipes.mirror_axis`), else as is."""
+    condition, _, view = key.split("/")
+    axis = mirror_axis(Condition(condition).family.value, view)
+    return array if axis is None else np.ascontiguousarray(np.flip(array, axis=axis))
 
 
 class _Arrays:
@@ -53,6 +76,8 @@ class FoldEnsemble:
         self.temperatures = temperatures
         self.priors = priors
         self.device = device
+        self.tta = False  # test-time augmentation (module docstring)
+        self.tta_seconds = 0.0  # wall seconds spent on the mirrored passes so far
         self.families = tuple(description["families"])
         self.views = {f: tuple(v) for f, v in description["views"].items()}
         self.spec = ModelSpec(**description["spec"])
@@ -77,9 +102,6 @@ class FoldEnsemble:
             fallback: (25, 3) probabilities for unpredicted rows (default: the folder's priors,
                 else uniform).
         """
-        from rsna_lumbar.training.dataset import StudyDataset, family_slots
-        from rsna_lumbar.training.oof import predict_logits, softmax
-
         if fallback is None:
             fallback = self.priors if self.priors is not None else np.full((len(TARGETS), 3), 1 / 3)
         ids = list(studies)
@@ -94,6 +116,11 @@ class FoldEnsemble:
             else:
                 for f in out:
                     summed[f] += out[f][0]
+        if self.tta:
+            started = time.perf_counter()
+            for f, logits in self._mirrored_logits(studies, ids, batch_size).items():
+                summed[f] = (summed[f] + logits) / 2
+            self.tta_seconds += time.perf_counter() - started
         target_index = {(c.value, lv.value): t for t, (c, lv) in enumerate(TARGETS)}
         results = {}
         for i, study in enumerate(order):
@@ -109,6 +136,24 @@ class FoldEnsemble:
             results[study] = (probs, mask)
         return results
 
+    def _mirrored_logits(self, studies, ids: list[int], batch_size: int) -> dict[str, np.ndarray]:
+        """Summed fold logits ``{family: (n, N_f, 3)}`` on the crops mirrored along their
+        :func:`~rsna_lumbar.crops.recipes.mirror_axis`, for the families that have one."""
+        families = tuple(f for f in self.families
+                         if any(mirror_axis(f, v) is not None for v in self.views[f]))  # fmt: skip
+        if not families:
+            return {}
+        mirrored = {study: {key: _mirrored(key, array) for key, array in arrays.items()}
+                    for study, arrays in studies.items()}  # fmt: skip
+        dataset = StudyDataset(_Arrays(mirrored), ids, None, families, self.views,
+                               self.spec.slices, self.spec.size)
+        summed: dict[str, np.ndarray] = {}
+        for model in self.models:
+            _, out = predict_logits(model, dataset, self.device, batch_size)
+            for f in out:
+                summed[f] = summed.get(f, 0.0) + out[f][0].astype(np.float64)
+        return summed
+
     def predict_study(self, arrays: Mapping[str, np.ndarray] | str | os.PathLike,
                       fallback: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One study: its crop arrays (or its ``.npz`` path) → ``(probabilities (25, 3), mask (25,))``."""
@@ -116,12 +161,6 @@ class FoldEnsemble:
             with np.load(arrays) as npz:
                 arrays = {k: npz[k] for k in npz.files}
         return self.predict_studies({0: arrays}, fallback)[0]
-
-
-def fold_weight_files(folder: Path) -> list[Path]:
-    files = sorted(folder.glob("fold_*/model.safetensors"),
-                   key=lambda p: int(p.parent.name.split("_")[1]))
-    return files
 
 
 def load_model_folder(path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -132,15 +171,8 @@ def load_model_folder(path: str | os.PathLike, device: str | torch.device = "cpu
         FileNotFoundError: the folder lacks ``model.json`` or any ``fold_*/model.safetensors``;
             the message says which and how to produce it.
     """
-    from rsna_lumbar.priors import load_priors
-    from rsna_lumbar.training.calibration import load_temperatures
-
     folder = Path(path)
-    description_file = folder / "model.json"
-    if not description_file.is_file():
-        msg = f"{description_file} not found: {folder} is not a model folder from 'rsna-lumbar train'"
-        raise FileNotFoundError(msg)
-    description = json.loads(description_file.read_text(encoding="utf-8"))
+    description = read_description(folder)
     files = fold_weight_files(folder)
     if folds is not None:
         files = [f for f in files if int(f.parent.name.split("_")[1]) in set(folds)]
@@ -148,14 +180,12 @@ def load_model_folder(path: str | os.PathLike, device: str | torch.device = "cpu
         msg = f"{folder} has no fold_*/model.safetensors; finish training it ('rsna-lumbar train')"
         raise FileNotFoundError(msg)
     device = torch.device(device)
-    spec = ModelSpec(**description["spec"])
     models = []
     for file in files:
-        model = LumbarNet(spec, description["families"], description["views"],
-                          shared=description["shared"])
+        model = build_network(description)
         load_weights(model, file)
         models.append(model.to(device).eval())
-    temperatures = load_temperatures(folder / "calibration.json")
+    temperatures = load_temperatures(folder / CALIBRATION_FILE)
     if not temperatures:
         LOGGER.info("%s: no calibration.json (run 'rsna-lumbar report'); no temperature scaling", folder)
     priors = load_priors(folder / "priors.json") if (folder / "priors.json").is_file() else None

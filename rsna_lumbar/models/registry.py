@@ -1,10 +1,10 @@
-"""Named severity-model specs and the one factory that builds them (timm-style registry).
+"""Named severity-model specs (timm-style registry).
 
 A :class:`ModelSpec` fixes what a name means: the timm backbone, the default number of slices
 and crop size, how slices are pooled, and the head width. Configs refer to specs by name
-(``model.spec: resnet18_25d``); :func:`create_model` is the only place a network is built, and
-:func:`list_models` is what ``rsna-lumbar models list`` prints. An unknown name raises
-``KeyError`` naming the close matches.
+(``model.spec: resnet18_25d``); :func:`rsna_lumbar.models.network.create_model` builds the
+network of a name, and :func:`list_models` is what ``rsna-lumbar models list`` prints. An
+unknown name raises ``KeyError`` naming the close matches.
 
 Specs are level- and side-agnostic: a spec grades one (condition, level) sample from its views,
 right-side samples arrive mirrored (crops contract), so one network serves all ten foraminal or
@@ -110,25 +110,3 @@ def get_spec(name: str) -> ModelSpec:
         hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
         msg = f"unknown model spec {name!r}; {hint}'rsna-lumbar models list' shows all"
         raise KeyError(msg) from None
-
-
-def create_model(spec_name: str, families, views, *, shared: bool = False, slices=None,
-                 size=None, init_file=None, **overrides):
-    """Build the severity network of ``spec_name`` (see :class:`rsna_lumbar.models.network.LumbarNet`).
-
-    Args:
-        spec_name: a registered name.
-        families: family names the network grades, e.g. ``("spinal", "foraminal")``.
-        views: family → tuple of view names it reads (e.g. ``{"spinal": ("sag_t2", "axial")}``).
-        shared: one backbone with a head per family (``True``) or one network per family.
-        slices, size: override the spec's defaults.
-        init_file: local backbone weights for training initialisation (``weights.py``).
-        overrides: other :class:`ModelSpec` fields (``hidden``, ``dropout``, ``pooling``,
-            ``head``).
-    """
-    from rsna_lumbar.models.network import LumbarNet
-
-    spec = get_spec(spec_name)
-    changes = {k: v for k, v in dict(slices=slices, size=size, **overrides).items() if v is not None}
-    spec = dataclasses.replace(spec, **changes)
-    return LumbarNet(spec, families, views, shared=shared, init_file=init_file)

@@ -23,12 +23,10 @@ Two kinds of weights:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import difflib
 import logging
 import os
-import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -273,38 +271,6 @@ def _hub_online() -> Iterator[None]:
 def _first_line(error: BaseException, limit: int = 160) -> str:
     line = (str(error).strip().splitlines() or [""])[0]
     return line if len(line) <= limit else line[:limit - 1] + "…"
-
-
-@dataclasses.dataclass(frozen=True)
-class Needed:
-    """A backbone a packaged config or recipe (``where``) names through a model spec."""
-
-    where: str
-    spec: str
-    backbone: str
-    tag: str | None
-
-
-def packaged_backbones(folders: Iterable[str | os.PathLike] | None = None) -> list[Needed]:
-    """The model specs the packaged YAML files name (``spec: NAME``, ``model.spec=NAME``; by
-    default ``rsna_lumbar/configs`` and ``rsna_lumbar/recipes``) with their backbones and tags.
-    Names that are no registered spec are passed over."""
-    from rsna_lumbar.models.registry import get_spec
-
-    package = Path(__file__).resolve().parents[1]
-    folders = [package / "configs", package / "recipes"] if folders is None else folders
-    found = []
-    for folder in map(Path, folders):
-        for path in sorted(folder.glob("*.yaml")):
-            names = dict.fromkeys(re.findall(r"\bspec\s*[:=]\s*([A-Za-z0-9_]+)", path.read_text()))
-            for name in names:
-                try:
-                    spec = get_spec(name)
-                except KeyError:
-                    continue
-                found.append(Needed(f"{folder.name}/{path.name}", name, spec.backbone,
-                                    spec.pretrained_tag))  # fmt: skip
-    return found
 
 
 def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -9,11 +9,16 @@ one and passes its path. Schema (every key required unless marked optional)::
     seed: 0                                      # folds' seed
     threads: null                                # torch CPU threads (null: torch's default)
     localiser: {steps, batch, seeds, real_exams} # steps: an int, or per task {sag_t2, sag_t1, axial}
-                                                 # real_exams: auto | true | false
+                                                 # real_exams: auto | true | false; optional:
+                                                 # backbone, width, input_px, stride (the
+                                                 # localiser's TrainConfig; 0: each task's own)
+    crops: {FAMILY: {VIEW: {mm, px, slices}}}    # optional: crop geometry, default
+                                                 # rsna_lumbar.crops.recipes.DEFAULT_GEOMETRY
     severity:                                    # ensemble members, each a model folder
       - {name, config, epochs, overrides}        # name optional (severity_{config}); epochs null:
                                                  # the config's; overrides: dotted KEY=VALUE
-    predict: {chunk_studies}
+    predict: {chunk_studies}                     # optional: tta (true: ensemble.yaml asks
+                                                 # predict for test-time augmentation)
 
 Command-line overrides are dotted ``KEY=VALUE`` pairs (``localiser.batch=16``,
 ``severity.0.epochs=3``, ``synthetic.studies=12``), values parsed as YAML; an unknown key is an
@@ -29,14 +34,18 @@ from pathlib import Path
 
 import yaml
 
+from rsna_lumbar.crops.recipes import geometry_from_settings
+
 TASKS = ("sag_t2", "sag_t1", "axial")
-_TOP = {"description", "synthetic", "folds", "seed", "threads", "localiser", "severity", "predict"}
-_OPTIONAL_TOP = {"synthetic"}
+_TOP = {"description", "synthetic", "folds", "seed", "threads", "localiser", "crops", "severity",
+        "predict"}  # fmt: skip
+_OPTIONAL_TOP = {"synthetic", "crops"}
 _SECTIONS = {
     "synthetic": {"studies", "test_studies", "seed"},
     "localiser": {"steps", "batch", "seeds", "real_exams"},
     "predict": {"chunk_studies"},
 }
+_OPTIONAL_KEYS = {"localiser": {"backbone", "width", "input_px", "stride"}, "predict": {"tta"}}
 _MEMBER = {"name", "config", "epochs", "overrides"}
 
 
@@ -80,6 +89,16 @@ class Recipe:
     def real_exams(self) -> bool | None:
         value = self.settings["localiser"]["real_exams"]
         return None if value == "auto" else bool(value)
+
+    def localiser_config(self, device: str = "auto"):
+        """The localiser's :class:`~rsna_lumbar.localize.keypoints.config.TrainConfig`."""
+        return localiser_config(self.settings["localiser"], device)
+
+    @property
+    def crop_geometry(self):
+        """The crop geometry (:data:`rsna_lumbar.crops.recipes.DEFAULT_GEOMETRY` with the
+        recipe's ``crops`` over it)."""
+        return geometry_from_settings(self.settings.get("crops") or {})
 
     @property
     def members(self) -> list[Member]:
@@ -165,7 +184,9 @@ def _known_keys(path: list[str], node: dict) -> set[str]:
     if not path:
         return _TOP
     if path[0] in _SECTIONS and len(path) == 1:
-        return _SECTIONS[path[0]]
+        return _SECTIONS[path[0]] | _OPTIONAL_KEYS.get(path[0], set())
+    if path[0] == "crops":
+        return _crop_keys(path[1:])
     if path[0] == "severity" and len(path) == 2:
         return _MEMBER
     if path == ["localiser", "steps"]:
@@ -188,8 +209,10 @@ def _validate(settings: dict, where: str) -> None:
         if section not in settings or settings[section] is None and section in _OPTIONAL_TOP:
             continue
         value = settings[section]
-        if not isinstance(value, dict) or set(value) != keys:
-            fail(f"{section} needs exactly the keys {sorted(keys)}, got {value!r}")
+        optional = _OPTIONAL_KEYS.get(section, set())
+        if not isinstance(value, dict) or not keys <= set(value) <= keys | optional:
+            also = f" (optional: {sorted(optional)})" if optional else ""
+            fail(f"{section} needs exactly the keys {sorted(keys)}{also}, got {value!r}")
     def integer(name: str, value, least: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             fail(f"{name} must be an integer of at least {least}, got {value!r}")
@@ -205,6 +228,8 @@ def _validate(settings: dict, where: str) -> None:
     integer("localiser.batch", settings["localiser"]["batch"], 1)
     integer("localiser.seeds", settings["localiser"]["seeds"], 1)
     integer("predict.chunk_studies", settings["predict"]["chunk_studies"], 1)
+    if not isinstance(settings["predict"].get("tta", False), bool):
+        fail("predict.tta: true or false")
     steps = settings["localiser"]["steps"]
     if isinstance(steps, dict) and set(steps) != set(TASKS):
         fail(f"localiser.steps per task needs exactly {list(TASKS)}")
@@ -212,6 +237,15 @@ def _validate(settings: dict, where: str) -> None:
         integer(f"localiser.steps{'.' + task if task else ''}", value, 1)
     if settings["localiser"]["real_exams"] not in ("auto", True, False):
         fail("localiser.real_exams: auto, true or false")
+    try:
+        localiser_config(settings["localiser"])
+    except (TypeError, ValueError) as error:
+        fail(f"localiser: {error}")
+    if settings.get("crops") is not None:
+        try:
+            geometry_from_settings(settings["crops"])
+        except (TypeError, ValueError, KeyError) as error:
+            fail(f"crops: {error}")
     members = settings["severity"]
     if not isinstance(members, list) or not members:
         fail("severity is a list of at least one member {name, config, epochs, overrides}")
@@ -228,6 +262,26 @@ def _validate(settings: dict, where: str) -> None:
         if member["epochs"] is not None:
             integer(f"severity member {name}: epochs", member["epochs"], 1)
         _check_member_config(name, member, fail)
+
+
+def localiser_config(section: dict, device: str = "auto"):
+    """A recipe's ``localiser`` section → the localiser's ``TrainConfig`` (steps are per task
+    and passed apart; absent optional keys take the TrainConfig defaults)."""
+    from rsna_lumbar.localize.keypoints.config import TrainConfig
+
+    optional = {k: section[k] for k in _OPTIONAL_KEYS["localiser"] if k in section}
+    return TrainConfig(batch=section["batch"], seeds=section["seeds"], device=device, **optional)
+
+
+def _crop_keys(path: list[str]) -> set[str]:
+    """The keys an override may set below ``crops`` (families, their views, mm/px/slices)."""
+    from rsna_lumbar.crops.recipes import DEFAULT_GEOMETRY, SPEC_KEYS
+
+    if not path:
+        return set(DEFAULT_GEOMETRY)
+    if len(path) == 1:
+        return set(DEFAULT_GEOMETRY.get(path[0], {}))
+    return set(SPEC_KEYS)
 
 
 def _check_member_config(name: str, member: dict, fail) -> None:

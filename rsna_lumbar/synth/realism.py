@@ -1,6 +1,7 @@
 """Measure lumbar proportions and T2 contrast on a sagittal volume: real exams and the phantom alike.
 
-The five real exams of ``shared/data/real-lumbar`` and the phantom (rendered into the same layout by
+The five real exams (``shared/data/real-lumbar``, found by
+:func:`rsna_lumbar.layout.real_exams_dir`) and the phantom (rendered into the same layout by
 :func:`phantom_volume`) go through the same :func:`measure`, so the figures in the README compare
 like with like.
 
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-REAL_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real-lumbar"
+from rsna_lumbar.layout import real_exams_dir
 
 FIGURES = (
     "disc_height", "disc_depth", "body_height", "canal_ap", "lordosis", "sac_to_skin",
@@ -163,8 +164,9 @@ def measure(image: np.ndarray, discs: np.ndarray) -> dict[str, float]:
 
 
 def real_exams(folder: Path | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{name: (image, discs)}`` of the real exams found in ``folder`` (empty if absent)."""
-    folder = Path(folder) if folder is not None else REAL_DIR
+    """``{name: (image, discs)}`` of the real exams found in ``folder`` (default
+    :func:`rsna_lumbar.layout.real_exams_dir`; empty if absent)."""
+    folder = Path(folder) if folder is not None else real_exams_dir()
     return {
         p.stem: (np.load(p)["image"], np.load(p)["discs"]) for p in sorted(folder.glob("ivd_*.npz"))
     }

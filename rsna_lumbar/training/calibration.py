@@ -14,16 +14,13 @@ folds the folds' logit scales can differ so much that a temperature does not tra
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 
-from rsna_lumbar.atomic import write_text
 from rsna_lumbar.metric import any_severe_log_loss, weighted_log_loss
-from rsna_lumbar.training.oof import LOGIT_COLUMNS, softmax
+from rsna_lumbar.models.forward import softmax
+from rsna_lumbar.training.oof import LOGIT_COLUMNS
 
 BOUNDS = (np.log(0.5), np.log(2.0))  # a temperature outside is a training problem, not calibration
 
@@ -68,17 +65,6 @@ def cross_fitted(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, dict[str,
         t = frame.loc[rows, "family"].map(temps).to_numpy()[:, None]
         frame.loc[rows, list(LOGIT_COLUMNS)] = frame.loc[rows, list(LOGIT_COLUMNS)].to_numpy() / t
     return frame, per_fold
-
-
-def save_temperatures(temperatures: dict[str, float], path: str | os.PathLike) -> None:
-    write_text(path, json.dumps({"temperature": temperatures}, indent=1) + "\n")
-
-
-def load_temperatures(path: str | os.PathLike) -> dict[str, float]:
-    """Family → temperature; ``{}`` (no scaling) when the file does not exist."""
-    if not os.path.isfile(path):
-        return {}
-    return {k: float(v) for k, v in json.loads(open(path, encoding="utf-8").read())["temperature"].items()}
 
 
 def choose_temperatures(raw: pd.DataFrame, calibrated: pd.DataFrame,

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from rsna_lumbar.crops import VIEWS
+from rsna_lumbar.vocabulary import VIEWS
 
 FAMILIES = ("spinal", "foraminal", "subarticular")
 

@@ -11,7 +11,6 @@ report --crops`` scores and calibrates on what inference will see.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -19,12 +18,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from rsna_lumbar.crops.cache import CropCache
 from rsna_lumbar.folds import read_folds
+from rsna_lumbar.models.dataset import StudyDataset, labels_by_study
+from rsna_lumbar.models.folder import build_network, check_crop_geometry, read_description
+from rsna_lumbar.models.forward import predict_logits
 from rsna_lumbar.models.weights import load_weights
 from rsna_lumbar.training.config import load_config
-from rsna_lumbar.training.dataset import CropCache, StudyDataset, labels_by_study
-from rsna_lumbar.training.loop import build_network, fold_priors, resolved_spec
-from rsna_lumbar.training.oof import oof_frame, predict_logits
+from rsna_lumbar.training.loop import fold_priors, resolved_spec
+from rsna_lumbar.training.oof import oof_frame
 
 LOGGER = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ def held_out_logits(model_dir: str | os.PathLike, crops: str | os.PathLike,
     Raises:
         FileNotFoundError: the folder lacks ``config.yaml``/``model.json``/``folds.csv`` or any
             fold's weights, or ``crops`` is not a crop cache; the message says what to run.
+        ValueError: ``crops`` was cut at another crop geometry than the model trained at.
     """
     model_dir = Path(model_dir)
     for name in ("config.yaml", "model.json", "folds.csv"):
@@ -48,11 +51,12 @@ def held_out_logits(model_dir: str | os.PathLike, crops: str | os.PathLike,
             msg = f"{model_dir / name} not found: run 'rsna-lumbar train --out {model_dir}' first"
             raise FileNotFoundError(msg)
     config = load_config(str(model_dir / "config.yaml"), [])
-    description = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+    description = read_description(model_dir)
     spec = resolved_spec(config)
     folds = read_folds(model_dir / "folds.csv")
     labels = labels_by_study(train)
     cache = CropCache(crops, keep_in_memory=False)
+    check_crop_geometry(description, cache.geometry, str(crops))
     in_cache = set(cache.study_ids)
     trained = [int(f) for f in sorted(folds.fold.unique())
                if (model_dir / f"fold_{int(f)}" / "model.safetensors").is_file()]  # fmt: skip

@@ -19,15 +19,16 @@ import json
 import os
 from pathlib import Path
 
-from rsna_lumbar.crops.recipes import crop_spec
+from rsna_lumbar.crops.recipes import DEFAULT_GEOMETRY, Geometry, crop_spec
 
 QUANTILE = 75
 CROP_FRACTION_CAP = 0.25
 
 
-def point_jitter_from(localizer: str | os.PathLike,
-                      quantile: int = QUANTILE) -> dict[str, dict[str, tuple[float, int]]]:  # fmt: skip
-    """``{family: {view: (± in-plane mm, ± slices)}}`` from a localiser folder's metrics.
+def point_jitter_from(localizer: str | os.PathLike, quantile: int = QUANTILE,
+                      geometry: Geometry = DEFAULT_GEOMETRY) -> dict[str, dict[str, tuple[float, int]]]:  # fmt: skip
+    """``{family: {view: (± in-plane mm, ± slices)}}`` from a localiser folder's metrics,
+    capped by the crops of ``geometry`` (the training crop cache's).
 
     Raises:
         FileNotFoundError: no ``metrics.json`` (train the localiser out of fold first).
@@ -47,15 +48,15 @@ def point_jitter_from(localizer: str | os.PathLike,
     jitter: dict[str, dict[str, tuple[float, int]]] = {}
     for family, views in errors.items():
         for view, measured in views.items():
-            spec = crop_spec(family, view)
+            spec = crop_spec(family, view, geometry)
             mm = min(float(measured[f"in_plane_p{quantile}_mm"]), CROP_FRACTION_CAP * spec.size_mm)
             slices = min(int(round(float(measured[f"slices_p{quantile}"]))), (spec.n_slices - 1) // 2)
             jitter.setdefault(family, {})[view] = (round(mm, 2), slices)
     return jitter
 
 
-def jitter_override(localizer: str | os.PathLike) -> str:
+def jitter_override(localizer: str | os.PathLike, geometry: Geometry = DEFAULT_GEOMETRY) -> str:
     """The ``data.point_jitter=...`` command-line override for :func:`point_jitter_from`."""
-    jitter = point_jitter_from(localizer)
+    jitter = point_jitter_from(localizer, geometry=geometry)
     plain = {f: {v: list(a) for v, a in views.items()} for f, views in jitter.items()}
     return "data.point_jitter=" + json.dumps(plain, separators=(",", ":"))

@@ -29,7 +29,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +40,14 @@ import yaml
 from tqdm.auto import tqdm
 
 from rsna_lumbar.atomic import atomic_path, write_csv, write_text
+from rsna_lumbar.crops.cache import CropCache
+from rsna_lumbar.crops.recipes import geometry_settings
 from rsna_lumbar.crops.stage import crop_data_folders
 from rsna_lumbar.devices import autocast, choose_device, grad_scaler
 from rsna_lumbar.folds import read_folds
-from rsna_lumbar.models.network import LumbarNet
+from rsna_lumbar.models.dataset import StudyDataset, _seed, collate, labels_by_study
+from rsna_lumbar.models.folder import build_network, describe, write_description
+from rsna_lumbar.models.forward import forward_batch, predict_logits
 from rsna_lumbar.models.registry import ModelSpec, get_spec
 from rsna_lumbar.models.weights import resolve_init_file, save_weights
 from rsna_lumbar.priors import class_priors, save_priors
@@ -56,10 +60,8 @@ from rsna_lumbar.training.config import (
     config_to_dict,
     dump_config,
 )
-from rsna_lumbar.training.dataset import CropCache, StudyDataset, collate, labels_by_study
-from rsna_lumbar.training.dataset import _seed
 from rsna_lumbar.training.losses import loss_parts, metric_loss
-from rsna_lumbar.training.oof import forward_batch, oof_frame, predict_logits, submission_from_logits
+from rsna_lumbar.training.oof import oof_frame, submission_from_logits
 
 LOGGER = logging.getLogger(__name__)
 
@@ -109,17 +111,11 @@ def resolved_spec(config: Config) -> ModelSpec:
     return replace(get_spec(m.spec), **changes)
 
 
-def model_description(config: Config) -> dict:
-    """``model.json``: everything needed to rebuild the network from the folder alone."""
-    return {"spec": asdict(resolved_spec(config)), "families": list(config.data.families),
-            "views": {f: list(config.data.views[f]) for f in config.data.families},
-            "shared": config.model.shared, "classes": ["normal_mild", "moderate", "severe"],
-            "format": 1}
-
-
-def build_network(description: dict, init_file=None) -> LumbarNet:
-    return LumbarNet(ModelSpec(**description["spec"]), description["families"],
-                     description["views"], shared=description["shared"], init_file=init_file)
+def model_description(config: Config, geometry: dict | None = None) -> dict:
+    """``model.json`` of ``config``'s network (:func:`rsna_lumbar.models.folder.describe`),
+    trained on crops cut at ``geometry`` (recorded when given)."""
+    return describe(resolved_spec(config), config.data.families, config.data.views,
+                    config.model.shared, geometry_settings(geometry) if geometry is not None else None)
 
 
 def _schedule(optimizer, warmup: int, total: int):
@@ -390,7 +386,7 @@ def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bo
     if d.main:
         write_csv(folds, out / "folds.csv")
         save_priors(class_priors(train), out / "priors.json")
-        write_text(out / "model.json", json.dumps(model_description(config), indent=1) + "\n")
+        write_description(out, model_description(config, cache.geometry))
         if data is not None:
             write_provenance(out, data, recipe or f"{config.model.spec} (resolved: config.yaml)",
                              fingerprint=fingerprint)
@@ -412,4 +408,4 @@ def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bo
     return out if complete else None
 
 
-__all__ = ["train_cv", "train_fold", "build_network", "model_description", "config_to_dict"]
+__all__ = ["train_cv", "train_fold", "model_description", "config_to_dict"]

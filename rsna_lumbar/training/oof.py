@@ -1,7 +1,5 @@
-"""Predicting studies with a trained network, and the out-of-fold (OOF) files.
+"""The out-of-fold (OOF) files, from :func:`rsna_lumbar.models.forward.predict_logits`'s logits.
 
-* :func:`predict_logits` — a network over a :class:`StudyDataset` →
-  ``{family: (logits (n, N_f, 3), predicted (n, N_f) bool)}`` plus the study order.
 * :func:`oof_frame` — one row per (study, target) of a fold: ``row_id, study_id, fold, family,
   predicted, label, logit_normal_mild, logit_moderate, logit_severe``; rows the network could not
   predict (no view in the cache) carry the training folds' class priors as log-probabilities and
@@ -16,51 +14,12 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-import torch
 
-from rsna_lumbar.devices import autocast
-from rsna_lumbar.training.dataset import collate, family_slots
+from rsna_lumbar.models.dataset import family_slots
+from rsna_lumbar.models.forward import softmax
 from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS, TARGETS, Condition
 
 LOGIT_COLUMNS = tuple(f"logit_{c}" for c in PROBABILITY_COLUMNS)
-
-
-def forward_batch(model, batch: dict, device: torch.device, amp: bool = False) -> dict:
-    """Run ``model`` on a collated batch → family → logits ``(B, N_f, 3)`` (float32)."""
-    inputs = {}
-    for f, x in batch["x"].items():
-        b, n = x.shape[:2]
-        inputs[f] = (x.to(device, non_blocking=True).flatten(0, 1),
-                     batch["mask"][f].to(device, non_blocking=True).flatten(0, 1))
-    with autocast(device, amp):
-        out = model(inputs)
-    return {f: out[f].float().reshape(batch["x"][f].shape[0], -1, 3) for f in out}
-
-
-@torch.no_grad()
-def predict_logits(model, dataset, device: torch.device, batch_size: int = 16, amp: bool = False,
-                   indices=None):
-    """Logits of every study in ``dataset`` (or ``indices`` of it).
-
-    Returns:
-        ``(study_ids, {family: (logits float32 (n, N_f, 3), predicted bool (n, N_f))})``.
-    """
-    model.eval()
-    indices = list(range(len(dataset))) if indices is None else list(indices)
-    studies, chunks = [], {f: ([], []) for f in dataset.families}
-    for start in range(0, len(indices), batch_size):
-        batch = collate([dataset[i] for i in indices[start:start + batch_size]])
-        logits = forward_batch(model, batch, device, amp)
-        studies.extend(int(s) for s in batch["study_id"])
-        for f in dataset.families:
-            chunks[f][0].append(logits[f].cpu().numpy())
-            chunks[f][1].append(batch["mask"][f].any(dim=-1).numpy())
-    out = {}
-    for f, (lg, pr) in chunks.items():
-        n = len(family_slots(f))
-        out[f] = (np.concatenate(lg) if lg else np.zeros((0, n, 3), np.float32),
-                  np.concatenate(pr) if pr else np.zeros((0, n), bool))
-    return studies, out
 
 
 def oof_frame(fold: int, study_ids, outputs, priors: np.ndarray,
@@ -85,13 +44,6 @@ def oof_frame(fold: int, study_ids, outputs, priors: np.ndarray,
                             labels.get(study, {}).get(column, -1), *map(float, values)))
     return pd.DataFrame(records, columns=["row_id", "study_id", "fold", "family", "predicted",
                                           "label", *LOGIT_COLUMNS])
-
-
-def softmax(logits: np.ndarray, temperature=1.0) -> np.ndarray:
-    z = np.asarray(logits, np.float64) / np.asarray(temperature, np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def probabilities(frame: pd.DataFrame, temperatures: Mapping[str, float] | None = None) -> np.ndarray:

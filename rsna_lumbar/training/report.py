@@ -29,14 +29,10 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
 from rsna_lumbar.atomic import atomic_path, write_csv, write_text
 from rsna_lumbar.metric import score_submission
+from rsna_lumbar.models.folder import CALIBRATION_FILE, save_temperatures
 from rsna_lumbar.priors import class_priors, prior_submission
 from rsna_lumbar.tables import read_train
-from rsna_lumbar.training.calibration import (
-    choose_temperatures,
-    cross_fitted,
-    fit_temperatures,
-    save_temperatures,
-)
+from rsna_lumbar.training.calibration import choose_temperatures, cross_fitted, fit_temperatures
 from rsna_lumbar.training.oof import LOGIT_COLUMNS, probabilities, submission_from_logits
 from rsna_lumbar.vocabulary import CONDITIONS, PROBABILITY_COLUMNS
 
@@ -159,7 +155,7 @@ def build_report(model_dir: str | os.PathLike, labels_csv: str | os.PathLike,
         "folds": sorted(int(f) for f in oof.fold.unique()),
         "oof_crops": "training" if crops is None else str(crops),
     }
-    save_temperatures(temperatures, model_dir / "calibration.json")
+    save_temperatures(temperatures, model_dir / CALIBRATION_FILE)
     write_csv(calibrated_sub, model_dir / "oof_calibrated.csv", float_format="%.8g")
     write_figures(per_condition, model_dir / "report")
     write_text(model_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")

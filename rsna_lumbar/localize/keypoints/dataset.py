@@ -21,7 +21,8 @@ decided by registration at prediction).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -57,6 +58,29 @@ class Task:
     def as_config(self) -> dict:
         return {**asdict(self), "in_chans": 3, "n_points": self.n_points}
 
+    @classmethod
+    def from_config(cls, config: dict) -> Task:
+        """The task :meth:`as_config` wrote (a localiser folder's ``config.json``)."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in config.items() if k in names}
+        return cls(**{**values, "conditions": tuple(values["conditions"])})
+
+    def at_resolution(self, input_px: int | None = None, stride: int | None = None) -> Task:
+        """This task seen through ``input_px`` pixels over the same field of view, its heatmap
+        on a ``stride`` grid (``None``: unchanged). ``input_mm`` and ``sigma_px`` scale so the
+        input covers the same millimetres and a point's Gaussian keeps its width in mm; the
+        canonical grid is refined to the input's pixel size when that is finer, over the same
+        field of view (``canon_px · canon_mm`` kept)."""
+        task = self if stride is None else replace(self, stride=stride)
+        if input_px is None or input_px == self.input_px:
+            return task
+        factor = input_px / self.input_px
+        input_mm = self.input_mm / factor
+        canon_mm = min(self.canon_mm, input_mm)
+        canon_px = int(round(self.canon_px * self.canon_mm / canon_mm))
+        return replace(task, input_px=input_px, input_mm=round(input_mm, 6), canon_mm=round(canon_mm, 6),
+                       canon_px=canon_px, sigma_px=round(self.sigma_px * factor, 6))  # fmt: skip
+
 
 TASKS: dict[str, Task] = {
     "sag_t2": Task("sag_t2", SeriesDescription.SAGITTAL_T2.value,
@@ -68,6 +92,12 @@ TASKS: dict[str, Task] = {
                   (Condition.LEFT_SUBARTICULAR_STENOSIS.value,
                    Condition.RIGHT_SUBARTICULAR_STENOSIS.value), "side", 192, 1.0, 128, 1.25),
 }  # fmt: skip
+
+
+def task_for(name: str, cfg) -> Task:
+    """Task ``name`` at the resolution of a :class:`~.config.TrainConfig` (its ``input_px`` and
+    ``stride``; 0 keeps the task's own, so default settings give :data:`TASKS` unchanged)."""
+    return TASKS[name].at_resolution(cfg.input_px or None, cfg.stride or None)
 
 
 def normalise(pixels: np.ndarray) -> np.ndarray:
@@ -140,6 +170,27 @@ class SeriesSample:
     points: np.ndarray
     spacing: float
 
+    def on_disk(self, folder: Path) -> SeriesSample:
+        """This sample with its stack written to ``folder/{study}_{series}.npy`` and read back
+        as a read-only memory map. Every process that trains on it then shares one copy in the
+        page cache (pickling sends the file's name, :meth:`__reduce__`), and the stacks of a
+        few thousand series need not fit in anyone's memory."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.study_id}_{self.series_id}.npy"
+        np.save(path, self.stack)
+        return replace(self, stack=np.load(path, mmap_mode="r"))
+
+    def __reduce__(self):
+        if isinstance(self.stack, np.memmap) and self.stack.filename:
+            return _mapped_sample, (self.study_id, self.series_id, self.stack.filename, self.points,
+                                    self.spacing)  # fmt: skip
+        return SeriesSample, (self.study_id, self.series_id, self.stack, self.points, self.spacing)
+
+
+def _mapped_sample(study_id: int, series_id: int, path: str, points: np.ndarray, spacing: float):
+    """A :class:`SeriesSample` unpickled from its stack's file (:meth:`SeriesSample.on_disk`)."""
+    return SeriesSample(study_id, series_id, np.load(path, mmap_mode="r"), points, spacing)
+
 
 def series_sample(volume, labels, task: Task) -> SeriesSample:
     """Build a :class:`SeriesSample` from a Volume and its label rows (competition schema)."""
@@ -157,10 +208,15 @@ def series_sample(volume, labels, task: Task) -> SeriesSample:
                         np.array(pts, float).reshape(-1, 4), float(volume.spacing[2]))  # fmt: skip
 
 
+def cell_centres(cells, stride: int):
+    """Input-pixel coordinates of heatmap cells (an array or tensor of indices): cell ``i``
+    covers input pixels ``[stride·i, stride·i + stride)``, its centre is
+    ``stride·i + (stride − 1) / 2``."""
+    return cells * stride + (stride - 1) / 2
+
+
 def heatmap_target(task: Task, points_uv: np.ndarray, weights: np.ndarray, channels: np.ndarray) -> np.ndarray:
     """``(n_points, input_px/stride, input_px/stride)`` Gaussians at input-pixel ``points_uv`` (P, 2)."""
-    from rsna_lumbar.localize.keypoints.model import cell_centres
-
     h = task.input_px // task.stride
     target = np.zeros((task.n_points, h, h), np.float32)
     grid = cell_centres(np.arange(h), task.stride)[None]

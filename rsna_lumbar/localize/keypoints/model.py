@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rsna_lumbar.atomic import atomic_path, write_text
+from rsna_lumbar.localize.keypoints.dataset import Task, cell_centres
 
 STRIDE = 4
 
@@ -37,6 +38,7 @@ class HeatmapNet(nn.Module):
         super().__init__()
         import timm
 
+        self.task = None  # the Task (input grid) it was trained on, once trained or loaded
         if stride not in (2, 4):
             raise ValueError(f"HeatmapNet stride must be 2 or 4; got {stride}")
         self.stride = stride
@@ -92,12 +94,6 @@ def decode_peaks(prob: torch.Tensor, stride: int = STRIDE) -> tuple[torch.Tensor
         uv[:, axis] += offset
     uv = cell_centres(uv, stride).float()
     return uv.reshape(*prob.shape[:-2], 2), score.float().reshape(prob.shape[:-2])
-
-
-def cell_centres(cells: torch.Tensor | np.ndarray, stride: int):
-    """Input-pixel coordinates of output cells: cell ``i`` covers input pixels
-    ``[stride·i, stride·i + stride)``, its centre is ``stride·i + (stride − 1) / 2``."""
-    return cells * stride + (stride - 1) / 2
 
 
 def save_state(model: nn.Module, path: str | os.PathLike) -> None:
@@ -156,6 +152,7 @@ def load_models(folder: str | os.PathLike) -> tuple[dict, dict[str, list[Heatmap
             model = HeatmapNet(config["backbone"], spec["in_chans"], spec["n_points"],
                                config.get("width", 64), spec.get("stride", STRIDE))  # fmt: skip
             model.load_state_dict(load_state(folder / name))
+            model.task = Task.from_config(spec)
             models.setdefault(task, []).append(model.eval())
     return config, models
 

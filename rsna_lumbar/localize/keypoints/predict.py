@@ -11,8 +11,8 @@ Rules (documented choices):
   evidence says the chain sits one disc higher or lower. The mid-line slice is the one whose
   chain scores best after a Gaussian prior (sd 20 mm) on its distance from the series centre
   (sagittal series are centred on the spine). Each level's point is its heatmap's refined
-  peak within the cells where the chain read that level's evidence (±2 cells, ±8.8 mm, around
-  the chosen candidate), on the slice (of the three) where that peak is highest; a wider
+  peak within the cells where the chain read that level's evidence (:data:`EVIDENCE_MM`, ±8.8 mm: ±2
+  cells of the 128 px grid, around the chosen candidate), on the slice (of the three) where that peak is highest; a wider
   window let a level's map that rises toward the next disc drag its point half-way there.
   Without a valid chain the mid-line slice is the one with the highest (prior-weighted) sum
   of the five levels' peaks and each level takes its own best peak within one slice of it.
@@ -21,7 +21,7 @@ Rules (documented choices):
   study's predicted canal points when the T2 series was localised, else the centre of the T1
   stack — patient left = LPS +x. Each side takes its best slice.
 * **Axial T2 → Subarticular Stenosis**: each predicted canal point (world) is registered to the
-  axial stacks with :func:`rsna_lumbar.registration.place_in_stack`/``choose``; the ``axial``
+  axial stacks with :func:`rsna_lumbar.dicom.placement.place_in_stack`/``choose``; the ``axial``
   model on that slice gives the left and right points (channel 0 = patient left). The slices
   of one axial stack go through the models in one batch.
 
@@ -35,11 +35,20 @@ import numpy as np
 import torch
 
 from rsna_lumbar.devices import autocast, model_device
-from rsna_lumbar.localize.keypoints.dataset import TASKS, Task, canonical_stack, compose, input_to_canon, three_slices, warp
-from rsna_lumbar.localize.keypoints.model import cell_centres, decode_peaks
+from rsna_lumbar.localize.keypoints.dataset import (
+    TASKS, Task, canonical_stack, cell_centres, compose, input_to_canon, three_slices, warp,
+)
+from rsna_lumbar.localize.keypoints.model import decode_peaks
 from rsna_lumbar.vocabulary import LEVELS, Condition, Side
 
 SOURCE = "learned"
+EVIDENCE_MM = 8.8  # reach of a level's evidence around a chain candidate (module docstring)
+
+
+def task_of(models: list, name: str) -> Task:
+    """The task (input grid) ``models`` were trained on: their ``task`` (set by training and
+    by :func:`~.model.load_models` from ``config.json``), else :data:`~.dataset.TASKS`'s."""
+    return getattr(models[0], "task", None) or TASKS[name]
 
 
 def _forward(model, chunk: torch.Tensor) -> torch.Tensor:
@@ -170,7 +179,7 @@ def _row(volume, condition: Condition, level, k: int, col: float, row: float, co
 def canal_points(models: list, volume, chain: bool = True, centre_sd_mm: float = 20.0) -> list[dict]:
     """Spinal Canal Stenosis rows (one per level) of a sagittal T2 Volume (``chain``: decode
     the five levels jointly, see the module docstring; else each level on its own)."""
-    prob, to_vox, slices = slice_probabilities(models, volume, TASKS["sag_t2"])
+    prob, to_vox, slices = slice_probabilities(models, volume, task_of(models, "sag_t2"))
     return decode_canal(prob, to_vox, slices, volume, models[0].stride, chain, centre_sd_mm)
 
 
@@ -178,8 +187,10 @@ def decode_canal(prob: torch.Tensor, to_vox: np.ndarray, slices: np.ndarray, vol
                  chain: bool = True, centre_sd_mm: float = 20.0) -> list[dict]:  # fmt: skip
     """:func:`canal_points` from the ``sag_t2`` probabilities of :func:`slice_probabilities`
     (``prob (K, 5, h, w)``, ``to_vox``, ``slices``) of ``volume`` on a ``stride`` grid."""
-    pool = 8 // stride + 1  # cells (odd) of a level's evidence at a candidate: ±8.8 mm at stride 2
-    half = pool // 2
+    # cells (odd) of a level's evidence at a candidate: ±EVIDENCE_MM, whatever the grid's detail
+    cell_mm = stride * float(np.hypot(to_vox[0, 0] * volume.spacing[0], to_vox[1, 0] * volume.spacing[1]))
+    half = max(1, int(round(EVIDENCE_MM / cell_mm)))
+    pool = 2 * half + 1
     uv, score = decode_peaks(prob, stride)
     vox, score = _to_voxel(to_vox, uv.numpy()), score.numpy()
     # sagittal series are centred on the spine: a Gaussian prior on the mid-line slice
@@ -224,7 +235,7 @@ def decode_canal(prob: torch.Tensor, to_vox: np.ndarray, slices: np.ndarray, vol
 
 def foramen_points(models: list, volume, midline_x: float | None = None) -> list[dict]:
     """Left and right Neural Foraminal Narrowing rows (up to 10) of a sagittal T1 Volume."""
-    vox, score, slices = slice_heatmaps(models, volume, TASKS["sag_t1"])
+    vox, score, slices = slice_heatmaps(models, volume, task_of(models, "sag_t1"))
     n_cols, n_rows = volume.shape[2], volume.shape[1]
     centres = volume.voxel_to_world(np.c_[np.full(len(slices), (n_cols - 1) / 2),
                                           np.full(len(slices), (n_rows - 1) / 2), slices])  # fmt: skip
@@ -249,9 +260,9 @@ def subarticular_points(models: list, canal: list[dict], axial_stacks: list, rea
 
     ``read(stack) -> Volume`` decodes a stack (cached by the caller).
     """
-    from rsna_lumbar.registration import stack_showing
+    from rsna_lumbar.dicom.placement import stack_showing
 
-    task = TASKS["axial"]
+    task = task_of(models, "axial")
     placed = []  # (canal row, axial volume, its slice, confidence factor), in canal order
     for point in canal:
         world = np.array([point["world_x"], point["world_y"], point["world_z"]])

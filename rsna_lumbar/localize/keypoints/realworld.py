@@ -1,5 +1,6 @@
-"""Sim-to-real check: the five real sagittal T2 exams of ``shared/data/real-lumbar`` as Volumes,
-their disc truth, and the measurement of the canal points against it.
+"""Sim-to-real check: the five real sagittal T2 exams (``shared/data/real-lumbar``, found by
+:func:`rsna_lumbar.layout.real_exams_dir`) as Volumes, their disc truth, and the measurement of
+the canal points against it.
 
 Wrapping (our choice of geometry; the source has no header). A source array ``image`` has
 axes (superior→inferior rows, anterior→posterior columns, left–right), 1 mm isotropic. The
@@ -46,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from rsna_lumbar.dicom.volume import Volume
+from rsna_lumbar.layout import real_exams_dir
 from rsna_lumbar.vocabulary import LEVELS, SeriesDescription
 
 FIRST = 1
@@ -54,13 +56,12 @@ FRAMINGS = ("acquired", "tight", "top_cut")
 TIGHT_ABOVE_MM = 10.0  # tight framing: kept above the L1/L2 disc
 TIGHT_BELOW_MM = 20.0  # … and below the L5/S1 disc (the top of the sacrum)
 LANDING_MM = 20.0  # the canal point sits 2–9 mm behind the edge; 20 mm leaves room, not the fat
-REAL_DIR = Path(__file__).resolve().parents[4] / "shared" / "data" / "real-lumbar"
 
 
 def real_exams(folder: str | os.PathLike | None = None) -> list[Path]:
-    """The ``ivd_*.npz`` files of the real-exam folder (default ``../shared/data/real-lumbar``
-    next to the repository, or ``RSNA_REAL_LUMBAR``)."""
-    folder = Path(folder or os.environ.get("RSNA_REAL_LUMBAR", REAL_DIR))
+    """The ``ivd_*.npz`` files of ``folder`` (default :func:`rsna_lumbar.layout.real_exams_dir`:
+    ``RSNA_REAL_LUMBAR``, else ``shared/data/real-lumbar`` beside the repository)."""
+    folder = Path(folder or real_exams_dir())
     return sorted(folder.glob("ivd_*.npz"))
 
 

@@ -1,6 +1,7 @@
 """The ``localize`` stage: out-of-fold training + metrics (``train``), or prediction (``test``).
 
-Output CSV columns (:data:`OUTPUT_COLUMNS`): ``train_label_coordinates.csv``'s
+Output CSV columns (:data:`rsna_lumbar.points.LOCALISED_COLUMNS`, written by
+:func:`rsna_lumbar.points.write_points`): ``train_label_coordinates.csv``'s
 ``study_id, series_id, instance_number, condition, level, x, y`` (same spellings) plus
 ``world_x, world_y, world_z`` (LPS mm), ``source`` and ``confidence``.
 
@@ -27,7 +28,7 @@ as at prediction; ``config.json`` records ``"models_per_fold"``
 (:func:`~rsna_lumbar.localize.keypoints.model.fold_members` picks a fold's models).
 
 Level chain (prediction): given a level finder (``Volume -> LevelPoints``, in production
-TotalSpineSeg through :func:`rsna_lumbar.localize.localize_series`), each study's sagittal T2
+TotalSpineSeg through :func:`rsna_lumbar.localize.tss_level_finder`), each study's sagittal T2
 volume goes to it first. When its result is :attr:`~rsna_lumbar.localize.LevelPoints.ok`, the
 canal and foraminal rows come from it (:func:`level_rows`, ``source`` = the finder's, e.g.
 ``"totalspineseg"``) and the learned sagittal models are not run; the subarticular rows still
@@ -59,22 +60,21 @@ from rsna_lumbar.atomic import write_csv, write_text
 from rsna_lumbar.devices import choose_device, resolve_device
 from rsna_lumbar.dicom.reader import read_stack
 from rsna_lumbar.localize.keypoints import predict as P
-from rsna_lumbar.localize.keypoints.dataset import TASKS
+from rsna_lumbar.localize.keypoints.dataset import TASKS, task_for
 from rsna_lumbar.localize.keypoints.model import load_models, save_models
 from rsna_lumbar.localize.keypoints.train import (FitJob, TrainConfig, load_samples, read_or_make_folds,
                                                   run_fits, study_stacks)
 from rsna_lumbar.localize.keypoints.view_errors import view_errors
 from rsna_lumbar.localize.levels import LevelPoints, PointKind
 from rsna_lumbar.provenance import write_provenance
-from rsna_lumbar.registration import (
+from rsna_lumbar.dicom.placement import (
     axial_stacks_by_study, competition_to_world, is_axial_stack, place_in_stack, stack_showing,
 )
+from rsna_lumbar.points import write_points
 from rsna_lumbar.tables import read_label_coordinates
 from rsna_lumbar.vocabulary import LEVELS, Condition, SeriesDescription, Side
 
 _LOG = logging.getLogger(__name__)
-OUTPUT_COLUMNS = ("study_id", "series_id", "instance_number", "condition", "level", "x", "y",
-                  "world_x", "world_y", "world_z", "source", "confidence")  # fmt: skip
 
 
 def _largest(stacks: list, description: str):
@@ -156,7 +156,7 @@ def _placed(world: np.ndarray, stacks: list, home, condition: Condition, level, 
 
 
 def level_rows(found: LevelPoints, t2, t1_stacks: list) -> list[dict]:
-    """Spinal Canal Stenosis and Neural Foraminal Narrowing rows (:data:`OUTPUT_COLUMNS`) from
+    """Spinal Canal Stenosis and Neural Foraminal Narrowing rows (:data:`LOCALISED_COLUMNS`) from
     an ok :class:`LevelPoints` of the sagittal T2 stack ``t2``.
 
     The canal point is the posterior disc edge moved :data:`CANAL_BEHIND_DISC_MM` further along
@@ -182,7 +182,7 @@ def level_rows(found: LevelPoints, t2, t1_stacks: list) -> list[dict]:
 def predict_study(models: dict, study_stack_list: list, data: Path,
                   levels: LevelFinder | None = None,
                   log: LevelSourceLog | None = None, decode=read_stack) -> list[dict]:  # fmt: skip
-    """All rows (:data:`OUTPUT_COLUMNS`) that can be placed for one study.
+    """All rows (:data:`LOCALISED_COLUMNS`) that can be placed for one study.
 
     Args:
         models: ``{task: fold models}`` of a localiser folder (tasks may be missing).
@@ -278,6 +278,11 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
     soon as it is trained; a run stopped part-way and started again with the same settings and
     data loads those instead of training them again. The folder is removed once ``model_dir``
     is written.
+
+    Memory: each training series' canonical stack is written to ``WORK/localiser_samples`` as
+    it is made and memory-mapped from there (:meth:`.dataset.SeriesSample.on_disk`): the jobs'
+    processes share one copy through the page cache, and the split's stacks (about 6 GB for
+    2,000 studies at the default grids) need not fit in memory. Removed at the end.
     """
     from rsna_lumbar.localize.keypoints import realworld
 
@@ -288,7 +293,8 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
     stacks = study_stacks(data, "train", work, workers)
     coords = read_label_coordinates(data / "train_label_coordinates.csv")
     fold_of = read_or_make_folds(data, Path(folds) if folds else None, n_folds).set_index("study_id").fold
-    samples = {t: load_samples(data, TASKS[t], coords, stacks) for t in tasks}
+    store = Path(work) / "localiser_samples"  # the training stacks, memory-mapped (scratch)
+    samples = {t: load_samples(data, task_for(t, cfg), coords, stacks, store / t) for t in tasks}
     by_study = _by_study(stacks)
     fold_ids = sorted(fold_of.unique())
     exams = realworld.real_exams() if real or real is None else []
@@ -298,7 +304,7 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
         msg = "real=True but no real exams found (set RSNA_REAL_LUMBAR) or sag_t2 not trained"
         raise FileNotFoundError(msg)
     real_fold = {path.stem: i % len(fold_ids) for i, path in enumerate(exams)}
-    real_samples = {path.stem: realworld.real_sample(path) for path in exams}
+    real_samples = {path.stem: realworld.real_sample(path, task_for("sag_t2", cfg)) for path in exams}
     models: dict[str, list] = {t: [] for t in tasks}
     rows, real_rows, started = [], [], time.time()
     fits = fit_jobs(fold_of, tasks, cfg, steps, real_fold)
@@ -319,15 +325,15 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
                         result = realworld.measure_exam(fold_models["sag_t2"], path, framing)
                         real_rows.append(result.assign(fold=index))
         _LOG.info("fold %s done (%.0f s)", fold, time.time() - started)
-    table = pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
-    write_csv(table, out)
-    config = {"backbone": cfg.backbone, "width": cfg.width, "tasks": {t: TASKS[t].as_config() for t in tasks},
+    table = write_points(rows, out)
+    config = {"backbone": cfg.backbone, "width": cfg.width, "tasks": {t: task_for(t, cfg).as_config() for t in tasks},
               "train": asdict(cfg), "steps": steps or {}, "folds": int(fold_of.nunique()),
               "models_per_fold": cfg.seeds, "real_folds": real_fold}  # fmt: skip
     save_models(model_dir, config, models)
     write_provenance(model_dir, data, f"localize {cfg.backbone}: {int(fold_of.nunique())} folds, "
                      f"steps {steps or cfg.steps}, {len(exams)} real exams (config.json)")
     shutil.rmtree(resume, ignore_errors=True)
+    shutil.rmtree(store, ignore_errors=True)
     metrics = evaluate(table, coords, stacks)
     if real_rows:
         real_table = pd.concat(real_rows, ignore_index=True)
@@ -376,9 +382,7 @@ def predict_split(data, split, out, model_dir, *, work="work", workers=None,
                                       volumes.read if volumes is not None else read_stack)
     if levels is not None:
         _LOG.info("%s", log.summary())
-    table = pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
-    write_csv(table, out)
-    return table
+    return write_points(rows, out)
 
 
 def _world_truth(coords: pd.DataFrame, stacks: dict) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from rsna_lumbar.dicom.index import read_index, write_index
 from rsna_lumbar.dicom.reader import read_stack
 from rsna_lumbar.dicom.stacks import iter_series_stacks
 from rsna_lumbar.localize.keypoints.config import TrainConfig
-from rsna_lumbar.localize.keypoints.dataset import TASKS, Task, SeriesSample, draw, series_sample
+from rsna_lumbar.localize.keypoints.dataset import SeriesSample, Task, draw, series_sample, task_for
 from rsna_lumbar.localize.keypoints.model import HeatmapNet, load_state, save_state
 from rsna_lumbar.parallel import ordered_map
 
@@ -55,8 +55,11 @@ def best_stack(stacks: list, instances: set[int]):
 
 
 def load_samples(data: str | os.PathLike, task: Task, coords: pd.DataFrame,
-                 stacks: dict[tuple[int, int], list]) -> list[SeriesSample]:  # fmt: skip
-    """One :class:`SeriesSample` per series of the task's description that has labels."""
+                 stacks: dict[tuple[int, int], list],
+                 store: str | os.PathLike | None = None) -> list[SeriesSample]:  # fmt: skip
+    """One :class:`SeriesSample` per series of the task's description that has labels;
+    ``store``: a folder where each sample's stack goes as it is made, memory-mapped from there
+    (:meth:`SeriesSample.on_disk`), so no process holds the split's stacks in memory."""
     mine = coords[coords.condition.isin([_title(c) for c in task.conditions])]
     out = []
     for (study, series), rows in mine.groupby(["study_id", "series_id"], sort=True):
@@ -68,7 +71,8 @@ def load_samples(data: str | os.PathLike, task: Task, coords: pd.DataFrame,
         except Exception as exc:  # one unreadable series must not stop training
             _LOG.warning("study %s series %s: unreadable (%s); skipped", study, series, exc)
             continue
-        out.append(series_sample(volume, rows, task))
+        sample = series_sample(volume, rows, task)
+        out.append(sample.on_disk(Path(store)) if store is not None else sample)
     return out
 
 
@@ -138,6 +142,7 @@ def fit(samples: list[SeriesSample], task: Task, cfg: TrainConfig, log_every: in
 
 def _new_model(task: Task, cfg: TrainConfig) -> HeatmapNet:
     model = HeatmapNet(cfg.backbone, 3, task.n_points, cfg.width, task.stride)
+    model.task = task  # the grid it sees: prediction reads it (HeatmapNet.task)
     return model.to(memory_format=torch.channels_last)
 
 
@@ -162,7 +167,7 @@ def job_key(job: FitJob, samples: dict[str, list[SeriesSample]], extra: dict[str
     seeds resumes from the models of one with fewer; so is ``cfg.device``: a run moved from the
     CPU to a GPU (or back) keeps the models already trained."""
     settings = {k: v for k, v in asdict(job.cfg).items() if k not in ("seeds", "device")}
-    digest = hashlib.sha1(json.dumps([settings, TASKS[job.task].as_config(), sorted(job.held),
+    digest = hashlib.sha1(json.dumps([settings, task_for(job.task, job.cfg).as_config(), sorted(job.held),
                                       list(job.extra)], default=str).encode())  # fmt: skip
     train = [s for s in samples[job.task] if s.study_id not in job.held]
     for sample in train + [extra[e] for e in job.extra]:
@@ -177,13 +182,13 @@ def _fit_job(job: FitJob, samples: dict[str, list[SeriesSample]], extra: dict[st
     if path is not None and path.is_file():
         _LOG.info("%s, fold %d, seed %d: kept from an earlier run (%s)", job.task, job.fold,
                   job.cfg.seed, path)  # fmt: skip
-        model = _new_model(TASKS[job.task], job.cfg)
+        model = _new_model(task_for(job.task, job.cfg), job.cfg)
         model.load_state_dict(load_state(path))
         return model.eval()
     _LOG.info("training %s, fold %d, seed %d (%d steps)", job.task, job.fold, job.cfg.seed,
               job.cfg.steps)  # fmt: skip
     train = [s for s in samples[job.task] if s.study_id not in job.held]
-    model = fit(train, TASKS[job.task], job.cfg, extra=[extra[e] for e in job.extra])
+    model = fit(train, task_for(job.task, job.cfg), job.cfg, extra=[extra[e] for e in job.extra])
     if path is not None:
         save_state(model, path)
     return model
@@ -228,7 +233,7 @@ def run_fits(fits: list[FitJob], samples: dict[str, list[SeriesSample]],
                          initializer=_start_worker, initargs=start)  # fmt: skip
     models: list[HeatmapNet | None] = [None] * len(fits)
     for i, state in zip(order, states):
-        model = _new_model(TASKS[fits[i].task], fits[i].cfg)
+        model = _new_model(task_for(fits[i].task, fits[i].cfg), fits[i].cfg)
         model.load_state_dict(state)
         models[i] = model.eval()
     _WORKER.clear()  # a run in this process leaves no samples behind

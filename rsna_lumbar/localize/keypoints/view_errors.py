@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rsna_lumbar.crops import VIEWS
-from rsna_lumbar.registration import axial_stacks_by_study, is_axial_stack, stack_showing
+from rsna_lumbar.dicom.placement import axial_stacks_by_study, is_axial_stack, stack_showing
+from rsna_lumbar.vocabulary import VIEWS
 
 QUANTILES = (50, 75)
 

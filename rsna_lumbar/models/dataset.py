@@ -1,4 +1,4 @@
-"""Studies from the crop cache as fixed-shape tensors, with MRI-suited augmentation.
+"""Studies' crop arrays as the severity networks' fixed-shape tensors, with MRI-suited augmentation.
 
 One item is one study: for every family ``f`` with ``N_f`` slots (spinal 5 = levels; foraminal
 and subarticular 10 = left then right × levels, the order of :data:`rsna_lumbar.vocabulary.TARGETS`):
@@ -8,7 +8,8 @@ and subarticular 10 = left then right × levels, the order of :data:`rsna_lumbar
 * ``mask[f]``: bool ``(N_f, V_f)`` — whether the view exists in the cache;
 * ``label[f]``: int64 ``(N_f,)`` — 0/1/2, −1 when unlabelled or without any view.
 
-Keeping the study whole lets the loss see all five spinal levels together (the any-severe term)
+The arrays come from a crop cache (:class:`rsna_lumbar.crops.cache.CropCache`) when training,
+or from memory when predicting (:mod:`rsna_lumbar.models.predictor`). Keeping the study whole lets the loss see all five spinal levels together (the any-severe term)
 and makes every batch the same shape. Augmentation is per view (albumentations on the
 ``(H, W, S)`` stack, so all slices move together): small affine (the localiser's in-plane error),
 brightness/contrast, noise, blur; ``slice_jitter`` shifts the slice window (its through-plane
@@ -24,54 +25,18 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from rsna_lumbar.crops import VIEWS
-from rsna_lumbar.crops.recipes import crop_spec
-from rsna_lumbar.vocabulary import CONDITIONS, LEVELS, SEVERITIES, Family, target_column
-
-INDEX_COLUMNS = ("study_id", "condition", "level", "family", "side", "file", "label")
+from rsna_lumbar.crops.recipes import DEFAULT_GEOMETRY, crop_spec
+from rsna_lumbar.vocabulary import CONDITIONS, LEVELS, SEVERITIES, VIEWS, Family, target_column
 
 
 def family_slots(family: str) -> list[tuple[str, str]]:
     """(condition, level) of each slot of ``family``, in TARGETS order."""
     return [(c.value, lv.value) for c in CONDITIONS if c.family.value == family for lv in LEVELS]
-
-
-class CropCache:
-    """Read access to a crop cache folder (``index.csv`` + ``{study}.npz``)."""
-
-    def __init__(self, root: str | os.PathLike, keep_in_memory: bool = False):
-        self.root = Path(root)
-        index = self.root / "index.csv"
-        if not index.is_file():
-            msg = f"{index} not found; build the crop cache first ('rsna-lumbar crops')"
-            raise FileNotFoundError(msg)
-        frame = pd.read_csv(index, dtype={"side": str})
-        missing = [c for c in INDEX_COLUMNS if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{index} lacks columns {missing}; rebuild the crop cache")
-        self.index = frame
-        self.files = frame.groupby("study_id")["file"].first().to_dict()
-        self._memory: dict[int, dict[str, np.ndarray]] | None = {} if keep_in_memory else None
-
-    @property
-    def study_ids(self) -> list[int]:
-        return sorted(int(s) for s in self.files)
-
-    def arrays(self, study_id: int) -> dict[str, np.ndarray]:
-        """``{condition}/{level}/{view}`` → float16 ``(S, H, W)`` of one study."""
-        if self._memory is not None and study_id in self._memory:
-            return self._memory[study_id]
-        with np.load(self.root / self.files[study_id]) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        if self._memory is not None:
-            self._memory[study_id] = arrays
-        return arrays
 
 
 def labels_by_study(train: pd.DataFrame) -> dict[int, dict[str, int]]:
@@ -123,7 +88,8 @@ class StudyDataset(torch.utils.data.Dataset):
     """Studies of a crop cache as tensors (see module docstring).
 
     Args:
-        cache: the crop cache.
+        cache: the studies' crop arrays: anything with ``arrays(study_id)`` (a
+            :class:`~rsna_lumbar.crops.cache.CropCache`).
         study_ids: the studies of this split.
         labels: ``labels_by_study`` output (``None`` at inference: every label −1).
         families, views: what to read (``DataConfig``).
@@ -135,7 +101,7 @@ class StudyDataset(torch.utils.data.Dataset):
         seed: with :meth:`set_epoch`, fixes every random draw.
     """
 
-    def __init__(self, cache: CropCache, study_ids: Sequence[int], labels, families, views,
+    def __init__(self, cache, study_ids: Sequence[int], labels, families, views,
                  slices: int, size: int, augment=None, slice_jitter: int = 0,
                  point_jitter: dict | None = None, seed: int = 0):  # fmt: skip
         self.cache = cache
@@ -163,7 +129,8 @@ class StudyDataset(torch.utils.data.Dataset):
             return None
         if (family, view) not in self._transforms:
             mm = self.point_jitter.get(family, {}).get(view)
-            translate = None if mm is None else mm[0] / crop_spec(family, view).size_mm
+            geometry = getattr(self.cache, "geometry", DEFAULT_GEOMETRY)  # a CropCache's
+            translate = None if mm is None else mm[0] / crop_spec(family, view, geometry).size_mm
             self._transforms[family, view] = build_augmentation(self.augment_config, translate=translate)
         return self._transforms[family, view]
 
