@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from rsna_lumbar.localize.keypoints.config import TrainConfig
-from rsna_lumbar.localize.keypoints.stage import train_oof
+from rsna_lumbar.localize.oof import train_oof
 from rsna_lumbar.synth.generate import generate
 
 

@@ -29,7 +29,8 @@ TRAIN_STUDIES, TEST_STUDIES = 8, 12
 def _train(data: Path, work: Path, weights: Path) -> None:
     from rsna_lumbar.crops.stage import build_crops
     from rsna_lumbar.folds import make_folds, write_folds
-    from rsna_lumbar.localize.keypoints.stage import TASKS, train_oof
+    from rsna_lumbar.localize.keypoints.dataset import TASKS
+    from rsna_lumbar.localize.oof import train_oof
     from rsna_lumbar.priors import class_priors, save_priors
     from rsna_lumbar.tables import read_train
     from rsna_lumbar.training.config import load_config
@@ -67,7 +68,7 @@ def _sequential(data: Path, models: Path, work: Path) -> dict[str, float]:
 
     from rsna_lumbar.crops.stage import build_crops
     from rsna_lumbar.inference.ensemble import read_ensemble
-    from rsna_lumbar.localize.keypoints.stage import predict_split as predict_points
+    from rsna_lumbar.localize.stage import predict_split as predict_points
     from rsna_lumbar.models import load_model_folder
     from rsna_lumbar.tables import split_study_ids
 

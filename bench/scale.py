@@ -45,7 +45,7 @@ if name == "index":
     from rsna_lumbar.dicom.index import write_index
     write_index(data, "train", work, progress=False)
 elif name == "localise":
-    from rsna_lumbar.localize.keypoints.stage import predict_split
+    from rsna_lumbar.localize.stage import predict_split
     predict_split(data, "test", work / "points_test.csv", work / "localizer", work=work,
                   device="cpu")
 elif name == "crops":
@@ -81,7 +81,7 @@ def _disk_gb(path: Path) -> float:
 def _localiser(data: Path, work: Path) -> None:
     """A localiser trained for a few steps on the first 8 studies (prediction cost only)."""
     from rsna_lumbar.localize.keypoints.config import TrainConfig
-    from rsna_lumbar.localize.keypoints.stage import train_oof
+    from rsna_lumbar.localize.oof import train_oof
 
     small = work / "small"
     if (work / "localizer" / "config.json").is_file():

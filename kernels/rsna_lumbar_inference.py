@@ -21,7 +21,7 @@ ROOT = Path(os.environ.get("RSNA_KAGGLE_ROOT", "/kaggle"))
 INPUT, SUBMISSION = ROOT / "input", ROOT / "working" / "submission.csv"
 HEADER = "row_id,normal_mild,moderate,severe"
 RERUN = bool(os.environ.get("KAGGLE_IS_COMPETITION_RERUN"))
-KIT_MODULES = ("torch, timm, rsna_lumbar.models.predictor, rsna_lumbar.localize.keypoints.stage, "
+KIT_MODULES = ("torch, timm, rsna_lumbar.models.predictor, rsna_lumbar.localize.stage, "
                "rsna_lumbar.crops.stage, rsna_lumbar.inference.predict, rsna_lumbar.cli.predict")
 
 

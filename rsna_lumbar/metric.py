@@ -234,3 +234,32 @@ def score_submission(
     """Score a submission frame against a ``train.csv`` frame (read by
     :func:`rsna_lumbar.tables.read_train`); ``subset`` as in :func:`score_frames`."""
     return score_frames(labels_long(train), submission, subset=subset)
+
+
+def bootstrap_scores(train: pd.DataFrame, submissions: dict[str, pd.DataFrame], *,
+                     resamples: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+    """The score of each submission on the same bootstrap resamples of the studies of ``train``.
+
+    Each resample draws as many studies as ``train`` holds, with replacement; a study drawn
+    twice enters twice (renamed), so every resample is scored exactly as :func:`score_submission`
+    scores a split. The draws are shared by the submissions, so differences between two of them
+    are paired (the interval of a difference is the percentiles of ``a − b``).
+
+    Returns:
+        ``{name: float64 (resamples,)}`` scores.
+    """
+    studies = train["study_id"].astype(int).to_numpy()
+    rows_of = {name: {int(s): rows for s, rows in frame.groupby(
+                   frame["row_id"].str.split("_", n=1).str[0].astype(int))}
+               for name, frame in submissions.items()}  # fmt: skip
+    rng = np.random.default_rng(seed)
+    scores = {name: np.empty(resamples) for name in submissions}
+    for r in range(resamples):
+        drawn = rng.choice(len(studies), size=len(studies), replace=True)
+        renamed = [(k, int(studies[i])) for k, i in enumerate(drawn)]
+        labels = train.iloc[drawn].assign(study_id=[k + 1 for k, _ in renamed])
+        for name, by_study in rows_of.items():
+            parts = [by_study[s].assign(row_id=by_study[s]["row_id"].str.replace(
+                         f"{s}_", f"{k + 1}_", n=1, regex=False)) for k, s in renamed]  # fmt: skip
+            scores[name][r] = score_submission(labels, pd.concat(parts, ignore_index=True)).score
+    return scores

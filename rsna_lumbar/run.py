@@ -20,7 +20,10 @@ severity settings retrains nothing else; ``--device`` may change between runs.
 of fold, with balanced accuracy and Moderate recall per family), ``prior`` and ``bayes_floor``
 (same rows), ``members`` (each model folder's reports), ``localiser`` (level accuracy and median
 error, out of fold), ``test`` (when the test split has labels: the submission's terms, score and
-``studies``, with ``prior`` and ``bayes_floor`` on the same rows), ``submission``.
+``studies``, with ``prior`` and ``bayes_floor`` on the same rows, ``interval95`` — 95 % bootstrap
+intervals over the test studies of ``score`` and of ``prior_minus_score``, paired — and
+``localiser``, the canal level accuracy and median and 95th-percentile error on the test split
+against the synthetic truth), ``submission``.
 """
 
 from __future__ import annotations
@@ -136,6 +139,7 @@ def run_chain(recipe: Recipe, work: str | Path, weights: str | Path, data: str |
                           device=device, chunk_studies=recipe.settings["predict"]["chunk_studies"])
     if progress.stage("score") and summary.get("submission"):
         summary["test"] = _score_test(data, Path(summary["submission"]), weights)
+        summary["test"]["localiser"] = _localiser_on_test(data, work / "predict")
     summary["stages"] = progress.done()
     summary["minutes"] = round((time.time() - progress.started) / 60, 1)
     write_text(work / "summary.json", json.dumps(summary, indent=1) + "\n")
@@ -226,7 +230,7 @@ def _folds_and_priors(recipe: Recipe, data: Path, work: Path, weights: Path) -> 
 def _localiser(recipe: Recipe, data: Path, work: Path, weights: Path, device: str) -> dict:
     """The localiser trained out of fold into ``OUT/localizer`` (skipped when done); its
     canal level accuracy and median error, out of fold."""
-    from rsna_lumbar.localize.keypoints.stage import train_oof
+    from rsna_lumbar.localize.oof import train_oof
 
     out, folder = work / "localize_oof.csv", weights / "localizer"
     if out.is_file() and (folder / "metrics.json").is_file():
@@ -348,7 +352,7 @@ def _manifest(recipe: Recipe, weights: Path) -> None:
 def _score_test(data: Path, submission: Path, weights: Path) -> dict:
     """Validate the submission (every row of the split); with labels or synthetic truth for
     the test split, score it, the prior baseline and the Bayes floor on the same rows."""
-    from rsna_lumbar.metric import score_submission
+    from rsna_lumbar.metric import bootstrap_scores, score_submission
     from rsna_lumbar.priors import load_priors, prior_submission
     from rsna_lumbar.submission import validate_submission
     from rsna_lumbar.tables import read_sample_submission, read_train, split_study_ids
@@ -367,7 +371,50 @@ def _score_test(data: Path, submission: Path, weights: Path) -> dict:
     bayes = data / "truth" / "bayes_test.csv"
     if bayes.is_file():
         result["bayes_floor"] = score_submission(labels, read_sample_submission(bayes)).as_dict()
+    scores = bootstrap_scores(labels, {"submission": frame, "prior": prior}, resamples=RESAMPLES)
+    result["interval95"] = {
+        "resamples": RESAMPLES,
+        "score": _percentiles(scores["submission"]),
+        "prior_minus_score": _percentiles(scores["prior"] - scores["submission"])}
     return result
+
+
+RESAMPLES = 200  # bootstrap resamples of the test studies for the 95 % intervals
+
+
+def _percentiles(values) -> list[float]:
+    import numpy as np
+
+    return [round(float(v), 4) for v in np.percentile(values, [2.5, 97.5])]
+
+
+def _localiser_on_test(data: Path, predict_work: Path) -> dict:
+    """The learned localiser on the test split against the synthetic truth (when the folder has
+    it): canal level accuracy (a predicted point's nearest true canal point of its study carries
+    its level) and the median and 95th-percentile distance to its own level's true point, mm."""
+    import numpy as np
+    import pandas as pd
+
+    truth_csv = data / "truth" / "points.csv"
+    found = sorted(predict_work.glob("points_test_*.csv"))
+    if not truth_csv.is_file() or not found:
+        return {}
+    truth = pd.read_csv(truth_csv).query("split == 'test' and structure == 'canal'")
+    points = pd.concat([pd.read_csv(p) for p in found]).query("condition == 'Spinal Canal Stenosis'")
+    right, errors = [], []
+    for row in points.itertuples(index=False):
+        mine = truth[truth.study_id == row.study_id]
+        if mine.empty:
+            continue
+        distance = np.linalg.norm(mine[["world_x", "world_y", "world_z"]].to_numpy()
+                                  - [row.world_x, row.world_y, row.world_z], axis=1)  # fmt: skip
+        right.append(mine.level.iloc[int(np.argmin(distance))] == row.level)
+        errors.append(float(distance[(mine.level == row.level).to_numpy()].min()))
+    if not right:
+        return {}
+    return {"canal_points": len(right), "level_accuracy": round(float(np.mean(right)), 3),
+            "median_error_mm": round(float(np.median(errors)), 2),
+            "p95_error_mm": round(float(np.percentile(errors, 95)), 2)}
 
 
 def print_summary(summary: dict) -> None:
@@ -393,6 +440,12 @@ def print_summary(summary: dict) -> None:
     row(f"test ({test.get('studies', 0)})", "Bayes floor", test.get("bayes_floor"))
     if rows:
         print("\n" + pd.DataFrame(rows).to_string(index=False))
+    interval = test.get("interval95")
+    if interval:
+        (lo, hi), (dlo, dhi) = interval["score"], interval["prior_minus_score"]
+        print(f"test, 95 % bootstrap intervals ({interval['resamples']} resamples of the "
+              f"{test.get('studies')} studies): score {lo:.3f}–{hi:.3f}; prior − score "
+              f"{dlo:+.3f} to {dhi:+.3f}")
     for name, reports in summary.get("members", {}).items():
         local = reports.get("localised_points", {})
         accuracy = ", ".join(f"{f} {v:.2f}" for f, v in local.get("balanced_accuracy", {}).items()
@@ -405,6 +458,11 @@ def print_summary(summary: dict) -> None:
     if localiser.get("level_accuracy") is not None:
         print(f"localiser (out of fold, canal): level accuracy {localiser['level_accuracy']:.3f}, "
               f"median error {localiser['median_error_mm']} mm")
+    on_test = test.get("localiser") or {}
+    if on_test:
+        print(f"localiser (test split, canal): level accuracy {on_test['level_accuracy']:.3f}, "
+              f"median error {on_test['median_error_mm']} mm, 95th percentile "
+              f"{on_test['p95_error_mm']} mm")
     stages = summary.get("stages", {})
     print(f"\nsubmission: {summary.get('submission')}\nreport:     {summary.get('report')}"
           f"\nweights:    {summary.get('weights')}  (rsna-lumbar predict --models "

@@ -314,7 +314,7 @@ def test_predict_decodes_each_stack_once_per_study(demo, tmp_path, monkeypatch):
 
     monkeypatch.setattr(volume_cache, "read_stack", spy)
     direct: Counter = Counter()  # a stage that decodes around the cache would be counted here
-    for module in ("rsna_lumbar.crops.stage", "rsna_lumbar.localize.keypoints.stage"):
+    for module in ("rsna_lumbar.crops.stage", "rsna_lumbar.localize.stage"):
         monkeypatch.setattr(f"{module}.read_stack",
                             lambda stack, root, _m=module: direct.update([_m]) or real(stack, root))
     out = tmp_path / "sub.csv"
@@ -350,3 +350,20 @@ def test_a_member_of_another_crop_geometry_gets_its_own_crops_and_tta_is_shed_fi
                      started_at=0.0, clock=lambda: 0.0, chunk_studies=1)  # fmt: skip
     assert tight.shed[0] == "test-time augmentation"
     assert tight.shed[1] == f"ensemble member {models / 'b'}"
+
+
+def test_the_summary_gives_test_intervals_and_the_localiser_on_the_test_split(demo, capsys):
+    from rsna_lumbar.run import print_summary
+
+    _, summary = demo
+    test = summary["test"]
+    lo, hi = test["interval95"]["score"]
+    assert lo <= test["score"] <= hi and test["interval95"]["resamples"] > 0
+    dlo, dhi = test["interval95"]["prior_minus_score"]
+    assert dlo <= test["prior"]["score"] - test["score"] <= dhi
+    localiser = test["localiser"]
+    assert localiser["canal_points"] == 5 * test["studies"]
+    assert 0 <= localiser["level_accuracy"] <= 1 and localiser["median_error_mm"] >= 0
+    print_summary(summary)
+    shown = capsys.readouterr().out
+    assert "95 % bootstrap intervals" in shown and "localiser (test split, canal)" in shown

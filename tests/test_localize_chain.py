@@ -28,7 +28,7 @@ from rsna_lumbar.localize import (
 from rsna_lumbar.localize.keypoints.dataset import TASKS
 from rsna_lumbar.localize.keypoints.model import HeatmapNet, load_models, save_models
 from rsna_lumbar.points import LOCALISED_COLUMNS
-from rsna_lumbar.localize.keypoints.stage import (
+from rsna_lumbar.localize.stage import (
     LevelSourceLog, predict_split, predict_study,
 )
 from rsna_lumbar.localize.keypoints.train import study_stacks
@@ -142,7 +142,7 @@ def test_doubtful_failed_or_raising_finders_leave_the_learned_rows(chain, finder
     # whether their canal points register to an axial slice, so they are not counted here
     assert _sagittal_rows(learned) == 15 and (learned.source == "learned").all()
     log = LevelSourceLog()
-    with caplog.at_level(logging.WARNING, logger="rsna_lumbar.localize.keypoints.stage"):
+    with caplog.at_level(logging.WARNING, logger="rsna_lumbar.localize.stage"):
         for _ in range(2):  # the same reason twice: logged once, counted twice
             pd.testing.assert_frame_equal(_predict(chain, levels, log), learned)
     assert len([r for r in caplog.records if reason in r.message]) == 1

@@ -195,8 +195,9 @@ def test_model_folder_round_trip(tmp_path):
 def test_seeds_train_several_models_per_fold_and_average_them(tmp_path):
     from rsna_lumbar.localize.keypoints.config import TrainConfig
     from rsna_lumbar.localize.keypoints.model import fold_members
-    from rsna_lumbar.localize.keypoints.stage import _by_study, predict_study, train_oof
     from rsna_lumbar.localize.keypoints.train import read_or_make_folds, study_stacks
+    from rsna_lumbar.localize.oof import train_oof
+    from rsna_lumbar.localize.stage import predict_study, stacks_by_study
     from rsna_lumbar.synth.generate import generate
 
     torch.set_num_threads(1)
@@ -215,7 +216,7 @@ def test_seeds_train_several_models_per_fold_and_average_them(tmp_path):
     assert not torch.equal(*(next(iter(m.parameters())) for m in pair))  # two seeds, two models
     # the fold's study was predicted out of fold by the pair averaged, not by one of them
     study = int(read_or_make_folds(data, None, 2).set_index("study_id").fold.idxmax())
-    stacks = _by_study(study_stacks(data, "train", tmp_path / "work", 1))[study]
+    stacks = stacks_by_study(study_stacks(data, "train", tmp_path / "work", 1))[study]
     oof = pd.read_csv(out).query("study_id == @study").confidence.to_numpy()
     with torch.no_grad():
         both = [r["confidence"] for r in predict_study({"sag_t2": pair}, stacks, data)]
@@ -228,8 +229,8 @@ def test_seeds_train_several_models_per_fold_and_average_them(tmp_path):
 
 def test_jobs_train_the_same_models_in_parallel_processes(tmp_path):
     from rsna_lumbar.localize.keypoints.config import TrainConfig
-    from rsna_lumbar.localize.keypoints.stage import train_oof
     from rsna_lumbar.localize.keypoints.train import run_fits
+    from rsna_lumbar.localize.oof import train_oof
     from rsna_lumbar.synth.generate import generate
 
     torch.set_num_threads(1)
@@ -302,9 +303,10 @@ def test_cpu_training_and_prediction_are_the_float32_computation_of_before(tmp_p
     from dataclasses import replace
 
     from rsna_lumbar.localize.keypoints.config import TrainConfig
-    from rsna_lumbar.localize.keypoints.stage import predict_split, train_oof
     from rsna_lumbar.localize.keypoints.train import (_batch, _new_model, fit, heatmap_loss,
                                                       load_samples, study_stacks)
+    from rsna_lumbar.localize.oof import train_oof
+    from rsna_lumbar.localize.stage import predict_split
     from rsna_lumbar.synth.generate import generate
     from rsna_lumbar.tables import read_label_coordinates
 
@@ -418,7 +420,7 @@ def test_level_criterion_accepts_right_disc_and_rejects_neighbour():
 def test_a_finer_input_grid_keeps_the_field_of_view_and_prediction_reads_it(tmp_path):
     from rsna_lumbar.localize.keypoints.config import TrainConfig
     from rsna_lumbar.localize.keypoints.predict import task_of
-    from rsna_lumbar.localize.keypoints.stage import train_oof
+    from rsna_lumbar.localize.oof import train_oof
     from rsna_lumbar.synth.generate import generate
 
     assert D.task_for("sag_t1", TrainConfig()) == D.TASKS["sag_t1"]  # 0: the tasks as they were

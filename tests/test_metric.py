@@ -21,7 +21,7 @@ from rsna_lumbar.metric import (
     weighted_log_loss,
 )
 from rsna_lumbar.tables import labels_long
-from rsna_lumbar.vocabulary import TARGET_COLUMNS, study_row_ids
+from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS, TARGET_COLUMNS, study_row_ids
 
 LEVELS = ["normal_mild", "moderate", "severe"]
 
@@ -361,3 +361,25 @@ def test_weighted_cross_entropy_equals_group_loss():
     ce = torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
     metric = weighted_log_loss(y.numpy(), torch.softmax(logits, dim=1).numpy())
     assert ce(logits, y).item() == pytest.approx(metric, rel=1e-9)
+
+
+def test_bootstrap_resamples_score_like_the_scorer_and_pair_the_submissions():
+    from rsna_lumbar.metric import bootstrap_scores
+
+    rng = np.random.default_rng(3)
+    studies = [11, 22, 33, 44]
+    train = pd.DataFrame({"study_id": studies, **{c: rng.choice(
+        ["Normal/Mild", "Moderate", "Severe"], size=4, p=[0.6, 0.3, 0.1]) for c in TARGET_COLUMNS}})
+    rows = [f"{s}_{c}" for s in studies for c in TARGET_COLUMNS]
+    good = pd.DataFrame({"row_id": rows, **dict(zip(PROBABILITY_COLUMNS, rng.dirichlet([4, 2, 1], len(rows)).T))})
+    flat = good.assign(**{c: 1 / 3 for c in PROBABILITY_COLUMNS})
+    scores = bootstrap_scores(train, {"good": good, "flat": flat}, resamples=40, seed=1)
+    assert scores["good"].shape == (40,) and np.isfinite(scores["good"]).all()
+    assert np.allclose(scores["flat"], np.log(3) * 1.0, atol=0.35)  # uniform: ln 3 per group
+    # one resample done by hand: the same draw, a study drawn twice counted twice
+    drawn = np.random.default_rng(1).choice(4, size=4, replace=True)
+    labels = train.iloc[drawn].assign(study_id=[k + 1 for k in range(4)])
+    parts = [good[good.row_id.str.startswith(f"{studies[i]}_")].assign(
+        row_id=lambda f, k=k, i=i: f.row_id.str.replace(f"{studies[i]}_", f"{k + 1}_", n=1, regex=False))
+        for k, i in enumerate(drawn)]  # fmt: skip
+    assert scores["good"][0] == pytest.approx(score_submission(labels, pd.concat(parts)).score)

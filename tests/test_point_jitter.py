@@ -11,9 +11,8 @@ import pytest
 from crop_factory import make_crop_cache
 
 from rsna_lumbar.crops.cache import CropCache
-from rsna_lumbar.localize.keypoints.stage import evaluate
+from rsna_lumbar.localize.evaluate import evaluate, split_error
 from rsna_lumbar.localize.keypoints.train import study_stacks
-from rsna_lumbar.localize.keypoints.view_errors import split_error
 from rsna_lumbar.models.dataset import StudyDataset
 from rsna_lumbar.tables import read_label_coordinates
 from rsna_lumbar.training.config import ConfigError, load_config

@@ -28,7 +28,7 @@ from rsna_lumbar.localize import (
     tss_level_finder,
     tss_runner,
 )
-from rsna_lumbar.localize.keypoints.stage import LevelSourceLog, usable_levels
+from rsna_lumbar.localize.stage import LevelSourceLog, usable_levels
 from rsna_lumbar.localize.totalspineseg import find_executable, find_weights, usable_data_dir
 from rsna_lumbar.localize.tss_labels import DISC_LABELS
 from rsna_lumbar.vocabulary import LEVELS, Level

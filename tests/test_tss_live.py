@@ -33,7 +33,7 @@ from rsna_lumbar.localize import (
     run_totalspineseg,
     tss_level_finder,
 )
-from rsna_lumbar.localize.keypoints.stage import LevelSourceLog, usable_levels
+from rsna_lumbar.localize.stage import LevelSourceLog, usable_levels
 from rsna_lumbar.localize.totalspineseg import _python_of, find_executable, output_name
 from rsna_lumbar.vocabulary import LEVELS
 

@@ -101,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from rsna_lumbar.localize.keypoints.stage import predict_split, train_oof
     from rsna_lumbar.localize.keypoints.config import TrainConfig
+    from rsna_lumbar.localize.oof import train_oof
+    from rsna_lumbar.localize.stage import predict_split
     from rsna_lumbar.tables import split_study_ids
 
     if args.threads:

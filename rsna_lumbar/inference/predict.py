@@ -176,7 +176,7 @@ def _points(data: Path, split: str, localizer: Path | None, work: Path, studies:
     """
     if localizer is not None and localizer.is_dir():
         from rsna_lumbar.localize import tss_level_finder
-        from rsna_lumbar.localize.keypoints.stage import predict_split as predict_points
+        from rsna_lumbar.localize.stage import predict_split as predict_points
 
         out = work / f"points_{split}_{chunk}.csv"
         levels = tss_level_finder(tss, work / "totalspineseg")

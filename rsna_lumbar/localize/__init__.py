@@ -4,7 +4,7 @@ Every localiser returns a :class:`LevelPoints`. :func:`run_totalspineseg` runs T
 (when it and its weights are installed, see :mod:`rsna_lumbar.localize.totalspineseg`) on one
 series and parses its label maps; it raises when TotalSpineSeg is unavailable or fails.
 
-The points stage (:mod:`rsna_lumbar.localize.keypoints.stage`) holds the one fallback chain:
+The localise stage (:mod:`rsna_lumbar.localize.stage`) holds the one fallback chain:
 per study it tries a level finder first and uses the learned localiser wherever the finder
 raises or its result is doubtful. :func:`tss_runner` turns a ``--tss auto|on|off`` choice into
 a runner, and :func:`tss_level_finder` into the stage's level finder.

@@ -6,7 +6,7 @@ off-centre crop (the competition winners' key trick, ``reference/competition-fac
 
 The localiser's out-of-fold metrics (``rsna-lumbar localize --split train`` →
 ``MODEL/metrics.json``, key ``view_errors``, see
-:mod:`rsna_lumbar.localize.keypoints.view_errors`) give, per family and crop view, percentiles
+:mod:`rsna_lumbar.localize.evaluate`) give, per family and crop view, percentiles
 of the in-plane error (mm) and of the through-plane error (slices). The jitter of a view is
 the :data:`QUANTILE` th percentile of each, capped so the structure stays in the crop: at most
 :data:`CROP_FRACTION_CAP` of the crop's side in-plane, and at most ``(n − 1) // 2`` slices for
