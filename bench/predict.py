@@ -10,7 +10,7 @@ one epoch. Each ensemble runs twice in the same process:
 * ``sequential`` (the baseline) — the same stages one after the other: every study's crops
   first, then the members over every study.
 
-Projection: seconds per study × 722 studies (the hidden test's size, competition-facts §4)
+Projection: seconds per study × 722 studies (the hidden test's estimated size, docs/competition.md)
 against the 9 h limit, on this machine's CPU.
 """
 

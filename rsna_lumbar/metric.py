@@ -1,6 +1,6 @@
 """The official RSNA 2024 LSDC metric, computed exactly as Kaggle's ``score`` function does.
 
-Following the host's metric notebook (competition-facts §1; Kaggle ``metric/rsna-lumbar-metric-71549``)
+Following the host's metric notebook (``docs/competition.md``; Kaggle ``metric/rsna-lumbar-metric-71549``)
 with scikit-learn 1.2.2's ``log_loss``, the version pinned by Kaggle's 2024 image:
 
 1. Rows are matched by ``row_id`` (not by position). Rows whose label is missing in ``train.csv``

@@ -82,7 +82,7 @@ class Condition(str, enum.Enum):
 
     @property
     def annotated_on(self) -> SeriesDescription:
-        """The series type the condition's coordinates are annotated on (competition-facts §2.2)."""
+        """The series type the condition's coordinates are annotated on (``docs/competition.md``)."""
         return _ANNOTATED_ON[self.family]
 
     @classmethod

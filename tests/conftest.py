@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-# Grade frequencies close to the real ones (competition-facts §2.2): normal, moderate, severe.
+# Grade frequencies close to the real ones (docs/competition.md): normal, moderate, severe.
 _FAMILY_FREQUENCIES = {
     "spinal": (0.878, 0.075, 0.047),
     "foraminal": (0.78, 0.18, 0.04),

@@ -2,7 +2,7 @@
 
 The CLI (2.2.5) has no endpoint setting, but ``KAGGLE_API_ENVIRONMENT=LOCALHOST`` sends every
 call to ``http://localhost/api/v1/<service>/<method>`` (a JSON POST), and ``HTTP_PROXY`` routes
-that to this server (reference/environment-facts.md §4). Blob uploads come back as
+that to this server (docs/kaggle.md). Blob uploads come back as
 ``PUT http://localhost/upload/<token>``. Every request is recorded: method, path, headers,
 JSON body, and the bytes of each upload.
 

@@ -167,3 +167,28 @@ def test_mirror_axis_is_the_crops_left_right_axis_and_only_for_the_canal(tmp_pat
         assert not np.allclose(crop, np.flip(crop, axis=axis), atol=1e-3)  # a real change
     assert mirror_axis("foraminal", "sag_t1") is None and mirror_axis("subarticular", "axial") is None
     assert set(DEFAULT_GEOMETRY) == {"spinal", "foraminal", "subarticular"}
+
+
+def test_a_shifted_window_of_a_cut_with_context_shows_the_anatomy_beside_it(tmp_path):
+    from rsna_lumbar.crops.sampling import window
+
+    write_series(tmp_path / "sag", sagittal_spec(0.5, reverse=False))
+    (volume,) = load_series(tmp_path / "sag")
+    scale = intensity_scale(volume)
+    view = PatchSpec(size_mm=16.0, size_px=16, n_slices=3, context_px=4, context_slices=1)
+    axes = (POSTERIOR, -SUPERIOR, LEFT)
+    center = np.array([0.0, -12.0, 30.0])
+    cut, _ = extract_patch(volume, center, view.cut, axes, normalisation=scale)
+    assert cut.shape == (5, 24, 24)
+    np.testing.assert_allclose(window(cut, view), extract_patch(volume, center, view, axes,
+                                                                normalisation=scale)[0], atol=1e-4)  # fmt: skip
+    # 3 px posterior (+u), 2 px superior (−v) and one slice to the left: the crop of the moved
+    # point, new anatomy on its edges, not the unshifted crop's reflected or repeated edge
+    moved = center + 3 * view.pixel_mm * POSTERIOR + 2 * view.pixel_mm * SUPERIOR + 4.0 * LEFT
+    want = extract_patch(volume, moved, view, axes, normalisation=scale)[0]
+    shifted = window(cut, view, shift_px=(3, -2), shift_slices=1)
+    np.testing.assert_allclose(shifted, want, atol=1e-3)
+    assert not np.allclose(shifted, window(cut, view), atol=1e-3)
+    np.testing.assert_allclose(window(cut, view, (99, -99), 9), window(cut, view, (4, -4), 1))  # clipped
+    with pytest.raises(ValueError, match="not a cut"):
+        window(cut[:, :20], view)

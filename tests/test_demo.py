@@ -332,7 +332,8 @@ def test_a_member_of_another_crop_geometry_gets_its_own_crops_and_tta_is_shed_fi
     plan, _ = demo
     models = _ensemble(plan.weights, tmp_path / "models", {"a": 1.0, "b": 1.0})
     described = json.loads((models / "b" / "model.json").read_text())
-    assert described["crops"]["spinal"]["sag_t2"] == {"mm": 48.0, "px": 64, "slices": 5}
+    assert described["crops"]["spinal"]["sag_t2"] == {"mm": 48.0, "px": 64, "slices": 5,
+                                                     "context_mm": 0.0, "context_slices": 0}
     described["crops"]["spinal"]["sag_t2"] = {"mm": 48.0, "px": 48, "slices": 7}
     (models / "b" / "model.json").write_text(json.dumps(described))
     work = tmp_path / "w"

@@ -1,5 +1,5 @@
 """The official metric: hand-computed cases, sklearn agreement, an independent literal transcription
-of Kaggle's step-by-step ``score`` with scikit-learn 1.2.2's ``log_loss`` (competition-facts §1),
+of Kaggle's step-by-step ``score`` with scikit-learn 1.2.2's ``log_loss`` (docs/metric-and-submission.md),
 completeness and ``subset``, the CLI, and the training-loss equivalence."""
 
 import json
@@ -36,7 +36,7 @@ def all_rows(train):
     return [r for s in train["study_id"] for r in study_row_ids(s)]
 
 
-# --- The reference, written here from competition-facts §1; nothing shared with rsna_lumbar.metric.
+# --- The reference, written here from docs/metric-and-submission.md; nothing shared with rsna_lumbar.metric.
 
 
 def sklearn_122_log_loss(y_true, y_pred, sample_weight):
@@ -61,7 +61,7 @@ def sklearn_122_log_loss(y_true, y_pred, sample_weight):
 
 
 def kaggle_score(solution, submission, row_id_column_name, any_severe_scalar):
-    """Kaggle's ``score`` as described in competition-facts §1.2; returns the four terms too."""
+    """Kaggle's ``score`` as docs/metric-and-submission.md describes it; returns the four terms too."""
     solution, submission = solution.copy(), submission.copy()
     for column in LEVELS:
         if not pd.api.types.is_numeric_dtype(submission[column]):

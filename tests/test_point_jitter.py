@@ -107,3 +107,41 @@ def test_dataset_jitters_each_view_by_its_own_amount(tmp_path):
                         point_jitter={"spinal": {"sag_t2": (0.0, 0)}}, **common)[0]["x"]["spinal"]  # fmt: skip
     np.testing.assert_allclose(item[:, 0], plain[:, 0], atol=1e-5)
     assert np.abs(item[:, 1] - plain[:, 1]).max() > 0.5
+
+
+def test_training_shifts_of_a_view_cut_with_context_recut_real_anatomy():
+    from rsna_lumbar.crops.recipes import geometry_from_settings
+    from rsna_lumbar.crops.sampling import window
+
+    geometry = geometry_from_settings({"spinal": {"sag_t2": {"mm": 32, "px": 32, "slices": 3,
+                                                             "context_mm": 4, "context_slices": 1}}})
+    spec = geometry["spinal"]["sag_t2"]
+    k, r, c = np.meshgrid(np.arange(5), np.arange(40), np.arange(40), indexing="ij")
+    ramp = (c + 50.0 * r + 3000.0 * k).astype(np.float32)  # every pixel says where it was cut
+
+    class Cache:  # the in-memory duck type of CropCache the predictor uses too
+        def __init__(self):
+            self.geometry = geometry
+
+        def arrays(self, study_id):
+            return {f"spinal_canal_stenosis/{level}/sag_t2": ramp for level in
+                    ("l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1")}
+
+    augment = load_config("cpu", ["augment.affine_p=1.0", "augment.rotate=0.0", "augment.scale=0.0",
+                                  "augment.translate=0.25", "augment.brightness_contrast_p=0.0",
+                                  "augment.gamma_p=0.0", "augment.noise_p=0.0",
+                                  "augment.blur_p=0.0"]).augment  # fmt: skip
+    common = dict(families=("spinal",), views={"spinal": ("sag_t2",)}, slices=3, size=32)
+    plain = StudyDataset(Cache(), [1], None, **common)[0]["x"]["spinal"][:, 0].numpy()
+    np.testing.assert_array_equal(plain[0], window(ramp, spec))  # evaluation: the centred view
+    shifted = StudyDataset(Cache(), [1], None, augment=augment, slice_jitter=1, **common)
+    offsets = set()
+    for epoch in range(3):
+        shifted.set_epoch(epoch)
+        for view in shifted[0]["x"]["spinal"][:, 0].numpy():
+            # a whole ramp, no reflected or repeated edge: exactly a window of the cut
+            np.testing.assert_array_equal(view - view[0, 0, 0], ramp[:3, :32, :32] - ramp[0, 0, 0])
+            first = view[0, 0, 0]
+            offsets.add((int(first // 3000) - 1, int(first % 3000 // 50) - 4, int(first % 50) - 4))
+    assert all(abs(dk) <= 1 and abs(dr) <= 4 and abs(dc) <= 4 for dk, dr, dc in offsets)
+    assert len(offsets) > 5  # the shifts vary, in-plane and through the slices

@@ -14,7 +14,7 @@ from rsna_lumbar.vocabulary import (
     study_row_ids,
 )
 
-# Spelled out by hand from the competition's data page (competition-facts §2.1).
+# Spelled out by hand from the competition's data page (docs/competition.md).
 EXPECTED_COLUMNS = [
     f"{c}_{lv}"
     for c in (

@@ -17,7 +17,7 @@ Two parts:
   same whatever the tiling. nnU-Net's region decoding keeps the last channel above 0.5, so
   thresholds rising in channel order give intensity bands (:data:`BANDS`).
 
-Facts behind it: ``/work/shared/reference/totalspineseg-live.md``.
+How the live run is set up: ``docs/totalspineseg.md``, "Live test".
 """
 
 from __future__ import annotations

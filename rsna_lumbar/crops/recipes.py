@@ -59,7 +59,9 @@ _VIEWS: dict[Family, tuple[tuple[str, SeriesDescription, Family], ...]] = {
 }  # fmt: skip
 
 Geometry = dict[str, dict[str, PatchSpec]]  # family value → view → patch spec
-SPEC_KEYS = ("mm", "px", "slices")  # a view's geometry in settings: size_mm, size_px, n_slices
+# a view's geometry in settings: size_mm, size_px, n_slices, and the context cut around it
+# (mm on each side, rounded to whole pixels; slices at each end) for re-cut training shifts
+SPEC_KEYS = ("mm", "px", "slices", "context_mm", "context_slices")
 
 DEFAULT_GEOMETRY: Geometry = {
     "spinal": {"sag_t2": PatchSpec(48.0, 64, 5), "axial": PatchSpec(48.0, 64, 3)},
@@ -121,12 +123,20 @@ def geometry_from_settings(settings: dict) -> Geometry:
             if unknown:
                 raise KeyError(f"{family}.{view}: unknown key(s) {sorted(unknown)}; known: {list(SPEC_KEYS)}")
             old = geometry[family][view]
-            values = {"mm": old.size_mm, "px": old.size_px, "slices": old.n_slices, **values}
-            geometry[family][view] = PatchSpec(float(values["mm"]), int(values["px"]), int(values["slices"]))
+            values = {**_spec_settings(old), **values}
+            pixel_mm = float(values["mm"]) / int(values["px"])
+            geometry[family][view] = PatchSpec(float(values["mm"]), int(values["px"]), int(values["slices"]),
+                                               int(round(float(values["context_mm"]) / pixel_mm)),
+                                               int(values["context_slices"]))  # fmt: skip
     return geometry
 
 
 def geometry_settings(geometry: Geometry) -> dict:
     """``geometry`` as plain settings (:func:`geometry_from_settings` reads them back)."""
-    return {family: {view: {"mm": spec.size_mm, "px": spec.size_px, "slices": spec.n_slices}
-                     for view, spec in views.items()} for family, views in geometry.items()}  # fmt: skip
+    return {family: {view: _spec_settings(spec) for view, spec in views.items()}
+            for family, views in geometry.items()}  # fmt: skip
+
+
+def _spec_settings(spec: PatchSpec) -> dict:
+    return {"mm": spec.size_mm, "px": spec.size_px, "slices": spec.n_slices,
+            "context_mm": round(spec.context_px * spec.pixel_mm, 4), "context_slices": spec.context_slices}

@@ -28,16 +28,56 @@ from rsna_lumbar.geometry.affine import voxel_to_world
 
 @dataclasses.dataclass(frozen=True)
 class PatchSpec:
-    """What to cut: ``size_mm`` square in-plane, ``size_px`` pixels a side, ``n_slices`` slices."""
+    """What a model sees: ``size_mm`` square in-plane, ``size_px`` pixels a side, ``n_slices``
+    slices; and the context cut around it so that a training shift shows real anatomy:
+    ``context_px`` more pixels on each side (same pixel size) and ``context_slices`` more
+    slices at each end. The cache holds the cut, ``(cut_slices, cut_px, cut_px)``;
+    :func:`window` takes the view out of it."""
 
     size_mm: float
     size_px: int
     n_slices: int
+    context_px: int = 0
+    context_slices: int = 0
 
     def __post_init__(self):
         if self.size_mm <= 0 or self.size_px < 4 or self.n_slices < 1 or self.n_slices % 2 == 0:
             msg = f"bad patch spec {self}: need size_mm > 0, size_px ≥ 4 and an odd n_slices ≥ 1"
             raise ValueError(msg)
+        if self.context_px < 0 or self.context_slices < 0:
+            raise ValueError(f"bad patch spec {self}: context_px and context_slices must be ≥ 0")
+
+    @property
+    def pixel_mm(self) -> float:
+        return self.size_mm / self.size_px
+
+    @property
+    def cut(self) -> PatchSpec:
+        """The patch actually cut: the view and its context, at the view's pixel size."""
+        px = self.size_px + 2 * self.context_px
+        return PatchSpec(px * self.pixel_mm, px, self.n_slices + 2 * self.context_slices)
+
+
+def window(patch: np.ndarray, spec: PatchSpec, shift_px: tuple[int, int] = (0, 0),
+           shift_slices: int = 0) -> np.ndarray:
+    """The ``(n_slices, size_px, size_px)`` view of a cut ``patch`` (``spec.cut``'s shape),
+    moved ``shift_px`` = (columns, rows) pixels and ``shift_slices`` slices off its centre, each
+    clipped to the context, so every pixel shown is anatomy that was cut, never a repeated edge
+    or a reflection. A patch of the view's own shape (a cache cut without context) is returned
+    unmoved.
+
+    Raises:
+        ValueError: ``patch`` has neither the cut's shape nor the view's.
+    """
+    cut = spec.cut
+    if patch.shape == (spec.n_slices, spec.size_px, spec.size_px):
+        return patch
+    if patch.shape != (cut.n_slices, cut.size_px, cut.size_px):
+        raise ValueError(f"a patch of shape {patch.shape} is not a cut of {spec}")
+    c, r = (int(np.clip(s, -spec.context_px, spec.context_px)) for s in shift_px)
+    k = int(np.clip(shift_slices, -spec.context_slices, spec.context_slices))
+    k0, r0, c0 = spec.context_slices + k, spec.context_px + r, spec.context_px + c
+    return patch[k0:k0 + spec.n_slices, r0:r0 + spec.size_px, c0:c0 + spec.size_px]
 
 
 def intensity_scale(volume: Volume) -> tuple[float, float]:

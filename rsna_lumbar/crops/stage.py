@@ -154,8 +154,8 @@ def crop_study(data: Path, study_id: int, index_rows: pd.DataFrame, points: pd.D
             try:
                 stack, world = _place(study, point, recipe.series)
                 volume, scale = study.volume(stack)
-                patch, info = extract_patch(
-                    volume, world, recipe.spec, recipe.axes(condition.side), normalisation=scale
+                patch, info = extract_patch(  # the view and its context (PatchSpec.cut)
+                    volume, world, recipe.spec.cut, recipe.axes(condition.side), normalisation=scale
                 )
             except Exception as error:  # noqa: BLE001 - one view must never stop the study
                 issues.append(f"{key}: {type(error).__name__}: {error}")

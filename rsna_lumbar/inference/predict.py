@@ -239,9 +239,7 @@ class _Kept:
     def geometry(self) -> dict:
         """The crop geometry the member was trained on (``model.json``'s ``crops``; folders
         written before it was recorded: the default)."""
-        from rsna_lumbar.crops.recipes import geometry_from_settings
-
-        return geometry_from_settings(self.predictor.description.get("crops") or {})
+        return self.predictor.geometry
 
 
 class _EnsembleRunner:

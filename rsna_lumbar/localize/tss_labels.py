@@ -1,7 +1,7 @@
 """TotalSpineSeg label maps → :class:`~rsna_lumbar.localize.levels.LevelPoints` (LPS mm).
 
 Input: the NIfTI files TotalSpineSeg writes (``step1_output``, ``step2_output``,
-``step1_levels``; label values in ``reference/totalspineseg.md`` §1), or any map in the same
+``step1_levels``; label values in ``docs/totalspineseg.md``, 'Label maps'), or any map in the same
 label scheme (the synthetic set's ``truth/``). A :class:`LabelMap` keeps the array in the
 file's own voxel order ``(i, j, k)`` together with the **LPS** affine of that order
 (``ras_to_lps_affine(nifti.affine)``), so voxel → world never depends on how the file was

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 from rsna_lumbar.crops.recipes import DEFAULT_GEOMETRY, crop_spec
+from rsna_lumbar.crops.sampling import window
 from rsna_lumbar.vocabulary import CONDITIONS, LEVELS, SEVERITIES, VIEWS, Family, target_column
 
 
@@ -123,14 +124,25 @@ class StudyDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.study_ids)
 
+    def spec(self, family: str, view: str):
+        """The crop spec of a view: the cache's geometry (``cache.geometry``: a CropCache's, or
+        the model folder's at inference), else the default."""
+        return crop_spec(family, view, getattr(self.cache, "geometry", DEFAULT_GEOMETRY))
+
+    def translate(self, family: str, view: str) -> float:
+        """± in-plane shift of a view when augmenting, as a fraction of its side: the view's
+        ``point_jitter`` mm when set, else ``augment.translate``."""
+        mm = self.point_jitter.get(family, {}).get(view)
+        return self.augment_config.translate if mm is None else mm[0] / self.spec(family, view).size_mm
+
     def transform(self, family: str, view: str):
-        """The augmentation of one view (``None`` at evaluation), built once."""
+        """The augmentation of one view (``None`` at evaluation), built once. A view cut with
+        context is shifted by re-cutting (:meth:`_prepare`), so its affine does not translate."""
         if self.augment_config is None:
             return None
         if (family, view) not in self._transforms:
-            mm = self.point_jitter.get(family, {}).get(view)
-            geometry = getattr(self.cache, "geometry", DEFAULT_GEOMETRY)  # a CropCache's
-            translate = None if mm is None else mm[0] / crop_spec(family, view, geometry).size_mm
+            recut = self.spec(family, view).context_px > 0
+            translate = 0.0 if recut else self.translate(family, view)
             self._transforms[family, view] = build_augmentation(self.augment_config, translate=translate)
         return self._transforms[family, view]
 
@@ -139,6 +151,14 @@ class StudyDataset(torch.utils.data.Dataset):
         jitter = self.point_jitter.get(family, {}).get(view_name)
         reach = int(jitter[1]) if jitter is not None else self.slice_jitter
         shift = int(rng.integers(-reach, reach + 1)) if reach else 0
+        spec = self.spec(family, view_name)
+        cut = spec.cut
+        if spec.cut != spec and stack.shape == (cut.n_slices, cut.size_px, cut.size_px):  # context
+            move = 0
+            if self.augment_config is not None and spec.context_px:
+                move = int(round(self.translate(family, view_name) * spec.size_px))
+            offset = tuple(int(rng.integers(-move, move + 1)) if move else 0 for _ in range(2))
+            stack, shift = window(stack, spec, offset, shift), 0  # shifts show anatomy that was cut
         view = select_slices(stack, self.slices, shift).astype(np.float32)
         if view.shape[1:] != (self.size, self.size):
             import cv2

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rsna_lumbar.crops.recipes import mirror_axis
+from rsna_lumbar.crops.recipes import geometry_from_settings, mirror_axis
 from rsna_lumbar.models.dataset import StudyDataset, family_slots
 from rsna_lumbar.models.folder import (
     CALIBRATION_FILE,
@@ -56,10 +56,13 @@ def _mirrored(key: str, array: np.ndarray) -> np.ndarray:
 
 
 class _Arrays:
-    """A one-off crop 'cache' over in-memory studies (duck-types ``CropCache.arrays``)."""
+    """A one-off crop 'cache' over in-memory studies (duck-types ``CropCache.arrays`` and
+    ``CropCache.geometry``: the geometry the model was trained at, so views cut with context
+    are windowed as in training)."""
 
-    def __init__(self, studies: Mapping[int, Mapping[str, np.ndarray]]):
+    def __init__(self, studies: Mapping[int, Mapping[str, np.ndarray]], geometry: dict):
         self.studies = studies
+        self.geometry = geometry
 
     def arrays(self, study_id: int):
         return self.studies[study_id]
@@ -81,6 +84,7 @@ class FoldEnsemble:
         self.families = tuple(description["families"])
         self.views = {f: tuple(v) for f, v in description["views"].items()}
         self.spec = ModelSpec(**description["spec"])
+        self.geometry = geometry_from_settings(description.get("crops") or {})  # of its crops
 
     def to(self, device: str | torch.device) -> FoldEnsemble:
         """Move every fold model to ``device`` (in place); returns self."""
@@ -105,7 +109,7 @@ class FoldEnsemble:
         if fallback is None:
             fallback = self.priors if self.priors is not None else np.full((len(TARGETS), 3), 1 / 3)
         ids = list(studies)
-        dataset = StudyDataset(_Arrays(studies), ids, None, self.families, self.views,
+        dataset = StudyDataset(_Arrays(studies, self.geometry), ids, None, self.families, self.views,
                                self.spec.slices, self.spec.size)
         summed = None
         for model in self.models:
@@ -145,7 +149,7 @@ class FoldEnsemble:
             return {}
         mirrored = {study: {key: _mirrored(key, array) for key, array in arrays.items()}
                     for study, arrays in studies.items()}  # fmt: skip
-        dataset = StudyDataset(_Arrays(mirrored), ids, None, families, self.views,
+        dataset = StudyDataset(_Arrays(mirrored, self.geometry), ids, None, families, self.views,
                                self.spec.slices, self.spec.size)
         summed: dict[str, np.ndarray] = {}
         for model in self.models:

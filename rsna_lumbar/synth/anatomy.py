@@ -37,7 +37,7 @@ N_BODIES = 9
 LUMBAR_DISCS = (3, 4, 5, 6, 7)
 """Disc indices of the five competition levels L1/L2 … L5/S1 (in :class:`Level` order)."""
 DISC_TSS = (81, 82, 91, 92, 93, 94, 95, 100)
-"""TotalSpineSeg labels of discs ``j = 0..7`` (reference/totalspineseg.md §1a)."""
+"""TotalSpineSeg labels of discs ``j = 0..7`` (``docs/totalspineseg.md``, "Label maps")."""
 BODY_TSS = (30, 31, 32, 41, 42, 43, 44, 45, 50)
 """TotalSpineSeg labels of bodies ``b = 0..8`` (T10 … L5, sacrum)."""
 

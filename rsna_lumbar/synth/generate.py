@@ -1,6 +1,6 @@
 """``rsna-lumbar synth``: write a synthetic competition folder with known truth.
 
-Layout written under ``out`` (the real Kaggle layout, competition-facts §2.1, plus ``truth/``)::
+Layout written under ``out`` (the real Kaggle layout, ``docs/competition.md``, plus ``truth/``)::
 
     train.csv, train_label_coordinates.csv, train_series_descriptions.csv,
     test_series_descriptions.csv, sample_submission.csv,

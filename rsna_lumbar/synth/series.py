@@ -6,7 +6,7 @@ Rendering samples the phantom at the world position of every pixel centre, compu
 stack's geometry through :mod:`rsna_lumbar.geometry.affine`, so the DICOM geometry and the
 pixels agree by construction. Pixel arrays are ``(S, R, C)`` = ``pixels[slice, row, col]``.
 
-Real-data habits reproduced (competition-facts §2.3): sagittal series of 15–20 slices,
+Real-data habits reproduced (``docs/competition.md``): sagittal series of 15–20 slices,
 3.3–4.4 mm apart, 0.5–0.9 mm pixels, varied matrices, left-to-right or right-to-left
 instance order; axial T2 either one stack or one chunk per disc angled to it, sometimes split
 over two series and sometimes missing the upper levels; rare instance-number gaps and rare

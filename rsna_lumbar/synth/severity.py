@@ -15,7 +15,7 @@ Model (all seeded; one draw per study):
    ``Normal/Mild`` if ``z + e < 1``, ``Moderate`` if ``1 <= z + e < 2``, ``Severe`` otherwise.
 3. ``mu`` and ``s`` are solved in closed form so that the marginal class frequencies of
    ``z + e ~ N(mu, s^2 + NOISE^2)`` equal :data:`TARGET_FREQUENCIES` per condition and level
-   (set from competition-facts §2.2: overall shares per family, severe peaks at L4/L5).
+   (set from ``docs/competition.md``: overall shares per family, severe peaks at L4/L5).
 4. **Bayes-optimal probabilities** given the latent are then exact:
    ``P(Normal/Mild) = Phi((1 - z)/noise)``, ``P(Severe) = 1 - Phi((2 - z)/noise)``, Moderate the
    rest. No predictor can beat them in expected log loss on these labels.

@@ -1,7 +1,7 @@
 """Ground truth in TotalSpineSeg's output format: label maps of each sagittal series as NIfTI.
 
 For every sagittal series the generator writes what ``totalspineseg INPUT OUTPUT`` would write
-for an input named ``{study_id}_{series_id}.nii.gz`` (reference/totalspineseg.md §1a, §1b, §2b):
+for an input named ``{study_id}_{series_id}.nii.gz`` (``docs/totalspineseg.md``, "Label maps"):
 
 * ``truth/totalspineseg/step2_output/{study_id}_{series_id}.nii.gz``: cord 1, canal 2,
   vertebrae T10 30, T11 31, T12 32, L1–L5 41–45, sacrum 50, discs T10-T11 81, T11-T12 82,

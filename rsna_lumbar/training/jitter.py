@@ -2,7 +2,7 @@
 
 At inference the severity crops are centred on the localiser's points, not on the labelled
 ones; training on crops jittered by about the localiser's error teaches the models to grade an
-off-centre crop (the competition winners' key trick, ``reference/competition-facts.md`` §3).
+off-centre crop (the competition winners' key trick: ``docs/competition.md``).
 
 The localiser's out-of-fold metrics (``rsna-lumbar localize --split train`` →
 ``MODEL/metrics.json``, key ``view_errors``, see

@@ -9,7 +9,7 @@ heatmap peak is decoded with :func:`decode_peaks` into input-pixel coordinates
 A trained localiser is a self-describing folder: ``config.json`` (the tasks, their grids and
 the backbone) and one ``{task}_fold{k}.safetensors`` per trained fold model; predictions
 average the heatmaps of a task's fold models. timm is always built with ``pretrained=False``
-(offline), see ``reference/environment-facts.md`` §3.4.
+(offline: nothing is downloaded).
 """
 
 from __future__ import annotations
