@@ -25,12 +25,15 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def _commit() -> str | None:
-    """The checkout's commit (with ``+dirty`` when files differ), or None outside git."""
+    """The checkout's commit (with ``+dirty`` when tracked files differ, the result files that
+    a run of several benchmarks writes as it goes excepted), or None outside git."""
     try:
+        root = RESULTS.parent.parent
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+                              text=True, check=True, cwd=root).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)bench/results"], capture_output=True, text=True,
+                               check=True, cwd=root).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+dirty" if dirty else "")

@@ -16,19 +16,6 @@ README_MAX_LINES = 300
 PAGES = sorted([README, *(ROOT / "docs").rglob("*.md")])
 RESULT_DIRS = ("docs/results", "bench/results")
 
-# Result files written before `python -m bench` recorded `_command` and `_commit` (their command
-# is `python -m bench NAME`). Rerunning the benchmark adds both; this test then fails (strict
-# xfail) until the file is removed from this list.
-WITHOUT_PROVENANCE = {
-    "bench/results/crops.json",
-    "bench/results/dicom_io.json",
-    "bench/results/localizer.json",
-    "bench/results/localizer_training.json",
-    "bench/results/predict.json",
-    "bench/results/synth.json",
-    "bench/results/training.json",
-}
-
 _FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.M | re.S)
 _CODE_SPAN = re.compile(r"`[^`\n]*`")
 _LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -128,13 +115,7 @@ def test_cited_result_file_exists_and_is_json(rel):
     assert isinstance(data, dict) and data, f"{rel}: expected a JSON object of figures"
 
 
-@pytest.mark.parametrize("rel", [
-    pytest.param(rel, marks=pytest.mark.xfail(
-        strict=True, reason="written before bench recorded its command and commit: rerun "
-                            "`python -m bench NAME`, then drop it from WITHOUT_PROVENANCE"))
-    if rel in WITHOUT_PROVENANCE else rel
-    for rel in sorted(CITED)
-])
+@pytest.mark.parametrize("rel", sorted(CITED))
 def test_cited_result_file_records_its_command_and_commit(rel):
     data = json.loads((ROOT / rel).read_text(encoding="utf-8"))
     command = data.get("command") or data.get("_command")
