@@ -93,7 +93,7 @@ kernel-status: $(VENV)/.installed  ## state of the kernel's latest run (KERNEL_V
 
 # --- TotalSpineSeg in its own environment (it pins timm<1.0.23; the kit's .venv keeps its timm) --
 # TSS_VENV: where it lives (CI keeps it in a cache folder). The adapter finds its executable via
-# RSNA_TSS_BIN, else ./.tss-venv/bin/totalspineseg. Weights: TOTALSPINESEG_DATA (README).
+# RSNA_TSS_BIN, else ./.tss-venv/bin/totalspineseg. Weights: TOTALSPINESEG_DATA (docs/totalspineseg.md).
 TSS_VENV  ?= .tss-venv
 TSS_TORCH ?= torch==2.14.1 torchvision==0.29.1
 TSS_KAGGLE_PYTHON ?= 3.11
@@ -140,8 +140,8 @@ test-kaggle-image: $(VENV)/.installed $(KAGGLE_IMAGE_VENV)/.installed  ## the ke
 # --- learned localiser (rsna_lumbar/localize/keypoints) ------------------------------------------
 LOC_DATA ?= $(WORK)/synth-localizer
 LOC_MODEL ?= weights/localizer
-# The measured recipe of the README (5 folds, three tasks, two models at a time of 1 thread
-# each: 61 min on 2 AVX-512 cores; --jobs 1 trains the same weights, slower); `make demo` trains a
+# The localiser recipe of docs/localiser.md (5 folds, three tasks, two models at a time of 1
+# thread each, about an hour on 2 cores; --jobs 1 trains the same weights, slower); `make demo` trains a
 # smaller one into weights/localizer too — the last one trained is what predict and
 # localize-check use.
 LOC_ARGS ?= --n-folds 5 --steps sag_t2=6000,sag_t1=2000,axial=1500 --batch 8 --threads 1 --jobs 2

@@ -15,7 +15,7 @@ instead of reusing results made from something else. The severity members guard 
 (``train_cv`` refuses a folder trained with another configuration), so a rerun with other
 severity settings retrains nothing else; ``--device`` may change between runs.
 
-``WORK/summary.json`` (contract in DESIGN.md): ``recipe``, ``stages`` (seconds), ``oof``
+``WORK/summary.json`` (the contract; the README's demo section shows one): ``recipe``, ``stages`` (seconds), ``oof``
 (``labelled_points`` and ``localised_points``: the four terms and ``score`` of the ensemble out
 of fold, with balanced accuracy and Moderate recall per family), ``prior`` and ``bayes_floor``
 (same rows), ``members`` (each model folder's reports), ``localiser`` (level accuracy and median
@@ -395,12 +395,14 @@ def _localiser_on_test(data: Path, predict_work: Path) -> dict:
     import numpy as np
     import pandas as pd
 
+    from rsna_lumbar.points import read_points
+
     truth_csv = data / "truth" / "points.csv"
     found = sorted(predict_work.glob("points_test_*.csv"))
     if not truth_csv.is_file() or not found:
         return {}
     truth = pd.read_csv(truth_csv).query("split == 'test' and structure == 'canal'")
-    points = pd.concat([pd.read_csv(p) for p in found]).query("condition == 'Spinal Canal Stenosis'")
+    points = pd.concat([read_points(p) for p in found]).query("condition == 'Spinal Canal Stenosis'")
     right, errors = [], []
     for row in points.itertuples(index=False):
         mine = truth[truth.study_id == row.study_id]

@@ -256,7 +256,7 @@ def test_test_time_augmentation_averages_the_canal_grades_of_the_mirrored_crops(
     np.testing.assert_allclose(ensemble.predict_study(mirrored)[0], both, atol=1e-5)  # symmetric
 
 
-def test_a_crop_cache_of_another_geometry_is_refused_by_the_held_out_report(trained, tmp_path):
+def test_a_crop_cache_of_another_geometry_is_refused_by_the_held_out_report(trained, tmp_path, capsys):
     from rsna_lumbar.training.held_out import held_out_logits
     from rsna_lumbar.tables import read_train
 
@@ -268,3 +268,11 @@ def test_a_crop_cache_of_another_geometry_is_refused_by_the_held_out_report(trai
     with pytest.raises(ValueError, match="another crop geometry"):
         held_out_logits(out, other, read_train(train_csv))
     assert len(held_out_logits(out, crops, read_train(train_csv))) > 0  # its own geometry: fine
+    # resuming the folder on crops of another geometry would relabel its finished folds: refused
+    data = out.parent / "data"
+    before = (out / "model.json").read_text()
+    code = main(["train", "--crops", str(other), "--folds", str(out / "folds.csv"), "--labels",
+                 str(train_csv), "--data", str(data), "--config", "tiny", "--out", str(out),
+                 "train.folds=[0,1]"])  # fmt: skip
+    assert code != 0 and "another crop geometry" in capsys.readouterr().err
+    assert (out / "model.json").read_text() == before

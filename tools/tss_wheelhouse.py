@@ -6,7 +6,7 @@ Takes the exact, tested package set of the TotalSpineSeg venv (``pip freeze``), 
 Kaggle GPU image already provides and must not be replaced (torch, torchvision, triton, the
 CUDA wheels), downloads each as a Linux x86-64 binary wheel for the given Python versions, and
 builds the pure-Python ones that exist only as sdists (e.g. ``acvl_utils``) locally. Writes
-``OUT/requirements-tss.lock``. In the kernel (see the README, "TotalSpineSeg on Kaggle"):
+``OUT/requirements-tss.lock``. In the kernel (docs/totalspineseg.md):
 
     python -m venv --system-site-packages /kaggle/working/tss-venv
     /kaggle/working/tss-venv/bin/pip install --no-index --find-links WHEELS/tss \\

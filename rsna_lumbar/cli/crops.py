@@ -57,16 +57,15 @@ def geometry_from(path: Path | None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
+    from rsna_lumbar.crops.cache import CropCache
     from rsna_lumbar.crops.stage import build_crops
 
     path = build_crops(args.data, args.split, args.out, points=args.points, work=args.work,
                        workers=args.workers, force=args.force, montages=args.montages,
                        geometry=geometry_from(args.geometry))  # fmt: skip
-    index = pd.read_csv(path, keep_default_na=False)
+    index = CropCache(path.parent).index
     studies = index.study_id.nunique()
-    if studies and not (index.views != "").any():
+    if studies and not (index.views.fillna("") != "").any():
         points = args.points or args.data / "train_label_coordinates.csv"
         msg = (f"0 crops for {studies} studies of {args.data} ({args.split}): check that {points} "
                f"holds points of these studies' series, and the issues in {args.out}/"

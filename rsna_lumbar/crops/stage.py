@@ -326,7 +326,6 @@ def build_crops(
     why = ", ".join(f"{n} {r}" for r, n in Counter(reasons[s] for s in todo).most_common())
     LOGGER.info("crops: %d studies, %d to cut%s, %d cached in %s", len(studies), len(todo),
                 f" ({why})" if why else "", len(studies) - len(todo), out)  # fmt: skip
-    write_text(out / GEOMETRY_FILE, json.dumps(geometry_settings(geometry), indent=1) + "\n")
     tasks = [(folder.root, out, s, *inputs[s], keys[s], volumes, geometry) for s in todo]
     pending = set(todo)
     if on_study is not None:
@@ -353,6 +352,7 @@ def build_crops(
     for study_id in studies:
         meta = json.loads((out / f"{study_id}.json").read_text())
         rows.extend(_index_rows(study_id, meta, labels))
-    index_path = out / "index.csv"
+    index_path = out / "index.csv"  # written last, with the geometry its studies were cut at
+    write_text(out / GEOMETRY_FILE, json.dumps(geometry_settings(geometry), indent=1) + "\n")
     write_csv(pd.DataFrame(rows, columns=list(INDEX_COLUMNS)), index_path)
     return index_path

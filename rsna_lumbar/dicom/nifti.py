@@ -48,6 +48,3 @@ def nifti_lps_affine(image: nib.Nifti1Image) -> np.ndarray:
     """The LPS affine of a NIfTI image (inverse of the export's RAS flip), float64 (4, 4)."""
     return lps_to_ras_affine(image.affine)  # the x/y flip is its own inverse
 
-
-save_nifti = write_nifti
-"""Alias of :func:`write_nifti`."""

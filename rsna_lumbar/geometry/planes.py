@@ -37,14 +37,6 @@ def normal_offsets(orientation: Sequence[float], positions: np.ndarray) -> np.nd
     return np.asarray(positions, dtype=np.float64).reshape(-1, 3) @ plane_normal(orientation)
 
 
-def regular_step(orientation: Sequence[float], positions: np.ndarray) -> float:
-    """Median distance (mm) between consecutive sorted slices; NaN for fewer than 2 slices."""
-    offsets = np.sort(normal_offsets(orientation, positions))
-    if len(offsets) < 2:
-        return float("nan")
-    return float(np.median(np.diff(offsets)))
-
-
 def project_to_slices(
     orientation: Sequence[float],
     positions: np.ndarray,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -89,10 +90,12 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
     data loads those instead of training them again. The folder is removed once ``model_dir``
     is written.
 
-    Memory: each training series' canonical stack is written to ``WORK/localiser_samples`` as
-    it is made and memory-mapped from there (:meth:`.keypoints.dataset.SeriesSample.on_disk`):
-    the jobs' processes share one copy through the page cache, and the split's stacks (about
-    6 GB for 2,000 studies at the default grids) need not fit in memory. Removed at the end.
+    Memory: each training series' canonical stack is written to a scratch folder of this run's
+    own (``WORK/localiser-samples-*``) as it is made and memory-mapped from there
+    (:meth:`.keypoints.dataset.SeriesSample.on_disk`): the jobs' processes share one copy
+    through the page cache, and the split's stacks need not fit in memory (their size is not
+    measured at 2,000 studies; it grows with the square of the canonical grid). The folder is
+    removed at the end, also when training fails.
     """
     choice = choose_device(cfg.device)
     _LOG.info("localiser device: %s (%s)", choice.device, choice.note)
@@ -101,47 +104,49 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
     stacks = study_stacks(data, "train", work, workers)
     coords = read_label_coordinates(data / "train_label_coordinates.csv")
     fold_of = read_or_make_folds(data, Path(folds) if folds else None, n_folds).set_index("study_id").fold
-    store = Path(work) / "localiser_samples"  # the training stacks, memory-mapped (scratch)
-    samples = {t: load_samples(data, task_for(t, cfg), coords, stacks, store / t) for t in tasks}
-    by_study = stacks_by_study(stacks)
-    fold_ids = sorted(fold_of.unique())
-    exams = realworld.real_exams() if real or real is None else []
-    if "sag_t2" not in tasks:
-        exams = []
-    if real and not exams:
-        msg = "real=True but no real exams found (set RSNA_REAL_LUMBAR) or sag_t2 not trained"
-        raise FileNotFoundError(msg)
-    real_fold = {path.stem: i % len(fold_ids) for i, path in enumerate(exams)}
-    real_samples = {path.stem: realworld.real_sample(path, task_for("sag_t2", cfg)) for path in exams}
-    models: dict[str, list] = {t: [] for t in tasks}
-    rows, real_rows, started = [], [], time.time()
-    fits = fit_jobs(fold_of, tasks, cfg, steps, real_fold)
-    resume = Path(model_dir).parent / f".{Path(model_dir).name}.partial"  # models as they finish
-    trained = list(zip(fits, run_fits(fits, samples, real_samples, jobs, resume)))
-    for index, fold in enumerate(fold_ids):
-        held = set(fold_of.index[fold_of == fold])
-        fold_models = {t: [m.to(choice.device) for job, m in trained
-                           if job.fold == index and job.task == t] for t in tasks}  # fmt: skip
-        for t in tasks:
-            models[t] += fold_models[t]
-        with torch.no_grad():
-            for study in sorted(held):
-                rows += predict_study(fold_models, by_study.get(int(study), []), data)
-            for path in exams:
-                if real_fold[path.stem] == index:
-                    for framing in realworld.FRAMINGS:
-                        result = realworld.measure_exam(fold_models["sag_t2"], path, framing)
-                        real_rows.append(result.assign(fold=index))
-        _LOG.info("fold %s done (%.0f s)", fold, time.time() - started)
-    table = write_points(rows, out)
-    config = {"backbone": cfg.backbone, "width": cfg.width, "tasks": {t: task_for(t, cfg).as_config() for t in tasks},
-              "train": asdict(cfg), "steps": steps or {}, "folds": int(fold_of.nunique()),
-              "models_per_fold": cfg.seeds, "real_folds": real_fold}  # fmt: skip
-    save_models(model_dir, config, models)
-    write_provenance(model_dir, data, f"localize {cfg.backbone}: {int(fold_of.nunique())} folds, "
-                     f"steps {steps or cfg.steps}, {len(exams)} real exams (config.json)")
-    shutil.rmtree(resume, ignore_errors=True)
-    shutil.rmtree(store, ignore_errors=True)
+    # the training stacks, memory-mapped from a scratch folder of this run's own (removed at the
+    # end, also when training fails; another run in the same WORK has its own)
+    with tempfile.TemporaryDirectory(prefix="localiser-samples-", dir=work) as scratch:
+        store = Path(scratch)
+        samples = {t: load_samples(data, task_for(t, cfg), coords, stacks, store / t) for t in tasks}
+        by_study = stacks_by_study(stacks)
+        fold_ids = sorted(fold_of.unique())
+        exams = realworld.real_exams() if real or real is None else []
+        if "sag_t2" not in tasks:
+            exams = []
+        if real and not exams:
+            msg = "real=True but no real exams found (set RSNA_REAL_LUMBAR) or sag_t2 not trained"
+            raise FileNotFoundError(msg)
+        real_fold = {path.stem: i % len(fold_ids) for i, path in enumerate(exams)}
+        real_samples = {path.stem: realworld.real_sample(path, task_for("sag_t2", cfg)) for path in exams}
+        models: dict[str, list] = {t: [] for t in tasks}
+        rows, real_rows, started = [], [], time.time()
+        fits = fit_jobs(fold_of, tasks, cfg, steps, real_fold)
+        resume = Path(model_dir).parent / f".{Path(model_dir).name}.partial"  # models as they finish
+        trained = list(zip(fits, run_fits(fits, samples, real_samples, jobs, resume)))
+        for index, fold in enumerate(fold_ids):
+            held = set(fold_of.index[fold_of == fold])
+            fold_models = {t: [m.to(choice.device) for job, m in trained
+                               if job.fold == index and job.task == t] for t in tasks}  # fmt: skip
+            for t in tasks:
+                models[t] += fold_models[t]
+            with torch.no_grad():
+                for study in sorted(held):
+                    rows += predict_study(fold_models, by_study.get(int(study), []), data)
+                for path in exams:
+                    if real_fold[path.stem] == index:
+                        for framing in realworld.FRAMINGS:
+                            result = realworld.measure_exam(fold_models["sag_t2"], path, framing)
+                            real_rows.append(result.assign(fold=index))
+            _LOG.info("fold %s done (%.0f s)", fold, time.time() - started)
+        table = write_points(rows, out)
+        config = {"backbone": cfg.backbone, "width": cfg.width, "tasks": {t: task_for(t, cfg).as_config() for t in tasks},
+                  "train": asdict(cfg), "steps": steps or {}, "folds": int(fold_of.nunique()),
+                  "models_per_fold": cfg.seeds, "real_folds": real_fold}  # fmt: skip
+        save_models(model_dir, config, models)
+        write_provenance(model_dir, data, f"localize {cfg.backbone}: {int(fold_of.nunique())} folds, "
+                         f"steps {steps or cfg.steps}, {len(exams)} real exams (config.json)")
+        shutil.rmtree(resume, ignore_errors=True)
     metrics = evaluate(table, coords, stacks)
     if real_rows:
         real_table = pd.concat(real_rows, ignore_index=True)

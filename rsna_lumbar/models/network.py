@@ -15,7 +15,7 @@ Shapes (``B`` samples, ``V`` views of the family, ``S`` slices, ``H × W`` pixel
 
 :class:`LumbarNet` holds one such head per family, either each with its own encoder
 (``shared=False``: one model per family) or all on one encoder (``shared=True``: one backbone,
-one head per family). Which serves better is the ablation's question (README).
+one head per family). Which serves better is the ablation's question (docs/experiments/severity.md).
 :func:`create_model` builds one from a registered spec name; a trained model folder's network
 comes from its ``model.json`` (:func:`rsna_lumbar.models.folder.build_network`).
 """

@@ -12,7 +12,8 @@ one and passes its path. Schema (every key required unless marked optional)::
                                                  # real_exams: auto | true | false; optional:
                                                  # backbone, width, input_px, stride (the
                                                  # localiser's TrainConfig; 0: each task's own)
-    crops: {FAMILY: {VIEW: {mm, px, slices}}}    # optional: crop geometry, default
+    crops: {FAMILY: {VIEW: {mm, px, slices,      # optional: crop geometry (any subset), default
+            context_mm, context_slices}}}        # (the context: re-cut training shifts),
                                                  # rsna_lumbar.crops.recipes.DEFAULT_GEOMETRY
     severity:                                    # ensemble members, each a model folder
       - {name, config, epochs, overrides}        # name optional (severity_{config}); epochs null:

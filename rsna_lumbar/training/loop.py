@@ -46,7 +46,9 @@ from rsna_lumbar.crops.stage import crop_data_folders
 from rsna_lumbar.devices import autocast, choose_device, grad_scaler
 from rsna_lumbar.folds import read_folds
 from rsna_lumbar.models.dataset import StudyDataset, _seed, collate, labels_by_study
-from rsna_lumbar.models.folder import build_network, describe, write_description
+from rsna_lumbar.models.folder import (
+    build_network, check_crop_geometry, describe, read_description, write_description,
+)
 from rsna_lumbar.models.forward import forward_batch, predict_logits
 from rsna_lumbar.models.registry import ModelSpec, get_spec
 from rsna_lumbar.models.weights import resolve_init_file, save_weights
@@ -386,6 +388,8 @@ def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bo
     if d.main:
         write_csv(folds, out / "folds.csv")
         save_priors(class_priors(train), out / "priors.json")
+        if (out / "model.json").is_file():  # finished folds were trained at its geometry
+            check_crop_geometry(read_description(out), cache.geometry, str(crops))
         write_description(out, model_description(config, cache.geometry))
         if data is not None:
             write_provenance(out, data, recipe or f"{config.model.spec} (resolved: config.yaml)",

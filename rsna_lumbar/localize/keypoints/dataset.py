@@ -290,7 +290,7 @@ def _keep_levels_in_view(a: np.ndarray, points_uv: np.ndarray, task: Task) -> tu
 
 def draw(sample: SeriesSample, task: Task, rng: np.random.Generator, augment: bool = True,
          k: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """One training pair ``(input (3, px, px), target (n_points, px/4, px/4))`` from a series.
+    """One training pair ``(input (3, px, px), target (n_points, px/stride, px/stride))`` from a series.
 
     Half the draws pick a slice within one slice of a labelled point, the rest any slice.
     Geometric augmentation: scale 0.75–1.35, rotation (sd 8°), shift ±25 mm (±:data:`LEVEL_SHIFT_MM`
