@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 
 from rsna_lumbar.crops.sampling import PatchSpec
-from rsna_lumbar.vocabulary import Condition, Family, SeriesDescription, Side
+from rsna_lumbar.vocabulary import VIEWS, Condition, Family, SeriesDescription, Side
 
 LEFT = np.array([1.0, 0.0, 0.0])
 POSTERIOR = np.array([0.0, 1.0, 0.0])
@@ -58,6 +58,8 @@ _VIEWS: dict[Family, tuple[tuple[str, SeriesDescription, Family], ...]] = {
     Family.SUBARTICULAR: (("axial", SeriesDescription.AXIAL_T2, Family.SUBARTICULAR),),
 }  # fmt: skip
 
+assert {f.value: tuple(v for v, _, _ in views) for f, views in _VIEWS.items()} == VIEWS  # one list
+
 Geometry = dict[str, dict[str, PatchSpec]]  # family value → view → patch spec
 # a view's geometry in settings: size_mm, size_px, n_slices, and the context cut around it
 # (mm on each side, rounded to whole pixels; slices at each end) for re-cut training shifts
@@ -68,6 +70,7 @@ DEFAULT_GEOMETRY: Geometry = {
     "foraminal": {"sag_t1": PatchSpec(40.0, 64, 5)},
     "subarticular": {"axial": PatchSpec(40.0, 64, 3)},
 }
+assert {f: tuple(views) for f, views in DEFAULT_GEOMETRY.items()} == VIEWS
 
 
 def recipes_for(condition: Condition, geometry: Geometry = DEFAULT_GEOMETRY) -> tuple[CropRecipe, ...]:
