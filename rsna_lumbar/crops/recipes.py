@@ -14,6 +14,7 @@ top to bottom. Lateral structures are mirrored so that both sides share one orie
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -89,6 +90,7 @@ def crop_spec(family: str, view: str, geometry: Geometry = DEFAULT_GEOMETRY) -> 
     return views[view]
 
 
+@functools.lru_cache(maxsize=None)  # pure; called for every crop array at test time
 def mirror_axis(family: str, view: str) -> int | None:
     """The axis of a ``(S, H, W)`` crop of ``view`` that runs along the patient's left–right,
     when mirroring the crop along it leaves its grade unchanged: for a family without a side

@@ -39,6 +39,7 @@ submitting (no model loaded, priors missing, coverage below a threshold); ``rsna
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -241,6 +242,14 @@ class _Kept:
         written before it was recorded: the default)."""
         return self.predictor.geometry
 
+    @functools.cached_property
+    def geometry_key(self) -> str:
+        """:func:`rsna_lumbar.crops.stage.settings_key` of :attr:`geometry` (fixed for the
+        member's life: a reload onto the CPU reads the same ``model.json``)."""
+        from rsna_lumbar.crops.stage import settings_key
+
+        return settings_key(self.geometry)
+
 
 class _EnsembleRunner:
     """Runs every kept ensemble member on batches of studies as their crops land.
@@ -304,10 +313,8 @@ class _EnsembleRunner:
         the kept members; the one most members use first."""
         from collections import Counter
 
-        from rsna_lumbar.crops.stage import settings_key
-
-        found = {settings_key(k.geometry): k.geometry for k in self.members}
-        uses = Counter(settings_key(k.geometry) for k in self.members)
+        found = {k.geometry_key: k.geometry for k in self.members}
+        uses = Counter(k.geometry_key for k in self.members)
         return {key: found[key] for key, _ in uses.most_common()}
 
     def set_tta(self, on: bool) -> None:
@@ -345,9 +352,7 @@ class _EnsembleRunner:
 
     def _predict(self, kept: _Kept, batch: dict) -> dict:
         """One member on one batch (module docstring); the studies it predicted."""
-        from rsna_lumbar.crops.stage import settings_key
-
-        geometry = settings_key(kept.geometry)
+        geometry = kept.geometry_key
         batch = {s: arrays[geometry] for s, arrays in batch.items() if geometry in arrays}
         if not batch:
             return {}
