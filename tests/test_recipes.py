@@ -37,6 +37,12 @@ def test_every_packaged_recipe_loads_and_its_members_configs_resolve():
     (["severity.0.epochs=abc"], "epochs must be an integer"),
     (["severity.0.config=nosuch"], "config nosuch not found"),
     (["severity.0.overrides=[bogus.key=1]"], "unknown config key bogus"),
+    (["crops.spinal.sag_t3.px=96"], "unknown key 'sag_t3'"),
+    (["crops.spinal.sag_t2.pix=96"], "unknown key 'pix'"),
+    (["crops.spinal.sag_t2.slices=4"], "odd n_slices"),
+    (["localiser.stride=3"], "stride must be 0"),
+    (["localiser.input_px=100"], "multiple of 32"),
+    (["predict.tta=maybe"], "predict.tta: true or false"),
 ])
 def test_wrong_overrides_are_refused_with_what_to_change(overrides, message):
     with pytest.raises(RecipeError, match=message):
