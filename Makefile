@@ -141,12 +141,11 @@ test-kaggle-image: $(VENV)/.installed $(KAGGLE_IMAGE_VENV)/.installed  ## the ke
 LOC_DATA ?= $(WORK)/synth-localizer
 LOC_MODEL ?= weights/localizer
 # The localiser recipe of docs/localiser.md (5 folds, three tasks, two models at a time of 1
-# thread each, about an hour on 2 cores; --jobs 1 trains the same weights, slower); `make demo` trains a
-# smaller one into weights/localizer too — the last one trained is what predict and
-# localize-check use.
+# thread each, about an hour on 2 cores; --jobs 1 trains the same weights, slower) into
+# weights/localizer, which predict and localize use before the packaged localiser.
 LOC_ARGS ?= --n-folds 5 --steps sag_t2=6000,sag_t1=2000,axial=1500 --batch 8 --threads 1 --jobs 2
 
-.PHONY: localize-weights localize-check
+.PHONY: localize-weights localize-check localiser-package
 
 $(LOC_DATA)/truth/manifest.json: $(VENV)/.installed
 	$(PY) -c "from rsna_lumbar.synth.generate import generate; generate('$(LOC_DATA)', 120, seed=17, test_studies=4, scale=2.0)"
@@ -157,5 +156,18 @@ $(LOC_MODEL)/config.json: $(LOC_DATA)/truth/manifest.json
 
 localize-weights: $(LOC_MODEL)/config.json  ## train the learned localiser OOF on 120 synthetic studies → LOC_MODEL (2 CPU cores, ~1 h)
 
-localize-check: $(LOC_MODEL)/config.json  ## learned localiser: CLI on synthetic data + sim-to-real on the 5 real exams
-	RSNA_LOCALIZER=$(abspath $(LOC_MODEL)) $(PY) -m pytest -q -m slow -s tests/test_localize_real.py
+# The packaged localiser (rsna_lumbar/localize/pretrained, docs/localiser.md#the-packaged-localiser):
+# the recipe above on the same 120 synthetic studies and the 34 real exams of ../shared/data
+# (required), then fold 0's models in float16 and the model card. On the machine kind that made
+# them the files come out byte for byte; `git status` afterwards shows whether they changed.
+PKG_WORK ?= $(WORK)/localiser-package
+localiser-package: $(VENV)/.installed  ## retrain and export the packaged localiser (synthetic + 34 real exams; ~1.3 h on 2 cores)
+	test -f $(PKG_WORK)/data/truth/manifest.json || $(PY) -c "from rsna_lumbar.synth.generate import generate; generate('$(PKG_WORK)/data', 120, seed=17, test_studies=4, scale=2.0)"
+	$(VENV)/bin/rsna-lumbar localize --data $(PKG_WORK)/data --split train --work $(PKG_WORK)/work \
+	  --out $(PKG_WORK)/oof.csv --model $(PKG_WORK)/model --real on $(LOC_ARGS)
+	$(PY) -m rsna_lumbar.localize.packaged --model $(PKG_WORK)/model --data $(PKG_WORK)/data \
+	  --oof $(PKG_WORK)/oof.csv --work $(PKG_WORK)/work
+	git status --short rsna_lumbar/localize/pretrained
+
+localize-check: $(VENV)/.installed  ## learned localiser: CLI on synthetic data + the packaged localiser (or RSNA_LOCALIZER) on the 34 real exams
+	$(PY) -m pytest -q -m slow -s tests/test_localize_real.py

@@ -8,7 +8,8 @@
     DIR/sample_submission.csv
     DIR/{train,test}_images/{study_id}/{series_id}/{instance_number}.dcm
 
-and where the real sagittal T2 exams of the sim-to-real checks are (:func:`real_exams_dir`).
+and where the real sagittal exams of the sim-to-real checks are (:func:`real_exams_dir`,
+:func:`real_vb3_dir`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 SPLITS = ("train", "test")
 REAL_EXAMS_VAR = "RSNA_REAL_LUMBAR"
+REAL_VB3_VAR = "RSNA_REAL_LUMBAR_VB3"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,3 +70,13 @@ def real_exams_dir() -> Path:
     if setting:
         return Path(setting)
     return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-lumbar"
+
+
+def real_vb3_dir() -> Path:
+    """The folder of the real water-fat exams with vertebral bodies segmented (``vb3_*.npz``):
+    ``$RSNA_REAL_LUMBAR_VB3``, else ``shared/data/real-lumbar-vb3`` beside the checkout (may not
+    exist, as for :func:`real_exams_dir`)."""
+    setting = os.environ.get(REAL_VB3_VAR)
+    if setting:
+        return Path(setting)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-lumbar-vb3"

@@ -31,6 +31,7 @@ from rsna_lumbar.layout import SPLITS, CompetitionFolder
 
 PROVENANCE = "provenance.json"
 SYNTHETIC, COMPETITION = "synthetic", "competition"
+PACKAGED = "packaged"  # the localiser that ships with the kit (rsna_lumbar.localize.packaged)
 KEYS = ("data_folder", "data_fingerprint", "data_kind", "recipe", "kit_version", "commit",
         "created")
 

@@ -1,8 +1,8 @@
 """``rsna-lumbar run``: the whole chain on one competition folder, by a recipe.
 
 data (the folder given, or a synthetic one the recipe describes) → header index → folds and
-the class priors → learned localiser, out of fold → crops at the labelled points and at the
-localiser's out-of-fold points → severity models, k-fold, one per recipe member → report (out
+the class priors → learned localiser, out of fold (or the one packaged with the kit, which never
+saw these studies) → crops at the labelled points and at the localiser's out-of-fold points → severity models, k-fold, one per recipe member → report (out
 of fold on both kinds of crops: the difference is the localisation tax) → ensemble manifest →
 predict the test split → validate and score where labels exist.
 
@@ -42,7 +42,7 @@ STAGES = {
     "data": "competition folder",
     "index": "header index",
     "folds": "folds and the class priors",
-    "localiser": "learned localiser (out of fold)",
+    "localiser": "learned localiser (out of fold, or the packaged one as is)",
     "crops": "crops at the labelled and at the localised points",
     "severity": "severity models (k-fold)",
     "report": "report: out of fold on both kinds of crops",
@@ -194,9 +194,11 @@ def _check_made_from(recipe: Recipe, data: Path, work: Path, weights: Path) -> N
     from rsna_lumbar.provenance import data_fingerprint
 
     from rsna_lumbar.crops.recipes import geometry_settings
+    from rsna_lumbar.localize.packaged import fingerprint as packaged_fingerprint
 
     made = {"data_fingerprint": data_fingerprint(data),
             **{k: recipe.settings[k] for k in ("folds", "seed", "localiser")},
+            **({"localiser": f"packaged {packaged_fingerprint()}"} if recipe.packaged_localiser else {}),
             "crops": geometry_settings(recipe.crop_geometry)}
     for folder in (work, weights):
         record = folder / RUN_RECORD
@@ -228,22 +230,53 @@ def _folds_and_priors(recipe: Recipe, data: Path, work: Path, weights: Path) -> 
 
 
 def _localiser(recipe: Recipe, data: Path, work: Path, weights: Path, device: str) -> dict:
-    """The localiser trained out of fold into ``OUT/localizer`` (skipped when done); its
-    canal level accuracy and median error, out of fold."""
-    from rsna_lumbar.localize.oof import train_oof
-
+    """The localiser in ``OUT/localizer`` and its points on the train split (skipped when done):
+    trained out of fold here, or (``localiser: packaged``) the kit's own copied there, whose
+    points on these studies are out of sample as they stand (it never saw them). Its canal
+    level accuracy and median error on the train split, out of fold or out of sample."""
     out, folder = work / "localize_oof.csv", weights / "localizer"
     if out.is_file() and (folder / "metrics.json").is_file():
-        print(f"    already trained: {folder}", flush=True)
+        print(f"    already done: {folder}", flush=True)
         metrics = json.loads((folder / "metrics.json").read_text())
+    elif recipe.packaged_localiser:
+        metrics = _packaged_localiser(data, out, folder, work, device)
     else:
+        from rsna_lumbar.localize.oof import train_oof
+
         cfg = recipe.localiser_config(device)
         metrics = train_oof(data, out, folder, work=work, folds=work / "folds.csv", cfg=cfg,
                             steps=recipe.localiser_steps, real=recipe.real_exams)  # fmt: skip
     canal = metrics.get("spinal", {})
-    return {"folder": str(folder), "oof_points": str(out),
+    return {"folder": str(folder), "oof_points": str(out), "packaged": recipe.packaged_localiser,
             "level_accuracy": canal.get("level_accuracy"), "median_error_mm": canal.get("median_mm"),
             "metrics": metrics}
+
+
+def _packaged_localiser(data: Path, out: Path, folder: Path, work: Path, device: str) -> dict:
+    """Copy the packaged localiser to ``folder``, predict the train split with it into ``out``
+    and measure those points (``folder/metrics.json``, written last: its presence means done)."""
+    import shutil
+
+    from rsna_lumbar.atomic import write_text
+    from rsna_lumbar.localize.evaluate import evaluate
+    from rsna_lumbar.localize.keypoints.train import study_stacks
+    from rsna_lumbar.localize.packaged import packaged
+    from rsna_lumbar.localize.stage import predict_split
+    from rsna_lumbar.tables import read_label_coordinates
+
+    source = packaged()
+    if source is None:
+        msg = "the recipe asks for the packaged localiser, but this install lacks it: reinstall the kit"
+        raise FileNotFoundError(msg)
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(source, folder)
+    (folder / "metrics.json").unlink(missing_ok=True)
+    print(f"    the packaged localiser ({source}) on the train split", flush=True)
+    table = predict_split(data, "train", out, folder, work=work, device=device)
+    coords = read_label_coordinates(data / "train_label_coordinates.csv")
+    metrics = evaluate(table, coords, study_stacks(data, "train", work))
+    write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
 
 
 def _crops(data: Path, work: Path, geometry: dict) -> None:
@@ -257,7 +290,8 @@ def _crops(data: Path, work: Path, geometry: dict) -> None:
 
 
 def _severity(recipe: Recipe, data: Path, work: Path, weights: Path, device: str) -> None:
-    """Train every recipe member k-fold on the labelled-point crops into ``OUT/{name}``."""
+    """Train every recipe member k-fold on the labelled-point crops into ``OUT/{name}`` (and on
+    the crops at the localiser's points for the share its ``data.localised_share`` sets)."""
     from rsna_lumbar.training.config import load_config
     from rsna_lumbar.training.loop import train_cv
 
@@ -265,7 +299,7 @@ def _severity(recipe: Recipe, data: Path, work: Path, weights: Path, device: str
         overrides = [*member.config_overrides(), f"train.device={device}"]
         config = load_config(member.config, overrides)
         train_cv(work / "crops_train", work / "folds.csv", data / "train.csv", config,
-                 weights / member.name, data=data,
+                 weights / member.name, data=data, localised_crops=work / "crops_train_localised",
                  recipe=f"{recipe.name}: {member.name} --config {member.config} "
                         + " ".join(overrides))  # fmt: skip
 

@@ -3,10 +3,11 @@
 * ``test_cli_schema_on_synthetic``: ``rsna-lumbar localize`` trains (a few steps) out of fold
   on a tiny synthetic set, writes the documented CSV and metrics, then predicts the test split
   from the model folder; rows map back to their world points through the series geometry.
-* ``test_sim_to_real_levels``: the sagittal T2 models of ``weights/localizer`` (or
-  ``RSNA_LOCALIZER``) on the five real exams, each exam measured with the fold model that did
-  not train on it (``config.json`` ``"real_folds"``; a localiser trained without the exams is
-  measured whole): every level of every exam must land on the right disc (criterion in
+* ``test_sim_to_real_levels``: the sagittal T2 models of the packaged localiser (or of the
+  folder ``RSNA_LOCALIZER`` names) on the 34 real exams, each exam measured with the fold model
+  that did not train on it (``config.json`` ``"real_folds"``; a localiser trained without the
+  exams, and the packaged one — one fold's models, its card marks the exams they trained on —
+  are measured whole): every level of every exam must land on the right disc (criterion in
   :mod:`rsna_lumbar.localize.keypoints.realworld`), median error to the disc edge < 10 mm.
 """
 
@@ -22,9 +23,10 @@ import pytest
 
 from rsna_lumbar.cli import main
 from rsna_lumbar.localize.keypoints.realworld import FRAMINGS, measure_all, real_exams
+from rsna_lumbar.localize.packaged import PACKAGED
 
 pytestmark = pytest.mark.slow
-MODEL = Path(os.environ.get("RSNA_LOCALIZER", Path(__file__).parents[1] / "weights" / "localizer"))
+MODEL = Path(os.environ.get("RSNA_LOCALIZER") or PACKAGED)
 
 
 def test_cli_schema_on_synthetic(tmp_path):
@@ -70,7 +72,7 @@ def test_sim_to_real_levels():
     from rsna_lumbar.localize.keypoints.model import fold_members, load_models
 
     if not (MODEL / "config.json").is_file():
-        pytest.fail(f"no trained localiser at {MODEL}: run 'make localize-weights' first")
+        pytest.fail(f"no trained localiser at {MODEL}: set RSNA_LOCALIZER to a trained folder")
     config, models = load_models(MODEL)
     folds = config.get("real_folds") or {}
     exams = [path.stem for path in real_exams()]

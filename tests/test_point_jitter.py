@@ -145,3 +145,41 @@ def test_training_shifts_of_a_view_cut_with_context_recut_real_anatomy():
             offsets.add((int(first // 3000) - 1, int(first % 3000 // 50) - 4, int(first % 50) - 4))
     assert all(abs(dk) <= 1 and abs(dr) <= 4 and abs(dc) <= 4 for dk, dr, dc in offsets)
     assert len(offsets) > 5  # the shifts vary, in-plane and through the slices
+
+
+def test_a_share_of_training_draws_reads_the_crops_at_the_localisers_points(tmp_path):
+    from rsna_lumbar.training.loop import train_cv
+
+    cache_dir, train_csv, folds_csv = make_crop_cache(tmp_path, n_studies=2, slices=5, size=32,
+                                                      missing_view=0.0)  # fmt: skip
+    cache = CropCache(cache_dir)
+
+    class Localised:  # the same studies' crops, marked: every pixel 100 higher
+        study_ids = cache.study_ids
+        geometry = cache.geometry
+
+        def arrays(self, study_id):
+            return {k: v.astype(np.float32) + 100.0 for k, v in cache.arrays(study_id).items()}
+
+    still = load_config("cpu", ["augment.affine_p=0.0", "augment.brightness_contrast_p=0.0",
+                                "augment.gamma_p=0.0", "augment.noise_p=0.0",
+                                "augment.blur_p=0.0"]).augment  # fmt: skip
+    common = dict(families=("spinal",), views={"spinal": ("sag_t2",)}, slices=3, size=32)
+
+    def draws(share: float, augment, epochs: int = 12) -> list[bool]:
+        data = StudyDataset(cache, cache.study_ids, None, augment=augment, alternate=Localised(),
+                            alternate_share=share, **common)  # fmt: skip
+        marked = []
+        for epoch in range(epochs):
+            data.set_epoch(epoch)
+            marked.append(bool(data[0]["x"]["spinal"].mean() > 50))
+        return marked
+
+    assert not any(draws(0.0, still)) and all(draws(1.0, still))
+    assert 0 < sum(draws(0.5, still)) < 12  # a share, drawn per study and epoch
+    assert not any(draws(1.0, None))  # evaluation reads the labelled points' crops only
+    config = load_config("cpu", ["data.localised_share=0.5"])
+    with pytest.raises(ValueError, match="--localised-crops"):
+        train_cv(cache_dir, folds_csv, train_csv, config, tmp_path / "model")
+    with pytest.raises(ConfigError, match="localised_share"):
+        load_config("cpu", ["data.localised_share=1.5"])

@@ -27,7 +27,8 @@ def test_every_packaged_recipe_loads_and_its_members_configs_resolve():
 
 @pytest.mark.parametrize("overrides, message", [
     (["bogus=1"], "unknown key 'bogus'"),
-    (["localiser.steps.sag_t3=5"], "localiser.steps holds no keys"),
+    (["localiser.steps.sag_t3=5"], r"unknown key 'sag_t3' \(known here: axial, sag_t1, sag_t2\)"),
+    (["localiser.steps=5", "localiser.steps.sag_t3=5"], "localiser.steps holds no keys"),
     (["severity.2.epochs=1"], "not an index of a 1-item list"),
     (["folds=1"], "folds must be an integer of at least 2"),
     (["localiser.real_exams=maybe"], "localiser.real_exams: auto, true or false"),
@@ -43,10 +44,18 @@ def test_every_packaged_recipe_loads_and_its_members_configs_resolve():
     (["localiser.stride=3"], "stride must be 0"),
     (["localiser.input_px=100"], "multiple of 32"),
     (["predict.tta=maybe"], "predict.tta: true or false"),
+    (["localiser=packaged", "localiser.batch=4"], "localiser holds no keys"),
+    (["localiser=pretrained"], "or the word 'packaged'"),
 ])
 def test_wrong_overrides_are_refused_with_what_to_change(overrides, message):
     with pytest.raises(RecipeError, match=message):
-        load_recipe("demo", overrides)
+        load_recipe("cpu", overrides)
+
+
+def test_the_packaged_localiser_is_a_recipe_choice():
+    assert load_recipe("demo").packaged_localiser  # the demo trains no localiser
+    assert not load_recipe("cpu").packaged_localiser
+    assert load_recipe("cpu", ["localiser=packaged"]).packaged_localiser
 
 
 def test_optional_keys_may_be_set_by_override():

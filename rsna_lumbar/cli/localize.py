@@ -25,7 +25,8 @@ registered from the predicted canal point. One row per (study, condition, level)
   (--real), the sag_t2 folds also train on the real exams outside the fold and are measured on
   those inside it, as acquired and tightly framed (sacrum and L1/L2 just in view):
   --model/real.csv, "real" and "real_tight" in the metrics.
---split test (or any other): loads --model and predicts every study of the split. With
+--split test (or any other): loads --model (default weights/localizer, else the packaged
+  localiser, which the log names) and predicts every study of the split. With
   TotalSpineSeg (--tss), each study's Sagittal T2 goes to it first: when its five levels pass
   the sanity checks, the canal points (7 mm behind the posterior disc edges) and the foramina
   come from it (source "totalspineseg"); otherwise (absent, failed, doubtful numbering) the
@@ -42,8 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="competition folder")
     parser.add_argument("--split", default="test", help="train (OOF training) or a split to predict")
     parser.add_argument("--out", type=Path, required=True, help="CSV to write")
-    parser.add_argument("--model", type=Path, default=Path("weights/localizer"),
-                        help="localiser folder to write (train) or read (default weights/localizer)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="localiser folder to write (train; default weights/localizer) or read "
+                             "(default weights/localizer when it holds one, else the localiser "
+                             "packaged with the kit: its model card is "
+                             "rsna_lumbar/localize/pretrained/MODEL_CARD.md)")
     parser.add_argument("--work", type=Path, default=Path("work"), help="artefact folder (index)")
     parser.add_argument("--folds", type=Path, default=None, help="folds CSV (study_id, fold)")
     parser.add_argument("--n-folds", type=int, default=5, help="folds made here without --folds")
@@ -63,8 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", default="sag_t2,sag_t1,axial",
                         help="comma-separated tasks to train: sag_t2, sag_t1, axial")
     parser.add_argument("--real", choices=("auto", "on", "off"), default="auto",
-                        help="train and measure sag_t2 with the 5 real exams out of fold "
-                             "(auto: when shared/data/real-lumbar or RSNA_REAL_LUMBAR holds them)")
+                        help="train and measure sag_t2 with the 34 real exams out of fold "
+                             "(auto: when shared/data/real-lumbar and real-lumbar-vb3, or "
+                             "RSNA_REAL_LUMBAR and RSNA_REAL_LUMBAR_VB3, hold them)")
     add_tss_argument(parser)
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="where the heatmap models train and predict (auto: CUDA, with mixed "
@@ -103,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rsna_lumbar.localize.keypoints.config import TrainConfig
     from rsna_lumbar.localize.oof import train_oof
+    from rsna_lumbar.localize.packaged import DEFAULT_FOLDER, resolve
     from rsna_lumbar.localize.stage import predict_split
     from rsna_lumbar.tables import split_study_ids
 
@@ -117,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig(backbone=args.backbone, width=args.width, input_px=args.input_px,
                           stride=args.stride, steps=max(steps.values()),
                           batch=args.batch, seeds=args.seeds, device=args.device)
-        metrics = train_oof(args.data, args.out, args.model, work=args.work, folds=args.folds,
+        model = args.model if args.model is not None else DEFAULT_FOLDER
+        metrics = train_oof(args.data, args.out, model, work=args.work, folds=args.folds,
                             n_folds=args.n_folds, cfg=cfg, tasks=tasks, workers=args.workers,
                             steps=steps, real={"auto": None, "on": True, "off": False}[args.real],
                             jobs=args.jobs)  # fmt: skip
@@ -126,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         from rsna_lumbar.localize import tss_level_finder
 
         levels = tss_level_finder(tss_from_args(args.tss), args.work / "totalspineseg")
-        table = predict_split(args.data, args.split, args.out, args.model, work=args.work,
+        table = predict_split(args.data, args.split, args.out, resolve(args.model), work=args.work,
                               workers=args.workers, levels=levels, device=args.device)
         studies = len(split_study_ids(args.data, args.split)) if table.empty else 0
         if studies:

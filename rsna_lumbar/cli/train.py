@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jitter-from", type=Path, metavar="LOCALIZER",
                         help="size the crops' training jitter (in-plane mm, slices) from this "
                              "localiser folder's measured out-of-fold error (data.point_jitter)")
+    parser.add_argument("--localised-crops", type=Path, metavar="DIR",
+                        help="crops of the same studies at the localiser's out-of-fold points "
+                             "('rsna-lumbar crops --points'), read for data.localised_share of "
+                             "the training draws")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
 
@@ -62,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
               "will refuse it", file=sys.stderr)
     recipe = " ".join([f"--config {args.config}", *overrides])
     out = train_cv(args.crops, args.folds, args.labels, config, args.out, force=args.force,
-                   stop_after_epochs=args.stop_after_epochs, data=args.data, recipe=recipe)
+                   stop_after_epochs=args.stop_after_epochs, data=args.data, recipe=recipe,
+                   localised_crops=args.localised_crops)  # fmt: skip
     if out is None:
         print(f"stopped after {args.stop_after_epochs} epoch(s); rerun the same command to resume")
         return 0

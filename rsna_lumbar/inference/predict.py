@@ -9,9 +9,9 @@ The chain, each stage guarded so that a failure degrades the prediction instead 
 3. then, chunk by chunk of studies:
 
    a. points — the ensemble's learned localiser (``rsna-lumbar localize``, on the chosen
-      device; on the CPU from then on if it fails on the GPU), after TotalSpineSeg when a
-      runner is given, or the labelled points when the split has them (train: out-of-fold
-      checks), else none;
+      device; on the CPU from then on if it fails on the GPU), else the localiser packaged
+      with the kit (:mod:`rsna_lumbar.localize.packaged`), after TotalSpineSeg when a runner
+      is given; without either, the labelled points when the split has them, else none;
    b. crops — :func:`rsna_lumbar.crops.stage.build_crops` on those points: resampling runs in
       a process pool across studies; each stack is decoded once per study, by whichever of a
       and b reads it first (:class:`~rsna_lumbar.dicom.volume_cache.VolumeCache`, in the
@@ -57,6 +57,7 @@ from rsna_lumbar.dicom.volume_cache import VolumeCache
 from rsna_lumbar.inference.budget import Deadline, Plan
 from rsna_lumbar.inference.ensemble import read_ensemble
 from rsna_lumbar.layout import CompetitionFolder
+from rsna_lumbar.localize.packaged import packaged
 from rsna_lumbar.priors import load_priors, uniform_priors
 from rsna_lumbar.submission import build_submission, write_submission
 from rsna_lumbar.tables import split_study_ids
@@ -546,9 +547,11 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, votes, dead
     summary.warnings += [f"member {m.path} was trained on {m.data_kind} data (provenance.json)"
                          for m in summary.members if m.data_kind != "competition"]
     volumes = VolumeCache(work / "volumes")
-    localiser_models, floor = _localiser_models(ensemble.localizer)
-    summary.localiser = {"path": str(ensemble.localizer) if localiser_models else None,
-                         "models_per_task": localiser_models}
+    localizer = _localiser_folder(ensemble.localizer, summary)
+    localiser_models, floor = _localiser_models(localizer)
+    summary.localiser = {"path": str(localizer) if localiser_models else None,
+                         "models_per_task": localiser_models,
+                         "packaged": localizer is not None and localizer == packaged()}
     plan = Plan([k.report.path for k in runner.members], localiser_models, floor, tta=summary.tta)
     runner.set_tta(summary.tta)
     localiser = {"device": device}  # the CPU for good once the localiser fails on the GPU
@@ -565,7 +568,7 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, votes, dead
         localiser_s = 0.0
         try:
             loc_started = time.perf_counter()
-            points = timed("localise", _points, data, split, ensemble.localizer, work, chunk,
+            points = timed("localise", _points, data, split, localizer, work, chunk,
                            index, plan.localiser_models or None, tss, volumes, split_index,
                            localiser, summary)  # fmt: skip
             localiser_s = time.perf_counter() - loc_started if points is not None else 0.0
@@ -596,6 +599,21 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, votes, dead
             runner.keep_only(plan.members)
             summary.shed = list(plan.shed)
     summary.localiser["models_per_task_at_end"] = plan.localiser_models
+
+
+def _localiser_folder(named: Path | None, summary: RunSummary) -> Path | None:
+    """The ensemble's localiser folder when it holds a trained one, else the packaged localiser
+    (:mod:`rsna_lumbar.localize.packaged`; a warning when the manifest named a folder that holds
+    none), else None (an install without it: labelled points or the priors)."""
+    if named is not None and (named / "config.json").is_file():
+        return named
+    fallback = packaged()
+    if fallback is not None:
+        why = f"{named} holds no localiser" if named is not None else "the ensemble names no localiser"
+        if named is not None:
+            summary.warnings.append(f"{why}; the packaged localiser placed the points")
+        LOGGER.info("%s: the packaged localiser places the points (%s)", why, fallback)
+    return fallback
 
 
 def _localiser_models(localizer: Path | None) -> tuple[int, int]:

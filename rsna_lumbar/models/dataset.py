@@ -100,12 +100,20 @@ class StudyDataset(torch.utils.data.Dataset):
         point_jitter: ``{family: {view: (± in-plane mm, ± slices)}}`` replacing the
             translation and ``slice_jitter`` of the views it names (when augmenting).
         seed: with :meth:`set_epoch`, fixes every random draw.
+        alternate, alternate_share: a second cache of the same studies (the crops at the
+            localiser's points) from which a study is read instead, at a draw of probability
+            ``alternate_share`` per study and epoch (when augmenting, for studies it holds).
     """
 
     def __init__(self, cache, study_ids: Sequence[int], labels, families, views,
                  slices: int, size: int, augment=None, slice_jitter: int = 0,
-                 point_jitter: dict | None = None, seed: int = 0):  # fmt: skip
+                 point_jitter: dict | None = None, seed: int = 0, alternate=None,
+                 alternate_share: float = 0.0):  # fmt: skip
         self.cache = cache
+        use = alternate is not None and alternate_share > 0 and augment is not None
+        self.alternate = alternate if use else None
+        self.alternate_share = alternate_share if use else 0.0
+        self._alternate_ids = set(alternate.study_ids) if use else set()
         self.study_ids = [int(s) for s in study_ids]
         self.labels = labels or {}
         self.families = tuple(families)
@@ -178,9 +186,12 @@ class StudyDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         study_id = self.study_ids[i]
-        arrays = self.cache.arrays(study_id)
         labels = self.labels.get(study_id, {})
         rng = np.random.default_rng(_seed(self.seed, self.epoch, study_id))
+        cache = self.cache
+        if study_id in self._alternate_ids and rng.random() < self.alternate_share:
+            cache = self.alternate
+        arrays = cache.arrays(study_id)
         item = {"study_id": study_id, "x": {}, "mask": {}, "label": {}}
         for family in self.families:
             slots = family_slots(family)

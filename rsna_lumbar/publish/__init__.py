@@ -12,7 +12,8 @@ Guards (each says what to do):
 - ``push-weights`` publishes only model folders (sub-folders of ``weights/`` with ``model.json``
   or ``config.json``) whose ``provenance.json`` (:mod:`rsna_lumbar.provenance`) says they were
   trained on competition data; no model folder, a folder without provenance, or one trained on
-  synthetic data is refused unless ``--allow-synthetic`` (Make: ``ALLOW_SYNTHETIC=1``). The
+  synthetic data is refused unless ``--allow-synthetic`` (Make: ``ALLOW_SYNTHETIC=1``); the
+  packaged localiser copied into ``weights/localizer`` (data kind ``packaged``) passes. The
   staged ``weights/MANIFEST.json`` lists each folder's provenance for the kernel to print.
 - ``push-kernel`` first waits (``kaggle datasets status``) until the weights dataset's current
   version is ready, so the kernel never runs against a version still being processed.

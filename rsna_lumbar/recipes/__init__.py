@@ -12,6 +12,8 @@ one and passes its path. Schema (every key required unless marked optional)::
                                                  # real_exams: auto | true | false; optional:
                                                  # backbone, width, input_px, stride (the
                                                  # localiser's TrainConfig; 0: each task's own)
+                                                 # or the word ``packaged``: no training, the
+                                                 # localiser that ships with the kit as is
     crops: {FAMILY: {VIEW: {mm, px, slices,      # optional: crop geometry (any subset), default
             context_mm, context_slices}}}        # (the context: re-cut training shifts),
                                                  # rsna_lumbar.crops.recipes.DEFAULT_GEOMETRY
@@ -48,6 +50,7 @@ _SECTIONS = {
 }
 _OPTIONAL_KEYS = {"localiser": {"backbone", "width", "input_px", "stride"}, "predict": {"tta"}}
 _MEMBER = {"name", "config", "epochs", "overrides"}
+PACKAGED_LOCALISER = "packaged"  # ``localiser: packaged``: the kit's own, as is
 
 
 class RecipeError(ValueError):
@@ -80,6 +83,11 @@ class Recipe:
     @property
     def synthetic(self) -> dict | None:
         return self.settings.get("synthetic")
+
+    @property
+    def packaged_localiser(self) -> bool:
+        """True when the recipe uses the localiser that ships with the kit, untrained here."""
+        return self.settings["localiser"] == PACKAGED_LOCALISER
 
     @property
     def localiser_steps(self) -> dict[str, int]:
@@ -206,14 +214,18 @@ def _validate(settings: dict, where: str) -> None:
         fail(f"unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP)}")
     if missing:
         fail(f"missing key(s) {sorted(missing)}")
+    packaged_localiser = settings.get("localiser") == PACKAGED_LOCALISER
     for section, keys in _SECTIONS.items():
         if section not in settings or settings[section] is None and section in _OPTIONAL_TOP:
+            continue
+        if section == "localiser" and packaged_localiser:
             continue
         value = settings[section]
         optional = _OPTIONAL_KEYS.get(section, set())
         if not isinstance(value, dict) or not keys <= set(value) <= keys | optional:
             also = f" (optional: {sorted(optional)})" if optional else ""
-            fail(f"{section} needs exactly the keys {sorted(keys)}{also}, got {value!r}")
+            word = f", or the word {PACKAGED_LOCALISER!r}" if section == "localiser" else ""
+            fail(f"{section} needs exactly the keys {sorted(keys)}{also}{word}, got {value!r}")
     def integer(name: str, value, least: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             fail(f"{name} must be an integer of at least {least}, got {value!r}")
@@ -226,28 +238,36 @@ def _validate(settings: dict, where: str) -> None:
         integer("synthetic.studies", settings["synthetic"]["studies"], 2)
         integer("synthetic.test_studies", settings["synthetic"]["test_studies"], 1)
         integer("synthetic.seed", settings["synthetic"]["seed"], 0)
-    integer("localiser.batch", settings["localiser"]["batch"], 1)
-    integer("localiser.seeds", settings["localiser"]["seeds"], 1)
     integer("predict.chunk_studies", settings["predict"]["chunk_studies"], 1)
     if not isinstance(settings["predict"].get("tta", False), bool):
         fail("predict.tta: true or false")
-    steps = settings["localiser"]["steps"]
-    if isinstance(steps, dict) and set(steps) != set(TASKS):
-        fail(f"localiser.steps per task needs exactly {list(TASKS)}")
-    for task, value in (steps.items() if isinstance(steps, dict) else [("", steps)]):
-        integer(f"localiser.steps{'.' + task if task else ''}", value, 1)
-    if settings["localiser"]["real_exams"] not in ("auto", True, False):
-        fail("localiser.real_exams: auto, true or false")
-    try:
-        localiser_config(settings["localiser"])
-    except (TypeError, ValueError) as error:
-        fail(f"localiser: {error}")
+    if not packaged_localiser:
+        _validate_localiser(settings["localiser"], fail, integer)
     if settings.get("crops") is not None:
         try:
             geometry_from_settings(settings["crops"])
         except (TypeError, ValueError, KeyError) as error:
             fail(f"crops: {error}")
-    members = settings["severity"]
+    _validate_members(settings["severity"], fail, integer)
+
+
+def _validate_localiser(section: dict, fail, integer) -> None:
+    integer("localiser.batch", section["batch"], 1)
+    integer("localiser.seeds", section["seeds"], 1)
+    steps = section["steps"]
+    if isinstance(steps, dict) and set(steps) != set(TASKS):
+        fail(f"localiser.steps per task needs exactly {list(TASKS)}")
+    for task, value in (steps.items() if isinstance(steps, dict) else [("", steps)]):
+        integer(f"localiser.steps{'.' + task if task else ''}", value, 1)
+    if section["real_exams"] not in ("auto", True, False):
+        fail("localiser.real_exams: auto, true or false")
+    try:
+        localiser_config(section)
+    except (TypeError, ValueError) as error:
+        fail(f"localiser: {error}")
+
+
+def _validate_members(members, fail, integer) -> None:
     if not isinstance(members, list) or not members:
         fail("severity is a list of at least one member {name, config, epochs, overrides}")
     for member in members:

@@ -56,6 +56,10 @@ class DataConfig:
     # replaces augment.translate and slice_jitter for the views it names
     point_jitter: dict[str, dict[str, tuple[float, int]]] = dataclasses.field(default_factory=dict)
     cache_in_memory: bool = True  # keep decoded studies in RAM after the first epoch
+    # share of training draws (study × epoch) read from the crops at the localiser's points
+    # ('rsna-lumbar train --localised-crops DIR'; 'run' passes its own) instead of the labelled
+    # points' crops, so the models see the localiser's errors; 0: labelled points only
+    localised_share: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,6 +264,8 @@ def validate(config: Config) -> None:
             raise ConfigError(msg)
         if any(mm < 0 or slices < 0 for mm, slices in views.values()):
             raise ConfigError(f"data.point_jitter.{family}: amounts must be ≥ 0 (mm, slices)")
+    if not 0.0 <= config.data.localised_share <= 1.0:
+        raise ConfigError("data.localised_share: a share between 0 and 1")
     if config.model.pooling not in (None, "attention", "gru"):
         raise ConfigError("model.pooling: use attention or gru (or null for the spec's)")
     if config.model.head not in (None, "softmax", "ordinal"):

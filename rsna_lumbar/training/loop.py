@@ -149,8 +149,11 @@ def _shard(ids: list[int], fold: int, epoch: int, config: Config, d: Dist) -> li
 
 
 def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config: Config,
-               out: Path, d: Dist, stop_after_epochs: int | None = None) -> bool:
-    """Train (or resume) one fold; returns ``False`` if stopped early by ``stop_after_epochs``."""
+               out: Path, d: Dist, stop_after_epochs: int | None = None,
+               localised: CropCache | None = None) -> bool:  # fmt: skip
+    """Train (or resume) one fold; returns ``False`` if stopped early by ``stop_after_epochs``.
+    ``localised``: the crops at the localiser's points, read for ``data.localised_share`` of
+    the training draws (validation reads ``cache`` only)."""
     fold_dir = out / f"fold_{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
     in_cache = set(cache.study_ids)
@@ -164,7 +167,8 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
                   size=spec.size, seed=_seed(config.train.seed, fold))
     train_set = StudyDataset(cache, train_ids, labels, augment=config.augment,
                              slice_jitter=config.data.slice_jitter,
-                             point_jitter=config.data.point_jitter, **common)  # fmt: skip
+                             point_jitter=config.data.point_jitter, alternate=localised,
+                             alternate_share=config.data.localised_share, **common)  # fmt: skip
     val_set = StudyDataset(cache, val_ids, labels, **common)
 
     torch.manual_seed(_seed(config.train.seed, fold, "init"))
@@ -309,19 +313,26 @@ def fold_done(out: Path, fold: int) -> bool:
 
 def train_cv(crops, folds_csv, labels_csv, config: Config, out, *, force: bool = False,
              stop_after_epochs: int | None = None, data=None,
-             recipe: str | None = None) -> Path | None:
+             recipe: str | None = None, localised_crops=None) -> Path | None:  # fmt: skip
     """Train every fold of ``config.train.folds`` (default: all) into ``out``; see module doc.
 
     ``data``: the competition folder the crops and labels come from, recorded with ``recipe``
-    (how the config was chosen) in ``out/provenance.json``. Returns the model folder when every
-    requested fold is done, ``None`` if stopped early.
+    (how the config was chosen) in ``out/provenance.json``. ``localised_crops``: a crop cache
+    of the same studies at the localiser's (out-of-fold) points, at the same geometry, read for
+    ``config.data.localised_share`` of the training draws; required when that share is above 0,
+    unused otherwise. Returns the model folder when every requested fold is done, ``None`` if
+    stopped early.
     """
+    if config.data.localised_share > 0 and localised_crops is None:
+        msg = (f"data.localised_share={config.data.localised_share} needs the crops at the "
+               "localiser's points: pass --localised-crops DIR ('rsna-lumbar crops --points')")
+        raise ValueError(msg)
     threads = torch.get_num_threads()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     try:
         return _train_cv(crops, folds_csv, labels_csv, config, Path(out), force, stop_after_epochs,
-                         data, recipe)
+                         data, recipe, localised_crops if config.data.localised_share > 0 else None)
     finally:
         torch.set_num_threads(threads)
 
@@ -362,7 +373,8 @@ def _check_provenance(out: Path, data, fingerprint: str | None, crops) -> None:
 
 
 def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bool,
-              stop_after_epochs: int | None, data, recipe: str | None) -> Path | None:
+              stop_after_epochs: int | None, data, recipe: str | None,
+              localised_crops) -> Path | None:  # fmt: skip
     d = setup(config)
     if config.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -384,6 +396,11 @@ def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bo
     train = read_train(labels_csv)
     labels = labels_by_study(train)
     cache = CropCache(crops, keep_in_memory=config.data.cache_in_memory)
+    localised = None
+    if localised_crops is not None:
+        localised = CropCache(localised_crops, keep_in_memory=config.data.cache_in_memory)
+        check_crop_geometry({"crops": geometry_settings(cache.geometry)}, localised.geometry,
+                            str(localised_crops))  # fmt: skip
     wanted = config.train.folds if config.train.folds is not None else sorted(folds.fold.unique())
     if d.main:
         write_csv(folds, out / "folds.csv")
@@ -400,7 +417,8 @@ def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bo
             if d.main:
                 LOGGER.info("fold %d already trained: skipped (--force retrains)", fold)
             continue
-        complete &= train_fold(int(fold), cache, folds, labels, config, out, d, stop_after_epochs)
+        complete &= train_fold(int(fold), cache, folds, labels, config, out, d, stop_after_epochs,
+                               localised)  # fmt: skip
         if not complete:
             break
     if complete and d.main:

@@ -96,11 +96,14 @@ def decode_peaks(prob: torch.Tensor, stride: int = STRIDE) -> tuple[torch.Tensor
     return uv.reshape(*prob.shape[:-2], 2), score.float().reshape(prob.shape[:-2])
 
 
-def save_state(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write a model's weights to a safetensors file, atomically."""
+def save_state(model: nn.Module, path: str | os.PathLike, half: bool = False) -> None:
+    """Write a model's weights to a safetensors file, atomically; ``half``: floating-point
+    tensors in float16 (half the size; :func:`load_models` reads them back into float32)."""
     from safetensors.torch import save_file
 
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    if half:
+        state = {key: value.half() if value.is_floating_point() else value for key, value in state.items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp))
 

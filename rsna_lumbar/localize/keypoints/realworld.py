@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from rsna_lumbar.dicom.volume import Volume
-from rsna_lumbar.layout import real_exams_dir
+from rsna_lumbar.layout import real_exams_dir, real_vb3_dir
 from rsna_lumbar.vocabulary import LEVELS, SeriesDescription
 
 FIRST = 1
@@ -59,10 +59,19 @@ LANDING_MM = 20.0  # the canal point sits 2–9 mm behind the edge; 20 mm leaves
 
 
 def real_exams(folder: str | os.PathLike | None = None) -> list[Path]:
-    """The ``ivd_*.npz`` files of ``folder`` (default :func:`rsna_lumbar.layout.real_exams_dir`:
-    ``RSNA_REAL_LUMBAR``, else ``shared/data/real-lumbar`` beside the repository)."""
-    folder = Path(folder or real_exams_dir())
-    return sorted(folder.glob("ivd_*.npz"))
+    """The real exams: the disc-segmented ``ivd_*.npz`` of :func:`rsna_lumbar.layout.real_exams_dir`
+    (``RSNA_REAL_LUMBAR``, else ``shared/data/real-lumbar``), then the vertebra-segmented water-fat
+    ``vb3_*.npz`` of :func:`rsna_lumbar.layout.real_vb3_dir` (``RSNA_REAL_LUMBAR_VB3``, else
+    ``shared/data/real-lumbar-vb3``); both kinds from ``folder`` alone when it is given."""
+    if folder is not None:
+        return sorted(Path(folder).glob("ivd_*.npz")) + sorted(Path(folder).glob("vb3_*.npz"))
+    return sorted(real_exams_dir().glob("ivd_*.npz")) + sorted(real_vb3_dir().glob("vb3_*.npz"))
+
+
+def exam_number(path: str | os.PathLike) -> int:
+    """The exam's id as a study and series id: ``ivd_NN`` → NN, ``vb3_NN`` → 100 + NN."""
+    kind, number = Path(path).stem.split("_")
+    return int(number) + (100 if kind == "vb3" else 0)
 
 
 def _affine() -> np.ndarray:
@@ -74,39 +83,103 @@ def _affine() -> np.ndarray:
     return affine
 
 
+def _to_world(col: float, row: float, plane: float) -> np.ndarray:
+    """A source voxel position (column, row, left–right plane; 1 mm) → LPS mm (our geometry)."""
+    return (_affine() @ [col, row, (plane - FIRST) / STEP, 1.0])[:3]
+
+
+def _mid_plane(mask: np.ndarray) -> int:
+    return int(np.rint(np.median(np.nonzero(mask)[2])))
+
+
+def _ivd_discs(discs: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """Mid plane, posterior edges ``(5, 2)`` (row, column of the edge voxel) and centres
+    ``(5, 3)`` (row, column, plane) of the five segmented discs, L1/L2 first."""
+    m = _mid_plane(discs)
+    edges, centres = [], []
+    for level in LEVELS:
+        label = 5 - level.index
+        r, c, _ = np.nonzero(discs[:, :, m - 1:m + 2] == label)
+        edge_col = c.max()
+        edges.append((r[c >= edge_col - 1].mean(), edge_col))
+        centres.append(np.argwhere(discs == label).mean(axis=0))
+    return m, np.array(edges, float), np.array(centres, float)
+
+
+def _vb3_discs(vertebrae: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """As :func:`_ivd_discs`, from the vertebral bodies L1–L5 (labels 41–45) on the mid plane and
+    its two neighbours (``real-lumbar-vb3/README.md``): u runs along the spine (head → foot,
+    between the neighbouring bodies' centroids), p is its perpendicular pointing posterior; a
+    body's posterior-inferior corner is the voxel of its lower half furthest along u + p, its
+    posterior-superior corner the voxel of its upper half furthest along p − u. Disc Lk/Lk+1:
+    posterior edge midway between the upper body's posterior-inferior and the lower body's
+    posterior-superior corner, centre midway between the two centroids. L5/S1 (no sacrum is
+    labelled): the edge lies half the L4/L5 corner-to-corner gap below L5's posterior-inferior
+    corner along L5's u, the centre half the L4→L5 centroid step below L5's centroid."""
+    m = _mid_plane(vertebrae)
+    near = vertebrae[:, :, m - 1:m + 2]
+    bodies = [np.argwhere(near == 41 + i)[:, :2].astype(float) for i in range(5)]  # (row, col)
+    centroid = np.array([b.mean(axis=0) for b in bodies])
+    corners = []
+    for i, body in enumerate(bodies):
+        u = centroid[min(i + 1, 4)] - centroid[max(i - 1, 0)]
+        u /= np.linalg.norm(u)
+        p = np.array([-u[1], u[0]]) if u[0] >= 0 else np.array([u[1], -u[0]])
+        p = p if p[1] > 0 else -p  # posterior = increasing column
+        along = (body - centroid[i]) @ u
+        lower, upper = body[along > 0], body[along <= 0]
+        corners.append((lower[np.argmax((lower - centroid[i]) @ (u + p))],
+                        upper[np.argmax((upper - centroid[i]) @ (p - u))], u))
+    edges = [(corners[i][0] + corners[i + 1][1]) / 2 for i in range(4)]
+    gap = np.linalg.norm(corners[4][1] - corners[3][0])
+    edges.append(corners[4][0] + 0.5 * gap * corners[4][2])
+    centres2 = [(centroid[i] + centroid[i + 1]) / 2 for i in range(4)]
+    centres2.append(centroid[4] + (centroid[4] - centroid[3]) / 2)
+    centres = np.c_[np.array(centres2), np.full(5, float(m))]
+    return m, np.array(edges, float), centres
+
+
+def _source(path: str | os.PathLike) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """``(image, mid plane, edges (5, 2), centres (5, 3))`` of an exam, source voxel units."""
+    source = np.load(path)
+    found = _ivd_discs(source["discs"]) if "discs" in source.files else _vb3_discs(source["vertebrae"])
+    return (source["image"], *found)
+
+
+def _disc_span(path: str | os.PathLike, edges: np.ndarray) -> tuple[float, float]:
+    """Source rows of the top of the L1/L2 disc and the bottom of L5/S1: the segmented discs'
+    extent, else (vertebral bodies only) the posterior edges' rows ∓ 5 mm."""
+    source = np.load(path)
+    if "discs" in source.files:
+        rows = np.nonzero(source["discs"])[0]
+        return float(rows.min()), float(rows.max())
+    return float(edges[0, 0] - 5), float(edges[-1, 0] + 5)
+
+
 def real_volume(path: str | os.PathLike, study_id: int | None = None, framing: str = "acquired") -> Volume:
     """One real exam as a sagittal T2 :class:`Volume` (see module docstring for the geometry),
     ``framing`` one of :data:`FRAMINGS`."""
     if framing not in FRAMINGS:
         raise ValueError(f"framing must be one of {FRAMINGS}; got {framing!r}")
-    source = np.load(path)
-    image = source["image"].astype(np.float32)
-    rows = np.nonzero(source["discs"])[0]  # source rows run superior → inferior, 1 mm
+    source, _, edges, _ = _source(path)
+    image = source.astype(np.float32)
+    top, bottom = _disc_span(path, edges)
     if framing in ("tight", "top_cut"):
-        image[: max(int(rows.min() - TIGHT_ABOVE_MM), 0)] = 0
+        image[: max(int(top - TIGHT_ABOVE_MM), 0)] = 0
     if framing == "tight":
-        image[int(rows.max() + TIGHT_BELOW_MM) + 1:] = 0
+        image[int(bottom + TIGHT_BELOW_MM) + 1:] = 0
     pixels = np.ascontiguousarray(np.moveaxis(image[:, :, FIRST::STEP], 2, 0))
-    number = int(Path(path).stem.split("_")[-1])
+    number = exam_number(path)
     return Volume(pixels=pixels, affine=_affine(), study_id=study_id or number, series_id=number,
                   description=SeriesDescription.SAGITTAL_T2.value)  # fmt: skip
 
 
 def real_truth(path: str | os.PathLike) -> pd.DataFrame:
-    """Per level: posterior-edge and centroid world points of the disc (LPS mm, our geometry)."""
-    discs = np.load(path)["discs"]
-    m = int(np.rint(np.median(np.nonzero(discs)[2])))
-    affine = _affine()
+    """Per level: posterior-edge and centre world points of the disc (LPS mm, our geometry)."""
+    _, m, edges, centres = _source(path)
     rows = []
-    for level in LEVELS:
-        label = 5 - level.index
-        r, c, s = np.nonzero(discs[:, :, m - 1:m + 2] == label)
-        edge_col = c.max()
-        edge_row = r[c >= edge_col - 1].mean()
-        slice_index = (m - FIRST) / STEP
-        edge = affine @ [edge_col + 0.5, edge_row, slice_index, 1.0]
-        r_all, c_all, s_all = np.nonzero(discs == label)
-        centre = affine @ [c_all.mean(), r_all.mean(), (s_all.mean() - FIRST) / STEP, 1.0]
+    for level, (row, col), (c_row, c_col, c_plane) in zip(LEVELS, edges, centres):
+        edge, centre = _to_world(col + 0.5, row, m), _to_world(c_col, c_row, c_plane)
         rows.append({"level": level.title, "edge_x": edge[0], "edge_y": edge[1], "edge_z": edge[2],
                      "centre_x": centre[0], "centre_y": centre[1], "centre_z": centre[2]})  # fmt: skip
     return pd.DataFrame(rows)
@@ -114,14 +187,10 @@ def real_truth(path: str | os.PathLike) -> pd.DataFrame:
 
 def canal_truth(path: str | os.PathLike) -> pd.DataFrame:
     """Per level: the canal (dural sac centre) training point, LPS mm (see module docstring)."""
-    source = np.load(path)
-    image, discs = source["image"].astype(np.float32), source["discs"]
-    truth = real_truth(path)
-    m = int(np.rint(np.median(np.nonzero(discs)[2])))
-    affine = _affine()
+    source, m, edges, _ = _source(path)
+    image = source.astype(np.float32)
     rows = []
-    for level, edge in zip(LEVELS, truth[["edge_x", "edge_y", "edge_z"]].to_numpy(float)):
-        col, row = edge[1] - 0.5, -edge[2]  # our geometry: world y = column, world z = −row
+    for level, (row, col) in zip(LEVELS, edges):
         c0, r0 = int(round(col)), int(round(row))
         profile = image[max(r0 - 2, 0):r0 + 3, c0 + 1:c0 + 31, m].mean(axis=0)
         bright = profile >= 0.7 * profile.max()
@@ -132,7 +201,7 @@ def canal_truth(path: str | os.PathLike) -> pd.DataFrame:
             while end + 1 < len(bright) and bright[end + 1]:
                 end += 1
             offset = float(np.clip(1 + (starts[0] + end) / 2, 2.0, 9.0))
-        point = affine @ [col + offset, row, (m - FIRST) / STEP, 1.0]
+        point = _to_world(col + offset, row, m)
         rows.append({"level": level.title, "x": point[0], "y": point[1], "z": point[2]})
     return pd.DataFrame(rows)
 
