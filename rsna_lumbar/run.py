@@ -492,7 +492,8 @@ def print_summary(summary: dict) -> None:
               f"{moderate}")
     localiser = summary.get("localiser", {})
     if localiser.get("level_accuracy") is not None:
-        print(f"localiser (out of fold, canal): level accuracy {localiser['level_accuracy']:.3f}, "
+        how = "packaged, train split" if localiser.get("packaged") else "out of fold"
+        print(f"localiser ({how}, canal): level accuracy {localiser['level_accuracy']:.3f}, "
               f"median error {localiser['median_error_mm']} mm")
     on_test = test.get("localiser") or {}
     if on_test:

@@ -182,9 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 def _exam_rows(own: pd.DataFrame, recipe: pd.DataFrame) -> list[str]:
     lines = ["| exam | contrast | shipped models trained on it | levels right (shipped) | median mm | "
@@ -289,3 +286,7 @@ def write_card(out: Path, config: dict, metrics: dict, own: pd.DataFrame, synthe
         lines.append(f"| `{name}` | `{_sha256(out / name)[:16]}` |")
     write_text(out / CARD, "\n".join(lines) + "\n")
     return out / CARD
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
