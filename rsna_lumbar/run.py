@@ -195,6 +195,11 @@ def _check_made_from(recipe: Recipe, data: Path, work: Path, weights: Path) -> N
 
     from rsna_lumbar.crops.recipes import geometry_settings
     from rsna_lumbar.localize.packaged import fingerprint as packaged_fingerprint
+    from rsna_lumbar.localize.packaged import packaged
+
+    if recipe.packaged_localiser and packaged() is None:
+        msg = "the recipe asks for the packaged localiser, but this install lacks it: reinstall the kit"
+        raise FileNotFoundError(msg)
 
     made = {"data_fingerprint": data_fingerprint(data),
             **{k: recipe.settings[k] for k in ("folds", "seed", "localiser")},
@@ -262,12 +267,16 @@ def _packaged_localiser(data: Path, out: Path, folder: Path, work: Path, device:
     from rsna_lumbar.localize.keypoints.train import study_stacks
     from rsna_lumbar.localize.packaged import packaged
     from rsna_lumbar.localize.stage import predict_split
+    from rsna_lumbar.provenance import PACKAGED as PACKAGED_KIND
+    from rsna_lumbar.provenance import read_provenance
     from rsna_lumbar.tables import read_label_coordinates
 
-    source = packaged()
-    if source is None:
-        msg = "the recipe asks for the packaged localiser, but this install lacks it: reinstall the kit"
-        raise FileNotFoundError(msg)
+    source = packaged()  # present: _check_made_from refused the run otherwise
+    made = read_provenance(folder)
+    if (folder / "config.json").is_file() and (made or {}).get("data_kind") != PACKAGED_KIND:
+        msg = (f"{folder} holds a localiser trained here (not the packaged one): the recipe "
+               "would replace it; pass another --weights, or move it away first")
+        raise FileExistsError(msg)
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(source, folder)
     (folder / "metrics.json").unlink(missing_ok=True)

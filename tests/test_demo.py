@@ -368,3 +368,22 @@ def test_the_summary_gives_test_intervals_and_the_localiser_on_the_test_split(de
     print_summary(summary)
     shown = capsys.readouterr().out
     assert "95 % bootstrap intervals" in shown and "localiser (test split, canal)" in shown
+
+
+def test_an_ensemble_without_a_localiser_predicts_with_the_packaged_one(demo, tmp_path):
+    import shutil
+
+    import yaml
+
+    from rsna_lumbar.localize.packaged import PACKAGED
+
+    plan, _ = demo
+    models = _ensemble(plan.weights, tmp_path / "models", {"a": 1.0})
+    shutil.rmtree(models / "localizer")
+    (models / "ensemble.yaml").write_text(yaml.safe_dump({"members": [{"path": "a", "weight": 1.0}]}))
+    out = tmp_path / "sub.csv"
+    run = _predict(plan, models, out, tmp_path / "w")
+    validate_submission(pd.read_csv(out), split_study_ids(plan.work / "data", "test"))
+    assert run.localiser["path"] == str(PACKAGED) and run.localiser["packaged"] is True
+    assert run.targets_from_models > 0  # the member graded crops at the packaged localiser's points
+    assert list((tmp_path / "w").glob("points_test_*.csv"))

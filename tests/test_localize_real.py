@@ -6,8 +6,9 @@
 * ``test_sim_to_real_levels``: the sagittal T2 models of the packaged localiser (or of the
   folder ``RSNA_LOCALIZER`` names) on the 34 real exams, each exam measured with the fold model
   that did not train on it (``config.json`` ``"real_folds"``; a localiser trained without the
-  exams, and the packaged one — one fold's models, its card marks the exams they trained on —
-  are measured whole): every level of every exam must land on the right disc (criterion in
+  exams is measured whole; the packaged one — one fold's models — is required only on the
+  exams of its fold, which it did not train on, and printed on all): every level of every exam
+  so measured must land on the right disc (criterion in
   :mod:`rsna_lumbar.localize.keypoints.realworld`), median error to the disc edge < 10 mm.
 """
 
@@ -75,17 +76,23 @@ def test_sim_to_real_levels():
         pytest.fail(f"no trained localiser at {MODEL}: set RSNA_LOCALIZER to a trained folder")
     config, models = load_models(MODEL)
     folds = config.get("real_folds") or {}
+    shipped = config.get("packaged")  # one fold's models: only the exams of that fold are unseen
     exams = [path.stem for path in real_exams()]
-    if folds:
-        assert set(exams) <= set(folds), f"exams {exams} not all dealt to folds {folds}"
-        chosen = {exam: fold_members(config, models["sag_t2"], folds[exam]) for exam in exams}
-    else:
+    if shipped:
+        seen = {e for e, fold in shipped["real_folds"].items() if fold != shipped["fold"]}
+        print(f"\npackaged localiser: {len(seen)} exams trained on, measured and printed, not required")
         chosen = models["sag_t2"]
+    else:  # each exam by the fold model that did not train on it; exams never dealt: all models
+        seen = set()
+        chosen = {exam: fold_members(config, models["sag_t2"], folds[exam]) if exam in folds
+                  else models["sag_t2"] for exam in exams}  # fmt: skip
     result = measure_all(chosen)
     print("\n" + result.to_string(index=False))
     for framing in FRAMINGS[1:]:  # reported, not required (realworld docstring)
         framed = measure_all(chosen, framing=framing)
         print(f"{framing}: {int(framed.correct.sum())}/{len(framed)} levels right")
+    print(f"all exams: {int(result.correct.sum())}/{len(result)} levels right")
+    result = result[~result.exam.isin(seen)]
     wrong = result[~result.correct]
-    assert wrong.empty, f"levels on the wrong disc:\n{wrong.to_string(index=False)}"
+    assert wrong.empty, f"levels on the wrong disc (out of fold):\n{wrong.to_string(index=False)}"
     assert result.error_mm.median() < 10.0

@@ -151,3 +151,31 @@ def test_push_weights_lets_the_packaged_localiser_through(trained, tmp_path):
     (weights / "mine" / "provenance.json").unlink()  # a localiser of one's own must say its data
     with pytest.raises(PublishError, match="mine: no provenance.json"):
         check_weights(weights)
+
+
+def test_an_install_without_the_packaged_localiser_says_so_and_never_crashes_predict(tmp_path, monkeypatch):
+    from rsna_lumbar.cli import main as cli_main
+    from rsna_lumbar.inference.predict import RunSummary, _localiser_folder
+
+    monkeypatch.setattr(P, "PACKAGED", tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match="lacks the packaged one"):
+        P.resolve(None, default=tmp_path / "weights" / "localizer")
+    summary = RunSummary("test", 0, "submission.csv")
+    assert _localiser_folder(tmp_path / "gone", summary) is None  # the labelled points or priors
+    assert "lacks the packaged one" in summary.warnings[0]
+    work = tmp_path / "work"
+    assert cli_main(["run", "--recipe", "tiny", "--work", str(work), "--weights", str(tmp_path / "w"),
+                     "--until", "localiser", "localiser=packaged"]) != 0  # fmt: skip
+    assert not (work / "run.json").exists()  # refused before anything was recorded
+
+
+def test_a_run_never_replaces_a_localiser_trained_there(tmp_path):
+    from rsna_lumbar.cli import main as cli_main
+
+    mine = tmp_path / "weights" / "localizer"
+    mine.mkdir(parents=True)
+    (mine / "config.json").write_text("{}")
+    (mine / "provenance.json").write_text(json.dumps({"data_kind": "synthetic"}))
+    assert cli_main(["run", "--recipe", "tiny", "--work", str(tmp_path / "work"), "--weights",
+                     str(tmp_path / "weights"), "--until", "localiser", "localiser=packaged"]) != 0  # fmt: skip
+    assert (mine / "config.json").read_text() == "{}"  # kept

@@ -8,7 +8,7 @@ from pathlib import Path
 HELP = "the main job on synthetic data: 'run --recipe demo' (synth → … → submission.csv)"
 DESCRIPTION = """\
 Exactly 'rsna-lumbar run --recipe demo': generate a synthetic competition folder (train and
-test splits) in WORK/data, index it, split folds, train the learned localiser out of fold, cut
+test splits) in WORK/data, index it, split folds, place the points with the packaged localiser, cut
 crops at the labelled and at the localised points, train the severity models k-fold, report the
 out-of-fold metric on both beside the prior baseline and the Bayes floor, predict the test
 split, validate the submission and score it against the synthetic truth. Stages resume.

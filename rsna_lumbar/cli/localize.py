@@ -68,8 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated tasks to train: sag_t2, sag_t1, axial")
     parser.add_argument("--real", choices=("auto", "on", "off"), default="auto",
                         help="train and measure sag_t2 with the 34 real exams out of fold "
-                             "(auto: when shared/data/real-lumbar and real-lumbar-vb3, or "
-                             "RSNA_REAL_LUMBAR and RSNA_REAL_LUMBAR_VB3, hold them)")
+                             "(auto: those found in shared/data/real-lumbar and real-lumbar-vb3, "
+                             "or RSNA_REAL_LUMBAR and RSNA_REAL_LUMBAR_VB3)")
     add_tss_argument(parser)
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="where the heatmap models train and predict (auto: CUDA, with mixed "

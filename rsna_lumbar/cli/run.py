@@ -8,8 +8,8 @@ from pathlib import Path
 HELP = "the whole chain on a competition folder by a recipe: index → … → submission, resumable"
 DESCRIPTION = """\
 Run every stage on DIR (the unzipped Kaggle download, or a synthetic folder) with the settings of
-a recipe: header index → folds and class priors → learned localiser out of fold → crops at the
-labelled and at the localiser's out-of-fold points → severity models (k-fold, one folder per
+a recipe: header index → folds and class priors → learned localiser out of fold (or the packaged
+one as is) → crops at the labelled and at the localiser's out-of-fold points → severity models (k-fold, one folder per
 recipe member) → report (out of fold on both kinds of crops) → ensemble manifest → predict the
 test split → validate and score where labels exist. Stages resume: a rerun skips what is done; a
 work folder made from other data or training settings is refused, never reused.

@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
 
         overrides.append(jitter_override(args.jitter_from, read_geometry(args.crops)))
     config = load_config(args.config, overrides)
+    if args.localised_crops is not None and not config.data.localised_share:
+        print("warning: --localised-crops is unused while data.localised_share is 0 (set "
+              "data.localised_share=0.5, say)", file=sys.stderr)
     if args.data is None:
         print(f"warning: no --data: {args.out} gets no provenance.json, and make push-weights "
               "will refuse it", file=sys.stderr)

@@ -551,7 +551,7 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, votes, dead
     localiser_models, floor = _localiser_models(localizer)
     summary.localiser = {"path": str(localizer) if localiser_models else None,
                          "models_per_task": localiser_models,
-                         "packaged": localizer is not None and localizer == packaged()}
+                         "packaged": _is_packaged(localizer)}
     plan = Plan([k.report.path for k in runner.members], localiser_models, floor, tta=summary.tta)
     runner.set_tta(summary.tta)
     localiser = {"device": device}  # the CPU for good once the localiser fails on the GPU
@@ -608,12 +608,23 @@ def _localiser_folder(named: Path | None, summary: RunSummary) -> Path | None:
     if named is not None and (named / "config.json").is_file():
         return named
     fallback = packaged()
+    why = f"{named} holds no localiser" if named is not None else "the ensemble names no localiser"
     if fallback is not None:
-        why = f"{named} holds no localiser" if named is not None else "the ensemble names no localiser"
         if named is not None:
             summary.warnings.append(f"{why}; the packaged localiser placed the points")
         LOGGER.info("%s: the packaged localiser places the points (%s)", why, fallback)
+    elif named is not None:
+        summary.warnings.append(f"{why}, and this install lacks the packaged one: no learned points")
+        LOGGER.warning("%s, and this install lacks the packaged localiser", why)
     return fallback
+
+
+def _is_packaged(localizer: Path | None) -> bool:
+    """Whether ``localizer`` is the packaged localiser or a copy of it (``provenance.json``)."""
+    from rsna_lumbar.provenance import PACKAGED as PACKAGED_KIND
+    from rsna_lumbar.provenance import read_provenance
+
+    return localizer is not None and (read_provenance(localizer) or {}).get("data_kind") == PACKAGED_KIND
 
 
 def _localiser_models(localizer: Path | None) -> tuple[int, int]:

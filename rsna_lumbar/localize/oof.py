@@ -7,8 +7,8 @@ only). Written: the out-of-fold points (``out``, the stage's columns), the model
 fold's models, ``config.json``, ``provenance.json``, ``metrics.json``) and
 ``out.metrics.json`` (:func:`rsna_lumbar.localize.evaluate.evaluate`, plus the real exams').
 
-Real exams (``real``): the five real sagittal T2 exams of ``shared/data/real-lumbar``
-(:mod:`rsna_lumbar.localize.keypoints.realworld`) are dealt to the folds like studies (exam
+Real exams (``real``): the real sagittal exams of ``shared/data/real-lumbar`` and
+``real-lumbar-vb3`` (:mod:`rsna_lumbar.localize.keypoints.realworld`) are dealt to the folds like studies (exam
 ``i`` → fold ``i mod n``); each fold's ``sag_t2`` model trains on the synthetic studies and the
 real exams outside its fold (``TrainConfig.extra_fraction`` of each batch real) and is measured
 on the exams inside it, so the real figure is out of fold too. It is written to
@@ -115,7 +115,8 @@ def train_oof(data, out, model_dir, *, work="work", folds=None, n_folds=5, cfg=T
         if "sag_t2" not in tasks:
             exams = []
         if real and not exams:
-            msg = "real=True but no real exams found (set RSNA_REAL_LUMBAR) or sag_t2 not trained"
+            msg = ("real=True but no real exams found (set RSNA_REAL_LUMBAR and RSNA_REAL_LUMBAR_VB3) "
+                   "or sag_t2 not trained")
             raise FileNotFoundError(msg)
         real_fold = {path.stem: i % len(fold_ids) for i, path in enumerate(exams)}
         real_samples = {path.stem: realworld.real_sample(path, task_for("sag_t2", cfg)) for path in exams}

@@ -29,6 +29,7 @@ from rsna_lumbar.atomic import write_csv, write_text
 
 PACKAGED = Path(__file__).resolve().parent / "pretrained"
 CARD = "MODEL_CARD.md"
+OUTPUTS = ("config.json", "provenance.json", "recipe_metrics.json", "recipe_real.csv", "real.csv", CARD)
 DEFAULT_FOLDER = Path("weights/localizer")
 
 _LOG = logging.getLogger(__name__)
@@ -91,9 +92,11 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike = PACKAGED, fold
 
     model_dir, out = Path(model_dir), Path(out)
     config, models = load_models(model_dir)
+    if not 0 <= fold < int(config["folds"]):
+        raise ValueError(f"fold must be one of 0 … {int(config['folds']) - 1}, got {fold}")
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*.safetensors"):
-        stale.unlink()
+    for stale in [*out.glob("*.safetensors"), *(out / name for name in OUTPUTS)]:
+        stale.unlink(missing_ok=True)  # nothing of an earlier export survives this one
     per_fold = int(config.get("models_per_fold", 1))
     files: dict[str, list[str]] = {}
     shipped: dict[str, list] = {}
@@ -208,6 +211,9 @@ def write_card(out: Path, config: dict, metrics: dict, own: pd.DataFrame, synthe
     recipe = pd.read_csv(out / "recipe_real.csv") if (out / "recipe_real.csv").is_file() else pd.DataFrame()
     fold, of_folds = config["packaged"]["fold"], config["packaged"]["of_folds"]
     train = config["train"]
+    real_folds = config["packaged"]["real_folds"]
+    ivd = sum(exam.startswith("ivd") for exam in real_folds)
+    vb3 = len(real_folds) - ivd
     lines = [
         "# Model card: the packaged localiser",
         "",
@@ -225,16 +231,17 @@ def write_card(out: Path, config: dict, metrics: dict, own: pd.DataFrame, synthe
         "",
         "## Data and recipe",
         "",
-        f"- Out of fold, {of_folds} folds: 120 synthetic studies (`rsna-lumbar synth`, seed 17, "
-        "scale 2) and the real sagittal exams of `shared/data/` dealt to the folds like studies "
-        "(exam *i* → fold *i* mod 5): the five disc-segmented T2 exams of `real-lumbar/` and the "
-        "twenty-nine water-fat exams of `real-lumbar-vb3/` (their disc points derived from the "
+        f"- Out of fold, {of_folds} folds: {metrics['studies']} synthetic studies (`make "
+        "localiser-package` generates them: `rsna-lumbar synth`, seed 17, scale 2) and "
+        f"{len(real_folds)} real sagittal exams of `shared/data/` dealt to the folds like studies "
+        f"(exam *i* → fold *i* mod {of_folds}): {ivd} disc-segmented T2 exams of `real-lumbar/` and "
+        f"{vb3} water-fat exams of `real-lumbar-vb3/` (their disc points derived from the "
         "vertebral bodies, `localize/keypoints/realworld.py`). The real exams train the `sag_t2` "
         f"models only, {train['extra_fraction']:.0%} of each batch.",
         f"- Steps {json.dumps(config['steps'])}, batch {train['batch']}, learning rate {train['lr']}, "
-        f"seed {train['seed']}, one thread per model, on the CPU.",
+        f"seed {train['seed']}, device `{train['device']}`.",
         f"- Shipped: fold {fold}'s models (trained on the other {of_folds - 1} folds' studies and "
-        "exams; the first fold, not one chosen by its score).",
+        "exams; `make localiser-package` ships fold 0, the first, not one chosen by its score).",
         "",
         "## Measured accuracy",
         "",
@@ -274,7 +281,7 @@ def write_card(out: Path, config: dict, metrics: dict, own: pd.DataFrame, synthe
         lines += ["", "Per exam (the shipped models; the last column is the recipe's out-of-fold "
                   "model for that exam):", "", *_exam_rows(own, recipe)]
     lines += ["", "## Limits", "",
-              "- Trained on a synthetic phantom and 34 healthy-volunteer exams: no scoliosis, "
+              f"- Trained on a synthetic phantom and {len(real_folds)} real exams (the water-fat ones of healthy volunteers): no scoliosis, "
               "transitional vertebrae, implants or severe degeneration were seen in training; "
               "on such spines check the levels (`rsna-lumbar localize` writes a confidence per point).",
               "- The real exams have no Sagittal T1 or Axial T2: the `sag_t1` and `axial` models "

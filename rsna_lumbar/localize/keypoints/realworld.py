@@ -1,6 +1,9 @@
-"""Sim-to-real check: the five real sagittal T2 exams (``shared/data/real-lumbar``, found by
-:func:`rsna_lumbar.layout.real_exams_dir`) as Volumes, their disc truth, and the measurement of
-the canal points against it.
+"""Sim-to-real check: the real sagittal exams as Volumes, their disc truth, and the measurement of
+the canal points against it. Two collections (:func:`real_exams`): five T2 exams with their discs
+segmented (``ivd_*.npz``, ``shared/data/real-lumbar``, :func:`rsna_lumbar.layout.real_exams_dir`)
+and twenty-nine water-fat exams with their vertebral bodies segmented (``vb3_*.npz``,
+``shared/data/real-lumbar-vb3``, :func:`rsna_lumbar.layout.real_vb3_dir`; their disc points come
+from the bodies, :func:`_vb3_discs`). Both wrap the same way.
 
 Wrapping (our choice of geometry; the source has no header). A source array ``image`` has
 axes (superior→inferior rows, anterior→posterior columns, left–right), 1 mm isotropic. The
@@ -10,7 +13,7 @@ ImageOrientationPatient ``[0, 1, 0, 0, 0, -1]`` (columns run posterior, rows run
 1 mm pixels, slice step +4 mm along LPS x, origin at LPS (0, 0, 0). Sides are unknown in the
 source, so only the canal points are measured.
 
-Truth per level (source labels 1 = L5/S1 … 5 = L1/L2): on the mid-sagittal plane ``m`` (median
+Truth per level of an ivd exam (source labels 1 = L5/S1 … 5 = L1/L2): on the mid-sagittal plane ``m`` (median
 left–right index of all disc voxels) and its two neighbours, the disc's *posterior edge* is
 the point at the most posterior column ``c_max + 0.5`` and the mean row of the disc voxels
 within 1 mm of that column.
@@ -267,7 +270,8 @@ def measure_all(models: list | dict, folder=None, framing: str = "acquired") -> 
         chosen = models[path.stem] if isinstance(models, dict) else models
         frames.append(measure_exam(chosen, path, framing))
     if not frames:
-        msg = "no real exams found: set RSNA_REAL_LUMBAR to the folder holding ivd_*.npz"
+        msg = ("no real exams found: set RSNA_REAL_LUMBAR to the folder holding ivd_*.npz and "
+               "RSNA_REAL_LUMBAR_VB3 to the one holding vb3_*.npz")
         raise FileNotFoundError(msg)
     return pd.concat(frames, ignore_index=True)[["exam", "framing", "level", "landed_on", "correct",
                                                  "error_mm", "cc_error_mm", "confidence"]]  # fmt: skip
