@@ -57,7 +57,7 @@ from rsna_lumbar.dicom.volume_cache import VolumeCache
 from rsna_lumbar.inference.budget import Deadline, Plan
 from rsna_lumbar.inference.ensemble import read_ensemble
 from rsna_lumbar.layout import CompetitionFolder
-from rsna_lumbar.localize.packaged import packaged
+from rsna_lumbar.localize.packaged import resolve
 from rsna_lumbar.priors import load_priors, uniform_priors
 from rsna_lumbar.submission import build_submission, write_submission
 from rsna_lumbar.tables import split_study_ids
@@ -603,20 +603,19 @@ def _run_chunks(data, split, out, work, ensemble, study_ids, priors, votes, dead
 
 def _localiser_folder(named: Path | None, summary: RunSummary) -> Path | None:
     """The ensemble's localiser folder when it holds a trained one, else the packaged localiser
-    (:mod:`rsna_lumbar.localize.packaged`; a warning when the manifest named a folder that holds
-    none), else None (an install without it: labelled points or the priors)."""
-    if named is not None and (named / "config.json").is_file():
-        return named
-    fallback = packaged()
-    why = f"{named} holds no localiser" if named is not None else "the ensemble names no localiser"
-    if fallback is not None:
+    (:func:`rsna_lumbar.localize.packaged.resolve`; a warning when the manifest named a folder
+    that holds none), else None (an install without it: labelled points or the priors)."""
+    try:
+        folder = resolve(None, default=named)
+    except FileNotFoundError as error:
         if named is not None:
-            summary.warnings.append(f"{why}; the packaged localiser placed the points")
-        LOGGER.info("%s: the packaged localiser places the points (%s)", why, fallback)
-    elif named is not None:
-        summary.warnings.append(f"{why}, and this install lacks the packaged one: no learned points")
-        LOGGER.warning("%s, and this install lacks the packaged localiser", why)
-    return fallback
+            summary.warnings.append(f"{named} holds no localiser, and this install lacks the "
+                                    "packaged one: no learned points")
+            LOGGER.warning("%s", error)
+        return None
+    if named is not None and folder != named:
+        summary.warnings.append(f"{named} holds no localiser; the packaged localiser placed the points")
+    return folder
 
 
 def _is_packaged(localizer: Path | None) -> bool:

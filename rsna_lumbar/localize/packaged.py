@@ -52,23 +52,25 @@ def fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
-def resolve(model: str | os.PathLike | None, default: str | os.PathLike = DEFAULT_FOLDER) -> Path:
+def resolve(model: str | os.PathLike | None,
+            default: str | os.PathLike | None = DEFAULT_FOLDER) -> Path:  # fmt: skip
     """The localiser folder to predict with.
 
     ``model`` when given (used as is: a folder without ``config.json`` fails when it is read);
-    else ``default`` when it holds a trained localiser; else the packaged one, logged.
-    Raises ``FileNotFoundError`` when none of them exists.
+    else ``default`` when it holds a trained localiser (``predict`` passes the ensemble's, or
+    None); else the packaged one, logged. Raises ``FileNotFoundError`` when none of them exists.
     """
     if model is not None:
         return Path(model)
-    if (Path(default) / "config.json").is_file():
+    if default is not None and (Path(default) / "config.json").is_file():
         return Path(default)
+    where = default if default is not None else "the ensemble"
     folder = packaged()
     if folder is None:
-        msg = (f"no localiser: {default} holds none and this install lacks the packaged one; "
+        msg = (f"no localiser: {where} holds none and this install lacks the packaged one; "
                "train one with 'rsna-lumbar localize --split train --data DIR --model FOLDER'")
         raise FileNotFoundError(msg)
-    _LOG.info("no localiser at %s: using the packaged localiser (%s; model card %s)", default,
+    _LOG.info("no localiser at %s: using the packaged localiser (%s; model card %s)", where,
               folder, folder / CARD)  # fmt: skip
     return folder
 

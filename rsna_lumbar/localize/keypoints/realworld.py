@@ -152,10 +152,10 @@ def _source(path: str | os.PathLike) -> tuple[np.ndarray, int, np.ndarray, np.nd
 def _disc_span(path: str | os.PathLike, edges: np.ndarray) -> tuple[float, float]:
     """Source rows of the top of the L1/L2 disc and the bottom of L5/S1: the segmented discs'
     extent, else (vertebral bodies only) the posterior edges' rows ∓ 5 mm."""
-    source = np.load(path)
-    if "discs" in source.files:
-        rows = np.nonzero(source["discs"])[0]
-        return float(rows.min()), float(rows.max())
+    with np.load(path) as source:
+        if "discs" in source.files:
+            rows = np.nonzero(source["discs"])[0]
+            return float(rows.min()), float(rows.max())
     return float(edges[0, 0] - 5), float(edges[-1, 0] + 5)
 
 
