@@ -225,3 +225,42 @@ def test_axial_slices_of_one_stack_are_scored_in_one_batch_as_one_at_a_time(chai
     np.testing.assert_allclose(_world(single[sub]), _world(batched[sub]), rtol=0, atol=1e-5)
     np.testing.assert_allclose(single.confidence, batched.confidence, rtol=0, atol=1e-4)
     pd.testing.assert_frame_equal(single[~sub], batched[~sub])
+
+
+def test_foramina_are_sought_in_their_canal_points_territory(chain, monkeypatch):
+    """Each left-foramen heatmap peaks brighter at the *next* level's foramen than at its own:
+    on its own the sagittal T1 decode takes the wrong level; given the canal points, each level
+    is sought only in the part of the plane nearest its canal point and the right one is kept."""
+    from rsna_lumbar.dicom.reader import read_stack
+    from rsna_lumbar.localize.keypoints import predict as P
+
+    t1 = next(s for s in chain["stacks"] if chain["series"].series_description.loc[s.series_id]
+              == SeriesDescription.SAGITTAL_T1.value)  # fmt: skip
+    volume = read_stack(t1, chain["data"])
+    models = chain["models"]["sag_t1"]
+    prob, to_vox, slices = P.slice_probabilities(models, volume, P.task_of(models, "sag_t1"))
+    stride, h = models[0].stride, prob.shape[-1]
+    from_vox = np.linalg.inv(np.r_[to_vox, [[0.0, 0.0, 1.0]]])[:2]
+    designed = torch.zeros_like(prob)
+    truth = _truth(chain, "left_foramen")
+
+    def light(level: int, world: np.ndarray, value: float) -> None:
+        col, row, k = volume.world_to_voxel(world[None])[0]
+        u, v = from_vox @ [col, row, 1.0]
+        designed[int(np.flatnonzero(slices == round(k))[0]), level,
+                 min(int(v // stride), h - 1), min(int(u // stride), h - 1)] = value  # fmt: skip
+
+    for level in range(5):
+        light(level, truth[level], 0.5)
+        light(level, truth[level + 1 if level < 4 else 3], 0.9)  # a brighter wrong-level peak
+    monkeypatch.setattr(P, "slice_probabilities", lambda *a, **k: (designed, to_vox, slices))
+    canal = [{"level": lv.title, "world_x": x, "world_y": y, "world_z": z}
+             for lv, (x, y, z) in zip(LEVELS, _truth(chain, "canal"))]  # fmt: skip
+    left = Condition.LEFT_NEURAL_FORAMINAL_NARROWING.title
+    for given, expected in ((canal, [0, 1, 2, 3, 4]), (None, [1, 2, 3, 4, 3])):
+        rows = pd.DataFrame(P.foramen_points(models, volume, given))
+        rows = rows[rows.condition == left]
+        assert rows.level.tolist() == [lv.title for lv in LEVELS]
+        distance = np.linalg.norm(_world(rows)[:, None] - truth[None], axis=2)  # (row, level)
+        assert distance.argmin(axis=1).tolist() == expected, distance.round(1)
+        assert distance.min(axis=1).max() < 8.0  # within a cell or two of the lit one

@@ -15,7 +15,7 @@ from rsna_lumbar.cli import main
 from rsna_lumbar.models import load_model_folder
 from rsna_lumbar.models.forward import softmax
 from rsna_lumbar.provenance import data_fingerprint, read_provenance
-from rsna_lumbar.training.config import load_config
+from rsna_lumbar.training.config import ConfigError, load_config
 from rsna_lumbar.training.loop import train_cv
 from rsna_lumbar.training.oof import LOGIT_COLUMNS
 from rsna_lumbar.vocabulary import TARGETS
@@ -124,9 +124,10 @@ def _fold_outputs(out):
     return state, pd.read_csv(out / "fold_0" / "oof.csv")
 
 
-def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, ema):
     crops, train_csv, folds_csv = make_crop_cache(tmp_path, n_studies=12, slices=3, size=16, k=2)
-    config = load_config("tiny", ["train.epochs=2", "train.folds=[0]"])
+    config = load_config("tiny", ["train.epochs=2", "train.folds=[0]", f"train.ema={ema}"])
     full = train_cv(crops, folds_csv, train_csv, config, tmp_path / "full")
     assert full is not None
     stopped = train_cv(crops, folds_csv, train_csv, config, tmp_path / "cut", stop_after_epochs=1)
@@ -140,7 +141,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
     pd.testing.assert_frame_equal(oof_a, oof_b, rtol=1e-4)
     # A finished fold is skipped; another configuration in the same folder is refused.
     assert train_cv(crops, folds_csv, train_csv, config, tmp_path / "cut") is not None
-    other = load_config("tiny", ["train.epochs=3", "train.folds=[0]"])
+    other = load_config("tiny", ["train.epochs=3", "train.folds=[0]", f"train.ema={ema}"])
     with pytest.raises(ValueError, match="--force"):
         train_cv(crops, folds_csv, train_csv, other, tmp_path / "cut")
     # A run stored before a config key existed is the same run when the key is at its default.
@@ -153,6 +154,31 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
     stored.write_text(yaml.safe_dump(older))
     with pytest.raises(ValueError, match="--force"):
         train_cv(crops, folds_csv, train_csv, config, tmp_path / "cut")
+
+
+def test_weight_average_follows_its_formula_and_is_what_training_saves(tmp_path):
+    from rsna_lumbar.training.ema import WeightAverage
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    ema = WeightAverage(net, 0.5)
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net[1].num_batches_tracked.fill_(7)
+    ema.update(net)  # first step: d = min(0.5, 1/10) = 0.1
+    torch.testing.assert_close(ema.state["0.weight"], 0.1 * start["0.weight"] + 0.9 * net[0].weight)
+    assert int(ema.state["1.num_batches_tracked"]) == 7  # integer buffers are copied
+    assert ema.current_decay() == pytest.approx(2 / 11)
+    # trained with and without the average from the same start: the saved weights differ
+    crops, train_csv, folds_csv = make_crop_cache(tmp_path, n_studies=12, slices=3, size=16, k=2)
+    saved = []
+    for decay in (0.0, 0.9):
+        config = load_config("tiny", ["train.epochs=2", "train.folds=[0]", f"train.ema={decay}"])
+        train_cv(crops, folds_csv, train_csv, config, tmp_path / f"ema_{decay}")
+        saved.append(_fold_outputs(tmp_path / f"ema_{decay}")[0])
+    assert any(not torch.allclose(saved[0][k].float(), saved[1][k].float()) for k in saved[0])
+    with pytest.raises(ConfigError, match="train.ema"):
+        load_config("tiny", ["train.ema=1.0"])
 
 
 def _degraded_copy(crops, dest, drop: int, seed: int = 0):

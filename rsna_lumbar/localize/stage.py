@@ -194,8 +194,7 @@ def predict_study(models: dict, study_stack_list: list, data: Path,
             rows += canal
         t1 = _largest(study_stack_list, SeriesDescription.SAGITTAL_T1.value)
         if "sag_t1" in models and t1 is not None and read(t1) is not None:
-            midline = float(np.median([r["world_x"] for r in canal])) if canal else None
-            rows += P.foramen_points(models["sag_t1"], read(t1), midline)
+            rows += P.foramen_points(models["sag_t1"], read(t1), canal)
     axial = [s for s in study_stack_list if is_axial_stack(s)]
     if "axial" in models and canal and axial:
         rows += P.subarticular_points(models["axial"], canal, axial, read)

@@ -88,6 +88,9 @@ class TrainConfig:
     class_weights: tuple[float, float, float] = (1.0, 2.0, 4.0)
     any_severe_weight: float = 1.0
     grad_clip: float = 5.0
+    # decay of an exponential moving average of the weights (training/ema.py), which then gives
+    # the OOF predictions and is the saved model; 0: off
+    ema: float = 0.0
     amp: bool = True  # bfloat16/float16 autocast on CUDA only
     device: str = "auto"  # auto | cpu | cuda
     sync_bn: bool = True  # under multi-GPU DDP, batch statistics over all GPUs (CUDA only)
@@ -272,6 +275,8 @@ def validate(config: Config) -> None:
         raise ConfigError("model.head: use softmax or ordinal (or null for the spec's)")
     if config.train.device not in ("auto", "cpu", "cuda"):
         raise ConfigError("train.device: use auto, cpu or cuda")
+    if not 0.0 <= config.train.ema < 1.0:
+        raise ConfigError("train.ema: a decay in [0, 1) (0.99 averages about 100 steps; 0 is off)")
     if config.train.epochs < 1 or config.train.batch_size < 1:
         raise ConfigError("train.epochs and train.batch_size must be ≥ 1")
 

@@ -62,6 +62,7 @@ from rsna_lumbar.training.config import (
     config_to_dict,
     dump_config,
 )
+from rsna_lumbar.training.ema import WeightAverage
 from rsna_lumbar.training.losses import loss_parts, metric_loss
 from rsna_lumbar.training.oof import oof_frame, submission_from_logits
 
@@ -184,6 +185,7 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
     amp = config.train.amp and d.device.type == "cuda"
     scaler = grad_scaler(d.device, amp)
     start_epoch, history = 0, []
+    ema = WeightAverage(model, config.train.ema) if config.train.ema > 0 else None
     checkpoint = fold_dir / "last.pt"
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=d.device, weights_only=True)
@@ -191,6 +193,8 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
         if d.main:
             LOGGER.info("fold %d: resuming after epoch %d from %s", fold, start_epoch, checkpoint)
@@ -238,6 +242,8 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update(model)
             losses.append(loss.item() / d.world)
             bar.update()
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
@@ -253,11 +259,14 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
             with atomic_path(checkpoint) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                            "ema": ema.state_dict() if ema is not None else None,
                             "epoch": epoch + 1, "history": history}, tmp)
         d.barrier()
         ran += 1
 
     _check_replicas(model, d)
+    if ema is not None:  # the average gives the OOF predictions and is what is saved
+        ema.copy_to(model)
     # Out-of-fold predictions: each rank predicts its share of the held-out studies.
     share = list(range(d.rank, len(val_set), d.world))
     studies, outputs = predict_logits(model, val_set, d.device, config.train.eval_batch_size,

@@ -19,11 +19,16 @@ Rules (documented choices):
 * **Sagittal T1 → Neural Foraminal Narrowing**: the ``sag_t1`` model scores every slice for
   "a foramen of level L"; slices are split by side of the mid-line — the world x of the
   study's predicted canal points when the T2 series was localised, else the centre of the T1
-  stack — patient left = LPS +x. Each side takes its best slice.
+  stack — patient left = LPS +x. With the five canal points, a level's foramen is sought only
+  in the part of the sagittal plane nearest to that level's canal point
+  (:func:`level_territories`), so the levels come from the canal chain. Each side takes its
+  best slice.
 * **Axial T2 → Subarticular Stenosis**: each predicted canal point (world) is registered to the
-  axial stacks with :func:`rsna_lumbar.dicom.placement.place_in_stack`/``choose``; the ``axial``
-  model on that slice gives the left and right points (channel 0 = patient left). The slices
-  of one axial stack go through the models in one batch.
+  axial stacks with :func:`rsna_lumbar.dicom.placement.place_in_stack`/``choose``; of that slice
+  and its neighbours, the ``axial`` model picks the one its recess peaks say the points are on
+  (a Gaussian prior on the distance from the canal point), and gives there the left and right
+  points (channel 0 = patient left). The slices of one axial stack go through the models in
+  one batch.
 
 Confidence is the heatmap peak probability (in [0, 1]; for the axial points × 0.5 when the
 registered slice is farther than half a slice spacing from the canal point).
@@ -43,6 +48,8 @@ from rsna_lumbar.vocabulary import LEVELS, Condition, Side
 
 SOURCE = "learned"
 EVIDENCE_MM = 8.8  # reach of a level's evidence around a chain candidate (module docstring)
+AXIAL_REACH = 1  # axial slices either side of the registered one that may hold a level's recesses
+AXIAL_PRIOR_MM = 4.0  # sd of the prior on an axial slice's distance from the canal point
 
 
 def task_of(models: list, name: str) -> Task:
@@ -100,6 +107,12 @@ def _to_voxel(to_vox: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return (to_vox @ np.c_[flat, np.ones(len(flat))].T).T.reshape(uv.shape)
 
 
+def _decode(prob: torch.Tensor, to_vox: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Peaks of ``prob (K, P, h, w)``: ``(voxel (col, row) (K, P, 2), score (K, P))``."""
+    uv, score = decode_peaks(prob, stride)
+    return _to_voxel(to_vox, uv.numpy()), score.numpy()
+
+
 def slice_heatmaps(models: list, volume, task: Task, slices: list[int] | None = None,
                    batch: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Run a task's fold models on slices of a volume (mean of their probabilities).
@@ -108,8 +121,7 @@ def slice_heatmaps(models: list, volume, task: Task, slices: list[int] | None = 
     point channel, the peak as voxel ``(col, row)`` of that slice and its probability.
     """
     prob, to_vox, slices = slice_probabilities(models, volume, task, slices, batch)
-    uv, score = decode_peaks(prob, models[0].stride)
-    return _to_voxel(to_vox, uv.numpy()), score.numpy(), slices
+    return (*_decode(prob, to_vox, models[0].stride), slices)
 
 
 def _local_maxima(m: np.ndarray, floor: float, top: int, window: int = 3) -> np.ndarray:
@@ -191,8 +203,7 @@ def decode_canal(prob: torch.Tensor, to_vox: np.ndarray, slices: np.ndarray, vol
     cell_mm = stride * float(np.hypot(to_vox[0, 0] * volume.spacing[0], to_vox[1, 0] * volume.spacing[1]))
     half = max(1, int(round(EVIDENCE_MM / cell_mm)))
     pool = 2 * half + 1
-    uv, score = decode_peaks(prob, stride)
-    vox, score = _to_voxel(to_vox, uv.numpy()), score.numpy()
+    vox, score = _decode(prob, to_vox, stride)
     # sagittal series are centred on the spine: a Gaussian prior on the mid-line slice
     offset_mm = (np.arange(len(slices)) - (len(slices) - 1) / 2) * float(volume.spacing[2])
     log_prior = -0.5 * (offset_mm / centre_sd_mm) ** 2
@@ -233,14 +244,55 @@ def decode_canal(prob: torch.Tensor, to_vox: np.ndarray, slices: np.ndarray, vol
     return rows
 
 
-def foramen_points(models: list, volume, midline_x: float | None = None) -> list[dict]:
-    """Left and right Neural Foraminal Narrowing rows (up to 10) of a sagittal T1 Volume."""
-    vox, score, slices = slice_heatmaps(models, volume, task_of(models, "sag_t1"))
+def level_territories(cell_world: np.ndarray, canal_world: np.ndarray, reach: float = 0.75) -> np.ndarray:
+    """Which cells may hold each level's foramen: those nearer to that level's canal point than
+    to any other level's, in the sagittal plane (world y and z, LPS mm; the left-right x is
+    ignored), and no farther from it than ``reach`` × the largest gap between consecutive canal
+    points (so the end levels do not claim the sacrum or the thoracic spine).
+
+    Args:
+        cell_world: ``(..., 3)`` world points of heatmap cells.
+        canal_world: ``(5, 3)`` the study's canal points, level 0 = L1/L2.
+
+    Returns:
+        ``(5, ...)`` boolean masks.
+    """
+    d = np.linalg.norm(cell_world[None, ..., 1:] - canal_world.reshape(5, *([1] * (cell_world.ndim - 1)), 3)[..., 1:],
+                       axis=-1)  # fmt: skip
+    limit = reach * float(np.max(np.linalg.norm(np.diff(canal_world[:, 1:], axis=0), axis=1)))
+    return (d == d.min(axis=0, keepdims=True)) & (d <= limit)
+
+
+def foramen_points(models: list, volume, canal: list[dict] | None = None) -> list[dict]:
+    """Left and right Neural Foraminal Narrowing rows (up to 10) of a sagittal T1 Volume.
+
+    ``canal``: the study's Spinal Canal Stenosis rows (world points, one per level) when its
+    sagittal T2 was localised. They set the mid-line that splits the slices by side (patient
+    left = LPS +x; without them the centre of the T1 stack) and, when all five are there, each
+    level's territory (:func:`level_territories`): a level's foramen is its heatmap's peak within
+    the part of the sagittal plane nearest to its own canal point, so the chain found on
+    sagittal T2 (levels right far more often than the foramina on their own) fixes the levels
+    of the foramina too. Each side takes its best slice per level.
+    """
+    task = task_of(models, "sag_t1")
+    prob, to_vox, slices = slice_probabilities(models, volume, task)
     n_cols, n_rows = volume.shape[2], volume.shape[1]
     centres = volume.voxel_to_world(np.c_[np.full(len(slices), (n_cols - 1) / 2),
                                           np.full(len(slices), (n_rows - 1) / 2), slices])  # fmt: skip
-    if midline_x is None or not np.isfinite(midline_x):
-        midline_x = float(np.median(centres[:, 0]))
+    canal = canal or []
+    midline_x = float(np.median([r["world_x"] for r in canal])) if canal else float(np.median(centres[:, 0]))
+    decoded = [_decode(prob, to_vox, models[0].stride)]  # unconstrained, then (first) constrained
+    if len(canal) == len(LEVELS):
+        h, w = prob.shape[-2:]
+        rc = np.argwhere(np.ones((h, w), bool))  # (h*w, 2) cells, row-major
+        vox = _to_voxel(to_vox, cell_centres(rc[:, ::-1], models[0].stride).astype(float))
+        cell_world = np.stack([volume.voxel_to_world(np.c_[vox, np.full(len(vox), float(k))])
+                               for k in slices]).reshape(len(slices), h, w, 3)  # fmt: skip
+        by_level = {r["level"]: (r["world_x"], r["world_y"], r["world_z"]) for r in canal}
+        canal_world = np.array([by_level[level.title] for level in LEVELS], float)
+        territory = torch.from_numpy(level_territories(cell_world, canal_world))  # (5, K, h, w)
+        masked = prob * territory.permute(1, 0, 2, 3).to(prob.dtype)
+        decoded.insert(0, _decode(masked, to_vox, models[0].stride))
     rows = []
     for side in Side:
         on_side = centres[:, 0] > midline_x if side is Side.LEFT else centres[:, 0] < midline_x
@@ -248,22 +300,30 @@ def foramen_points(models: list, volume, midline_x: float | None = None) -> list
             continue
         condition = Condition(f"{side.value}_neural_foraminal_narrowing")
         for level in LEVELS:
-            s = np.where(on_side, score[:, level.index], -1.0)
-            best = int(np.argmax(s))
+            # the level's territory on this side's slices, else (no cell of it there) anywhere
+            for vox, score in decoded:
+                s = np.where(on_side, score[:, level.index], -1.0)
+                best = int(np.argmax(s))
+                if s[best] > 0:
+                    break
             col, row = vox[best, level.index]
-            rows.append(_row(volume, condition, level, int(slices[best]), col, row, s[best]))
+            rows.append(_row(volume, condition, level, int(slices[best]), col, row, max(s[best], 0.0)))
     return rows
 
 
 def subarticular_points(models: list, canal: list[dict], axial_stacks: list, read) -> list[dict]:
     """Subarticular rows from predicted canal rows (world points) and the study's axial stacks.
 
+    Each canal point is registered to the axial stack that shows it; the slice is then chosen
+    by the ``axial`` model among the registered slice and its :data:`AXIAL_REACH` neighbours: the
+    one whose two recess peaks (whose height says "the point is on this slice") are highest,
+    after a Gaussian prior (sd :data:`AXIAL_PRIOR_MM`) on its distance from the canal point.
     ``read(stack) -> Volume`` decodes a stack (cached by the caller).
     """
     from rsna_lumbar.dicom.placement import stack_showing
 
     task = task_of(models, "axial")
-    placed = []  # (canal row, axial volume, its slice, confidence factor), in canal order
+    placed = []  # (canal row, axial volume, {slice: log prior}, confidence factor), in canal order
     for point in canal:
         world = np.array([point["world_x"], point["world_y"], point["world_z"]])
         found = stack_showing(world, axial_stacks)
@@ -271,18 +331,24 @@ def subarticular_points(models: list, canal: list[dict], axial_stacks: list, rea
             continue
         stack, best = found
         volume = read(stack)
-        if volume is not None:
-            placed.append((point, volume, volume.slice_of(best.instance_number),
-                           1.0 if best.covered else 0.5))  # fmt: skip
-    # one batched pass per axial volume over the slices its levels landed on
+        if volume is None:
+            continue
+        k0 = int(volume.slice_of(best.instance_number))
+        at = float(volume.world_to_voxel(world[None])[0, 2])  # fractional slice of the point
+        near = range(max(k0 - AXIAL_REACH, 0), min(k0 + AXIAL_REACH, volume.shape[0] - 1) + 1)
+        prior = {k: -0.5 * ((k - at) * float(volume.spacing[2]) / AXIAL_PRIOR_MM) ** 2 for k in near}
+        placed.append((point, volume, prior, 1.0 if best.covered else 0.5))
+    # one batched pass per axial volume over the slices its levels may lie on
     heatmaps = {}
     for volume in {id(v): v for _, v, _, _ in placed}.values():
-        wanted = sorted({k for _, v, k, _ in placed if v is volume})
+        wanted = sorted({k for _, v, prior, _ in placed if v is volume for k in prior})
         vox, score, _ = slice_heatmaps(models, volume, task, wanted)
         heatmaps[id(volume)] = {k: (vox[i], score[i]) for i, k in enumerate(wanted)}
     rows = []
-    for point, volume, k, factor in placed:
-        vox, score = heatmaps[id(volume)][k]
+    for point, volume, prior, factor in placed:
+        seen = heatmaps[id(volume)]
+        k = max(prior, key=lambda j: np.log(seen[j][1].sum() + 1e-6) + prior[j])
+        vox, score = seen[k]
         level = next(lv for lv in LEVELS if lv.title == point["level"])
         for side in Side:
             ch = 0 if side is Side.LEFT else 1
