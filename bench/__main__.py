@@ -17,8 +17,8 @@ from pathlib import Path
 
 from rsna_lumbar.atomic import write_text
 
-BENCHMARKS: tuple[str, ...] = ("dicom_io", "crops", "synth", "localizer", "localizer_training",
-                              "training", "predict")
+BENCHMARKS: tuple[str, ...] = ("dicom_io", "crops", "synth", "localizer", "localiser_decoding",
+                              "localizer_training", "training", "predict")
 # Not in the default run (an hour or more on 2 cores): python -m bench scale
 ON_REQUEST: tuple[str, ...] = ("scale",)
 RESULTS = Path(__file__).parent / "results"

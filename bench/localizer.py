@@ -44,7 +44,7 @@ def run(work: Path, repeats: int = 3) -> dict:
             for _ in range(repeats + 1):  # first pass is warm-up
                 t0 = time.perf_counter()
                 canal = P.canal_points(models["sag_t2"], sag)
-                P.foramen_points(models["sag_t1"], sag, float(np.median([r["world_x"] for r in canal])))
+                P.foramen_points(models["sag_t1"], sag, canal)
                 for _ in range(5):
                     P.slice_heatmaps(models["axial"], axial, TASKS["axial"], [0])
                 times.append(time.perf_counter() - t0)

@@ -212,9 +212,9 @@ def test_axial_slices_of_one_stack_are_scored_in_one_batch_as_one_at_a_time(chai
     batched = _predict(chain, _truth_finder(chain["data"]))
     real, sizes = P.slice_heatmaps, []
 
-    def one_at_a_time(models, volume, task, slices=None, batch=16):
+    def one_at_a_time(models, volume, task, slices=None, batch=16, mirror=True):
         sizes.append(len(slices))
-        parts = [real(models, volume, task, [k], batch) for k in slices]
+        parts = [real(models, volume, task, [k], batch, mirror) for k in slices]
         return tuple(np.concatenate(part) for part in zip(*parts))
 
     monkeypatch.setattr(P, "slice_heatmaps", one_at_a_time)
@@ -264,3 +264,51 @@ def test_foramina_are_sought_in_their_canal_points_territory(chain, monkeypatch)
         distance = np.linalg.norm(_world(rows)[:, None] - truth[None], axis=2)  # (row, level)
         assert distance.argmin(axis=1).tolist() == expected, distance.round(1)
         assert distance.min(axis=1).max() < 8.0  # within a cell or two of the lit one
+
+
+def test_the_axial_model_chooses_the_recess_slice_among_the_registered_ones_neighbours(chain, monkeypatch):
+    """Where the axial heatmaps say the recesses are on the slice after the one the canal point
+    registers to, that slice is taken (``axial_reach`` 1); with ``axial_reach`` 0 the registered
+    slice is kept whatever the maps say."""
+    from rsna_lumbar.dicom.reader import read_stack
+    from rsna_lumbar.localize.keypoints import predict as P
+
+    models = chain["models"]["axial"]
+    axial = [s for s in chain["stacks"] if chain["series"].series_description.loc[s.series_id]
+             == SeriesDescription.AXIAL_T2.value]  # fmt: skip
+    canal = [{"level": lv.title, "world_x": x, "world_y": y, "world_z": z}
+             for lv, (x, y, z) in zip(LEVELS, _truth(chain, "canal"))]  # fmt: skip
+    volumes: dict = {}
+
+    def read(stack):
+        key = (stack.series_id, stack.stack_index)
+        return volumes.setdefault(key, read_stack(stack, chain["data"]))
+
+    def decode(reach: int) -> pd.DataFrame:
+        rows = P.subarticular_points(models, canal, axial, read, P.Decoding(axial_reach=reach))
+        return pd.DataFrame(rows).set_index(["condition", "level"])
+
+    registered = decode(0)
+    lit, expected = set(), {}  # (volume, slice) the maps light; each row's instance after it
+    for key, row in registered.iterrows():
+        volume = next(v for v in volumes.values() if v.series_id == row.series_id
+                      and row.instance_number in v.instance_numbers)  # fmt: skip
+        k = int(volume.slice_of(int(row.instance_number))) + 1
+        if k < volume.shape[0]:
+            lit.add((id(volume), k))
+            expected[key] = int(volume.instance_of(k))
+    assert expected  # some registered slice has a next one
+
+    real = P.slice_heatmaps
+
+    def maps(models, volume, task, slices=None, batch=16, mirror=True):
+        vox, _, slices = real(models, volume, task, slices, batch, mirror)
+        score = np.array([[0.99, 0.99] if (id(volume), k) in lit else [0.05, 0.05] for k in slices])
+        return vox, score, slices
+
+    monkeypatch.setattr(P, "slice_heatmaps", maps)
+    kept, chosen = decode(0), decode(1)
+    assert kept.instance_number.tolist() == registered.instance_number.tolist()
+    assert len(chosen) == len(registered) == 10
+    for key, instance in expected.items():
+        assert int(chosen.loc[key, "instance_number"]) == instance, key

@@ -149,7 +149,8 @@ def level_rows(found: LevelPoints, t2, t1_stacks: list) -> list[dict]:
 
 def predict_study(models: dict, study_stack_list: list, data: Path,
                   levels: LevelFinder | None = None,
-                  log: LevelSourceLog | None = None, decode=read_stack) -> list[dict]:  # fmt: skip
+                  log: LevelSourceLog | None = None, decode=read_stack,
+                  decoding: P.Decoding = P.DECODING) -> list[dict]:  # fmt: skip
     """All rows (:data:`LOCALISED_COLUMNS`) that can be placed for one study.
 
     Args:
@@ -162,6 +163,7 @@ def predict_study(models: dict, study_stack_list: list, data: Path,
             when None).
         decode: ``decode(stack, data) -> Volume`` (default :func:`read_stack`; ``predict`` passes
             a :class:`~rsna_lumbar.dicom.volume_cache.VolumeCache` reader shared with the crops).
+        decoding: how the learned models' heatmaps become points (:class:`~.keypoints.predict.Decoding`).
     """
     cache: dict = {}
 
@@ -190,14 +192,14 @@ def predict_study(models: dict, study_stack_list: list, data: Path,
         canal = [r for r in rows if r["condition"] == Condition.SPINAL_CANAL_STENOSIS.title]
     else:
         if "sag_t2" in models and t2 is not None and read(t2) is not None:
-            canal = P.canal_points(models["sag_t2"], read(t2))
+            canal = P.canal_points(models["sag_t2"], read(t2), decoding=decoding)
             rows += canal
         t1 = _largest(study_stack_list, SeriesDescription.SAGITTAL_T1.value)
         if "sag_t1" in models and t1 is not None and read(t1) is not None:
-            rows += P.foramen_points(models["sag_t1"], read(t1), canal)
+            rows += P.foramen_points(models["sag_t1"], read(t1), canal, decoding)
     axial = [s for s in study_stack_list if is_axial_stack(s)]
     if "axial" in models and canal and axial:
-        rows += P.subarticular_points(models["axial"], canal, axial, read)
+        rows += P.subarticular_points(models["axial"], canal, axial, read, decoding)
     return rows
 
 
@@ -213,7 +215,8 @@ def stacks_by_study(stacks: dict) -> dict[int, list]:
 def predict_split(data, split, out, model_dir, *, work="work", workers=None,
                   levels: LevelFinder | None = None, studies=None,
                   models_per_task: int | None = None, volumes=None, index=None,
-                  device: str | torch.device = "auto") -> pd.DataFrame:  # fmt: skip
+                  device: str | torch.device = "auto",
+                  decoding: P.Decoding = P.DECODING) -> pd.DataFrame:  # fmt: skip
     """Predict every study of ``split`` with a trained localiser folder; write ``out``.
 
     ``levels``: a level finder tried first on each study's sagittal T2 (module docstring), e.g.
@@ -227,6 +230,7 @@ def predict_split(data, split, out, model_dir, *, work="work", workers=None,
     default: built or reused in ``work``.
     ``device``: ``auto`` (CUDA when a GPU passes the smoke test), ``cpu``, ``cuda`` or a
     ``torch.device`` already chosen; on CUDA the heatmaps are computed under autocast.
+    ``decoding``: how heatmaps become points (:class:`~.keypoints.predict.Decoding`).
     """
     device = resolve_device(device)
     config, models = load_models(model_dir)
@@ -242,7 +246,8 @@ def predict_split(data, split, out, model_dir, *, work="work", workers=None,
         for study, study_stacks_ in sorted(stacks_by_study(stacks).items()):
             if wanted is None or study in wanted:
                 rows += predict_study(models, study_stacks_, Path(data), levels, log,
-                                      volumes.read if volumes is not None else read_stack)
+                                      volumes.read if volumes is not None else read_stack,
+                                      decoding)  # fmt: skip
     if levels is not None:
         _LOG.info("%s", log.summary())
     return write_points(rows, out)

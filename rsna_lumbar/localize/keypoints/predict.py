@@ -36,6 +36,8 @@ registered slice is farther than half a slice spacing from the canal point).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -48,8 +50,27 @@ from rsna_lumbar.vocabulary import LEVELS, Condition, Side
 
 SOURCE = "learned"
 EVIDENCE_MM = 8.8  # reach of a level's evidence around a chain candidate (module docstring)
-AXIAL_REACH = 1  # axial slices either side of the registered one that may hold a level's recesses
 AXIAL_PRIOR_MM = 4.0  # sd of the prior on an axial slice's distance from the canal point
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How the heatmaps become points (module docstring; each choice measured on synthetic
+    studies by ``python -m bench localiser_decoding``).
+
+    ``mirror``: every slice also goes through the models column-mirrored, the two maps averaged
+    (test-time augmentation, 2× the forward passes). ``territories``: a level's foramen is
+    sought only in its canal point's territory (:func:`level_territories`). ``axial_reach``:
+    slices either side of the registered axial slice that may hold a level's recesses (0: the
+    registered slice).
+    """
+
+    mirror: bool = True
+    territories: bool = True
+    axial_reach: int = 1
+
+
+DECODING = Decoding()
 
 
 def task_of(models: list, name: str) -> Task:
@@ -74,10 +95,10 @@ def _mirrored_forward(model, chunk: torch.Tensor, task: Task) -> torch.Tensor:
 
 @torch.no_grad()
 def slice_probabilities(models: list, volume, task: Task, slices: list[int] | None = None,
-                        batch: int = 16, mirror: bool = False) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:  # fmt: skip
+                        batch: int = 16, mirror: bool = True) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:  # fmt: skip
     """Heatmap probabilities of a task's fold models (their mean) on slices of a volume;
-    ``mirror``: averaged with the column-mirrored input's (test-time augmentation; on the real
-    exams it changed no level, so it is off by default and costs 2× when on).
+    ``mirror``: averaged with the column-mirrored input's (test-time augmentation, 2× the
+    forward passes; :class:`Decoding`).
 
     The models run where their weights are (all on one device): on CUDA the batches go there
     and through autocast, the probabilities come back to the CPU; on the CPU it is plain
@@ -114,13 +135,13 @@ def _decode(prob: torch.Tensor, to_vox: np.ndarray, stride: int) -> tuple[np.nda
 
 
 def slice_heatmaps(models: list, volume, task: Task, slices: list[int] | None = None,
-                   batch: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+                   batch: int = 16, mirror: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Run a task's fold models on slices of a volume (mean of their probabilities).
 
     Returns ``(uv_voxel (K, P, 2), score (K, P), slices (K,))``: for each scored slice and
     point channel, the peak as voxel ``(col, row)`` of that slice and its probability.
     """
-    prob, to_vox, slices = slice_probabilities(models, volume, task, slices, batch)
+    prob, to_vox, slices = slice_probabilities(models, volume, task, slices, batch, mirror)
     return (*_decode(prob, to_vox, models[0].stride), slices)
 
 
@@ -188,10 +209,12 @@ def _row(volume, condition: Condition, level, k: int, col: float, row: float, co
             "source": SOURCE, "confidence": round(float(conf), 4)}  # fmt: skip
 
 
-def canal_points(models: list, volume, chain: bool = True, centre_sd_mm: float = 20.0) -> list[dict]:
+def canal_points(models: list, volume, chain: bool = True, centre_sd_mm: float = 20.0,
+                 decoding: Decoding = DECODING) -> list[dict]:  # fmt: skip
     """Spinal Canal Stenosis rows (one per level) of a sagittal T2 Volume (``chain``: decode
     the five levels jointly, see the module docstring; else each level on its own)."""
-    prob, to_vox, slices = slice_probabilities(models, volume, task_of(models, "sag_t2"))
+    prob, to_vox, slices = slice_probabilities(models, volume, task_of(models, "sag_t2"),
+                                               mirror=decoding.mirror)  # fmt: skip
     return decode_canal(prob, to_vox, slices, volume, models[0].stride, chain, centre_sd_mm)
 
 
@@ -263,7 +286,8 @@ def level_territories(cell_world: np.ndarray, canal_world: np.ndarray, reach: fl
     return (d == d.min(axis=0, keepdims=True)) & (d <= limit)
 
 
-def foramen_points(models: list, volume, canal: list[dict] | None = None) -> list[dict]:
+def foramen_points(models: list, volume, canal: list[dict] | None = None,
+                   decoding: Decoding = DECODING) -> list[dict]:  # fmt: skip
     """Left and right Neural Foraminal Narrowing rows (up to 10) of a sagittal T1 Volume.
 
     ``canal``: the study's Spinal Canal Stenosis rows (world points, one per level) when its
@@ -275,14 +299,14 @@ def foramen_points(models: list, volume, canal: list[dict] | None = None) -> lis
     of the foramina too. Each side takes its best slice per level.
     """
     task = task_of(models, "sag_t1")
-    prob, to_vox, slices = slice_probabilities(models, volume, task)
+    prob, to_vox, slices = slice_probabilities(models, volume, task, mirror=decoding.mirror)
     n_cols, n_rows = volume.shape[2], volume.shape[1]
     centres = volume.voxel_to_world(np.c_[np.full(len(slices), (n_cols - 1) / 2),
                                           np.full(len(slices), (n_rows - 1) / 2), slices])  # fmt: skip
     canal = canal or []
     midline_x = float(np.median([r["world_x"] for r in canal])) if canal else float(np.median(centres[:, 0]))
     decoded = [_decode(prob, to_vox, models[0].stride)]  # unconstrained, then (first) constrained
-    if len(canal) == len(LEVELS):
+    if decoding.territories and len(canal) == len(LEVELS):
         h, w = prob.shape[-2:]
         rc = np.argwhere(np.ones((h, w), bool))  # (h*w, 2) cells, row-major
         vox = _to_voxel(to_vox, cell_centres(rc[:, ::-1], models[0].stride).astype(float))
@@ -311,11 +335,12 @@ def foramen_points(models: list, volume, canal: list[dict] | None = None) -> lis
     return rows
 
 
-def subarticular_points(models: list, canal: list[dict], axial_stacks: list, read) -> list[dict]:
+def subarticular_points(models: list, canal: list[dict], axial_stacks: list, read,
+                        decoding: Decoding = DECODING) -> list[dict]:  # fmt: skip
     """Subarticular rows from predicted canal rows (world points) and the study's axial stacks.
 
     Each canal point is registered to the axial stack that shows it; the slice is then chosen
-    by the ``axial`` model among the registered slice and its :data:`AXIAL_REACH` neighbours: the
+    by the ``axial`` model among the registered slice and its ``decoding.axial_reach`` neighbours: the
     one whose two recess peaks (whose height says "the point is on this slice") are highest,
     after a Gaussian prior (sd :data:`AXIAL_PRIOR_MM`) on its distance from the canal point.
     ``read(stack) -> Volume`` decodes a stack (cached by the caller).
@@ -335,14 +360,15 @@ def subarticular_points(models: list, canal: list[dict], axial_stacks: list, rea
             continue
         k0 = int(volume.slice_of(best.instance_number))
         at = float(volume.world_to_voxel(world[None])[0, 2])  # fractional slice of the point
-        near = range(max(k0 - AXIAL_REACH, 0), min(k0 + AXIAL_REACH, volume.shape[0] - 1) + 1)
+        reach = decoding.axial_reach
+        near = range(max(k0 - reach, 0), min(k0 + reach, volume.shape[0] - 1) + 1)
         prior = {k: -0.5 * ((k - at) * float(volume.spacing[2]) / AXIAL_PRIOR_MM) ** 2 for k in near}
         placed.append((point, volume, prior, 1.0 if best.covered else 0.5))
     # one batched pass per axial volume over the slices its levels may lie on
     heatmaps = {}
     for volume in {id(v): v for _, v, _, _ in placed}.values():
         wanted = sorted({k for _, v, prior, _ in placed if v is volume for k in prior})
-        vox, score, _ = slice_heatmaps(models, volume, task, wanted)
+        vox, score, _ = slice_heatmaps(models, volume, task, wanted, mirror=decoding.mirror)
         heatmaps[id(volume)] = {k: (vox[i], score[i]) for i, k in enumerate(wanted)}
     rows = []
     for point, volume, prior, factor in placed:
