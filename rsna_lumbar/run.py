@@ -317,19 +317,22 @@ def _report(recipe: Recipe, data: Path, work: Path, weights: Path) -> dict:
     """Each member's report on both kinds of crops; the ensemble's OOF scores.
 
     The report on the localised crops runs last, so the calibration each model folder keeps is
-    fitted on what inference sees.
+    fitted on what inference sees. With the recipe's ``predict.tta`` the held-out studies are
+    graded as ``predict`` will grade the test split: with the mirrored canal crops too (the
+    labelled points' then re-predicted on the training crops).
     """
     import pandas as pd
 
     from rsna_lumbar.training.report import build_report, format_report
 
     members, oof = {}, {}
-    for points, crops in (("labelled_points", None), ("localised_points",
-                                                       work / "crops_train_localised")):
+    tta = bool(recipe.settings["predict"].get("tta", False))  # as predict will grade the test split
+    for points, crops in (("labelled_points", work / "crops_train" if tta else None),
+                          ("localised_points", work / "crops_train_localised")):
         probabilities = []
         for member in recipe.members:
             folder = weights / member.name
-            metrics = build_report(folder, data / "train.csv", crops=crops)
+            metrics = build_report(folder, data / "train.csv", crops=crops, tta=tta)
             print(f"\n{member.name}, out of fold on crops at the {points.replace('_', ' ')}:\n"
                   f"{format_report(metrics)}", flush=True)  # fmt: skip
             members.setdefault(member.name, {})[points] = _family_metrics(metrics)

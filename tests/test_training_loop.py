@@ -302,3 +302,33 @@ def test_a_crop_cache_of_another_geometry_is_refused_by_the_held_out_report(trai
                  "train.folds=[0,1]"])  # fmt: skip
     assert code != 0 and "another crop geometry" in capsys.readouterr().err
     assert (out / "model.json").read_text() == before
+
+
+def test_held_out_logits_with_tta_average_the_mirrored_canal_crops(trained, tmp_path):
+    """Out of fold with ``tta`` the canal logits are the mean of the crops' and the mirrored
+    crops' (a copy of the cache with every array mirrored gives the second term); the sided
+    families' logits are those without it."""
+    from rsna_lumbar.crops.cache import CropCache
+    from rsna_lumbar.models.predictor import _mirrored
+    from rsna_lumbar.tables import read_train
+    from rsna_lumbar.training.held_out import held_out_logits
+    from rsna_lumbar.training.report import build_report
+
+    crops, train_csv, _, out = trained
+    train = read_train(train_csv)
+    flipped_cache = tmp_path / "mirrored"
+    shutil.copytree(crops, flipped_cache)
+    for study in CropCache(crops).study_ids:
+        with np.load(crops / f"{study}.npz") as npz:
+            np.savez(flipped_cache / f"{study}.npz", **{k: _mirrored(k, npz[k]) for k in npz.files})
+    plain = held_out_logits(out, crops, train)
+    flipped = held_out_logits(out, flipped_cache, train)
+    both = held_out_logits(out, crops, train, tta=True)
+    logits = list(LOGIT_COLUMNS)
+    canal = (plain.family == "spinal").to_numpy() & (plain.predicted == 1).to_numpy()
+    np.testing.assert_allclose(both.loc[canal, logits], (plain.loc[canal, logits].to_numpy()
+                               + flipped.loc[canal, logits].to_numpy()) / 2, atol=1e-5)  # fmt: skip
+    assert not np.allclose(both.loc[canal, logits], plain.loc[canal, logits], atol=1e-4)
+    np.testing.assert_allclose(both.loc[~canal, logits], plain.loc[~canal, logits], atol=1e-6)
+    with pytest.raises(ValueError, match="give the crops"):
+        build_report(out, train_csv, tta=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 HELP = "OOF official metric, balanced accuracy, confusion matrices and calibration of a model folder"
@@ -33,12 +34,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crops", type=Path, metavar="DIR",
                         help="re-predict the out-of-fold studies on this crop cache (e.g. placed "
                              "by the localiser) and report and calibrate on those predictions")
+    parser.add_argument("--tta", action="store_true",
+                        help="with --crops: average each canal prediction with its mirrored "
+                             "crops' (as 'predict --tta' does)")
     parser.add_argument("--json", action="store_true", help="print metrics.json instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:
     from rsna_lumbar.training.report import build_report, format_report
 
-    metrics = build_report(args.model, args.labels, args.crops)
+    if args.tta and args.crops is None:
+        print("rsna-lumbar report: --tta re-predicts the held-out studies; give --crops "
+              "(the training crops for the labelled points)", file=sys.stderr)
+        return 2
+    metrics = build_report(args.model, args.labels, args.crops, tta=args.tta)
     print(json.dumps(metrics, indent=1) if args.json else format_report(metrics))
     return 0

@@ -55,6 +55,26 @@ def _mirrored(key: str, array: np.ndarray) -> np.ndarray:
     return array if axis is None else np.ascontiguousarray(np.flip(array, axis=axis))
 
 
+class Mirrored:
+    """A crop source (anything with ``arrays(study_id)`` and ``geometry``: a
+    :class:`~rsna_lumbar.crops.cache.CropCache`, the in-memory studies of prediction) whose
+    arrays come back mirrored left–right where the grade allows it (:func:`_mirrored`): the
+    input of the test-time augmentation pass, at prediction and out of fold
+    (:func:`rsna_lumbar.training.held_out.held_out_logits`)."""
+
+    def __init__(self, source) -> None:
+        self.source = source
+        self.geometry = source.geometry
+
+    def arrays(self, study_id: int) -> dict[str, np.ndarray]:
+        return {key: _mirrored(key, array) for key, array in self.source.arrays(study_id).items()}
+
+
+def mirrored_families(families: Sequence[str], views: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+    """The families of which some view has a mirror axis (the test-time augmentation's)."""
+    return tuple(f for f in families if any(mirror_axis(f, v) is not None for v in views[f]))
+
+
 class _Arrays:
     """A one-off crop 'cache' over in-memory studies (duck-types ``CropCache.arrays`` and
     ``CropCache.geometry``: the geometry the model was trained at, so views cut with context
@@ -143,14 +163,11 @@ class FoldEnsemble:
     def _mirrored_logits(self, studies, ids: list[int], batch_size: int) -> dict[str, np.ndarray]:
         """Summed fold logits ``{family: (n, N_f, 3)}`` on the crops mirrored along their
         :func:`~rsna_lumbar.crops.recipes.mirror_axis`, for the families that have one."""
-        families = tuple(f for f in self.families
-                         if any(mirror_axis(f, v) is not None for v in self.views[f]))  # fmt: skip
+        families = mirrored_families(self.families, self.views)
         if not families:
             return {}
-        mirrored = {study: {key: _mirrored(key, array) for key, array in arrays.items()}
-                    for study, arrays in studies.items()}  # fmt: skip
-        dataset = StudyDataset(_Arrays(mirrored, self.geometry), ids, None, families, self.views,
-                               self.spec.slices, self.spec.size)
+        dataset = StudyDataset(Mirrored(_Arrays(studies, self.geometry)), ids, None, families,
+                               self.views, self.spec.slices, self.spec.size)  # fmt: skip
         summed: dict[str, np.ndarray] = {}
         for model in self.models:
             _, out = predict_logits(model, dataset, self.device, batch_size)

@@ -23,6 +23,7 @@ from rsna_lumbar.folds import read_folds
 from rsna_lumbar.models.dataset import StudyDataset, labels_by_study
 from rsna_lumbar.models.folder import build_network, check_crop_geometry, read_description
 from rsna_lumbar.models.forward import predict_logits
+from rsna_lumbar.models.predictor import Mirrored, mirrored_families
 from rsna_lumbar.models.weights import load_weights
 from rsna_lumbar.training.config import load_config
 from rsna_lumbar.training.loop import fold_priors, resolved_spec
@@ -32,13 +33,14 @@ LOGGER = logging.getLogger(__name__)
 
 
 def held_out_logits(model_dir: str | os.PathLike, crops: str | os.PathLike,
-                    train: pd.DataFrame, device: str = "cpu") -> pd.DataFrame:  # fmt: skip
+                    train: pd.DataFrame, device: str = "cpu", tta: bool = False) -> pd.DataFrame:  # fmt: skip
     """OOF rows (:func:`~rsna_lumbar.training.oof.oof_frame` schema) of ``model_dir`` on ``crops``.
 
     Each study of a trained fold (``fold_k/model.safetensors``; ``train.folds`` may train only
     some) is predicted by the model of its own fold, which did not train on it, without
     augmentation; studies absent from ``crops`` get the fold's training priors with
-    ``predicted = 0``, as in training.
+    ``predicted = 0``, as in training. ``tta``: as ``predict --tta`` does, the logits of the
+    families with a mirror axis (the canal) are averaged with those of the mirrored crops.
 
     Raises:
         FileNotFoundError: the folder lacks ``config.yaml``/``model.json``/``folds.csv`` or any
@@ -78,6 +80,15 @@ def held_out_logits(model_dir: str | os.PathLike, crops: str | os.PathLike,
                                views=config.data.views, slices=spec.slices, size=spec.size)
         studies, outputs = predict_logits(network, dataset, torch.device(device),
                                           config.train.eval_batch_size)  # fmt: skip
+        families = mirrored_families(config.data.families, config.data.views) if tta else ()
+        if families:
+            mirrored = StudyDataset(Mirrored(cache), present, labels, families=families,
+                                    views=config.data.views, slices=spec.slices, size=spec.size)
+            order, flipped = predict_logits(network, mirrored, torch.device(device),
+                                            config.train.eval_batch_size)  # fmt: skip
+            assert list(order) == list(studies), "the mirrored pass predicted other studies"
+            for f in families:
+                outputs[f] = ((outputs[f][0] + flipped[f][0]) / 2, outputs[f][1])
         train_ids = [int(s) for s in folds.loc[folds.fold != fold, "study_id"] if int(s) in labels]
         priors = fold_priors(labels, train_ids)
         frames.append(oof_frame(fold, studies, outputs, priors, labels, missing))

@@ -105,8 +105,12 @@ def write_figures(per_condition: dict[str, dict], folder: Path) -> list[Path]:
 
 
 def build_report(model_dir: str | os.PathLike, labels_csv: str | os.PathLike,
-                 crops: str | os.PathLike | None = None) -> dict:  # fmt: skip
-    """Compute and write the report of a model folder (module docstring); returns metrics."""
+                 crops: str | os.PathLike | None = None, tta: bool = False) -> dict:  # fmt: skip
+    """Compute and write the report of a model folder (module docstring); returns metrics.
+    ``tta`` (with ``crops``): the re-predicted logits average the mirrored canal crops', as
+    ``predict --tta`` does."""
+    if tta and crops is None:
+        raise ValueError("test-time augmentation re-predicts the held-out studies: give the crops")
     model_dir = Path(model_dir)
     train = read_train(labels_csv)
     if crops is None:
@@ -118,7 +122,7 @@ def build_report(model_dir: str | os.PathLike, labels_csv: str | os.PathLike,
     else:
         from rsna_lumbar.training.held_out import held_out_logits
 
-        oof = held_out_logits(model_dir, crops, train)
+        oof = held_out_logits(model_dir, crops, train, tta=tta)
         write_csv(oof, model_dir / "oof_logits_on_crops.csv", float_format="%.6g")
     labelled = {int(s) for s in train.study_id}
     oof = oof[oof.study_id.isin(labelled)].reset_index(drop=True)
@@ -154,6 +158,7 @@ def build_report(model_dir: str | os.PathLike, labels_csv: str | os.PathLike,
         "rows_fallback": int((oof.predicted == 0).sum()),
         "folds": sorted(int(f) for f in oof.fold.unique()),
         "oof_crops": "training" if crops is None else str(crops),
+        "tta": tta,
     }
     save_temperatures(temperatures, model_dir / CALIBRATION_FILE)
     write_csv(calibrated_sub, model_dir / "oof_calibrated.csv", float_format="%.8g")
