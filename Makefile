@@ -7,7 +7,7 @@ WORK   ?= work
 export HF_HUB_OFFLINE := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: help install test test-all test-recipes demo bench lint clean
+.PHONY: help install test test-all test-recipes demo bench lint clean cv200
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -161,6 +161,10 @@ localize-weights: $(LOC_MODEL)/config.json  ## train the learned localiser OOF o
 # (required), then fold 0's models in float16 and the model card. On the machine kind that made
 # them the files come out byte for byte; `git status` afterwards shows whether they changed.
 PKG_WORK ?= $(WORK)/localiser-package
+cv200: $(VENV)/.installed  ## the 200-study synthetic CV of the cpu recipe's severity models (5 folds, ~30 min on 2 cores) → docs/results/cv200.json
+	$(VENV)/bin/rsna-lumbar run --recipe cv200 --work $(WORK)/cv200 --weights $(WORK)/cv200/weights $(CV_ARGS)
+	$(PY) -m bench.cv_result $(WORK)/cv200/summary.json docs/results/cv200.json "make cv200 (rsna-lumbar run --recipe cv200 --work $(WORK)/cv200 --weights $(WORK)/cv200/weights $(CV_ARGS))"
+
 localiser-package: $(VENV)/.installed  ## retrain and export the packaged localiser (synthetic + 34 real exams; ~1.3 h on 2 cores)
 	test -f $(PKG_WORK)/data/truth/manifest.json || $(PY) -c "from rsna_lumbar.synth.generate import generate; generate('$(PKG_WORK)/data', 120, seed=17, test_studies=4, scale=2.0)"
 	$(VENV)/bin/rsna-lumbar localize --data $(PKG_WORK)/data --split train --work $(PKG_WORK)/work \

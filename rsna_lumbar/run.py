@@ -18,7 +18,9 @@ severity settings retrains nothing else; ``--device`` may change between runs.
 ``WORK/summary.json`` (the contract; the README's demo section shows one): ``recipe``, ``stages`` (seconds), ``oof``
 (``labelled_points`` and ``localised_points``: the four terms and ``score`` of the ensemble out
 of fold, with balanced accuracy and Moderate recall per family), ``prior`` and ``bayes_floor``
-(same rows), ``members`` (each model folder's reports), ``localiser`` (level accuracy and median
+(same rows), ``members`` (each model folder's reports), ``ensemble_weights`` (several members:
+:func:`~rsna_lumbar.training.ensemble_weights.choose_weights` at the localised points; the
+``oof`` figures are the plain mean's), ``localiser`` (level accuracy and median
 error, out of fold), ``test`` (when the test split has labels: the submission's terms, score and
 ``studies``, with ``prior`` and ``bayes_floor`` on the same rows, ``interval95`` — 95 % bootstrap
 intervals over the test studies of ``score`` and of ``prior_minus_score``, paired — and
@@ -128,7 +130,7 @@ def run_chain(recipe: Recipe, work: str | Path, weights: str | Path, data: str |
     if progress.stage("report"):
         summary.update(_report(recipe, data, work, weights))
     if progress.stage("ensemble", str(weights / "ensemble.yaml")):
-        _manifest(recipe, weights)
+        _manifest(recipe, work, weights)
     test = CompetitionFolder(data).series_descriptions_csv("test")
     if progress.stage("predict", "none: the folder has no test split" if not test.is_file() else ""):
         if test.is_file():
@@ -339,8 +341,17 @@ def _report(recipe: Recipe, data: Path, work: Path, weights: Path) -> dict:
             probabilities.append(pd.read_csv(folder / "oof_calibrated.csv"))
         oof[points], studies = _ensemble_oof(probabilities, data)
     baselines = _baselines(data, weights, studies)
-    return {"oof": oof, "members": members, **baselines,
-            "report": [str(weights / m.name / "report") for m in recipe.members]}
+    out = {"oof": oof, "members": members, **baselines,
+           "report": [str(weights / m.name / "report") for m in recipe.members]}
+    if len(recipe.members) > 1:  # weights fitted at the localiser's points, as inference sees
+        from rsna_lumbar.folds import read_folds
+        from rsna_lumbar.tables import read_train
+        from rsna_lumbar.training.ensemble_weights import choose_weights
+
+        out["ensemble_weights"] = choose_weights(probabilities, read_train(data / "train.csv"),
+                                                 read_folds(work / "folds.csv"))  # fmt: skip
+        write_text(work / "ensemble_weights.json", json.dumps(out["ensemble_weights"], indent=1) + "\n")
+    return out
 
 
 def _baselines(data: Path, weights: Path, studies: list[int]) -> dict:
@@ -385,12 +396,19 @@ def _ensemble_oof(frames: list, data: Path) -> tuple[dict, list[int]]:
     return result, sorted({int(r.split("_")[0]) for r in mean.row_id})
 
 
-def _manifest(recipe: Recipe, weights: Path) -> None:
-    """``OUT/ensemble.yaml``: the recipe's members (weight 1), the localiser and whether
-    ``predict`` runs test-time augmentation (the recipe's ``predict.tta``)."""
+def _manifest(recipe: Recipe, work: Path, weights: Path) -> None:
+    """``OUT/ensemble.yaml``: the recipe's members, the localiser and whether ``predict`` runs
+    test-time augmentation (the recipe's ``predict.tta``). The members' weights are those the
+    report stage chose (``WORK/ensemble_weights.json``: fitted out of fold where that beat the
+    mean out of fold), else 1."""
     import yaml
 
-    manifest = {"members": [{"path": m.name, "weight": 1.0} for m in recipe.members],
+    chosen = work / "ensemble_weights.json"
+    weights_of = json.loads(chosen.read_text())["weights"] if chosen.is_file() else []
+    if len(weights_of) != len(recipe.members):
+        weights_of = [1.0] * len(recipe.members)
+    manifest = {"members": [{"path": m.name, "weight": float(w)}
+                            for m, w in zip(recipe.members, weights_of)],
                 "localizer": "localizer", "tta": bool(recipe.settings["predict"].get("tta", False))}
     write_text(weights / "ensemble.yaml", yaml.safe_dump(manifest, sort_keys=False))
 
@@ -502,6 +520,11 @@ def print_summary(summary: dict) -> None:
                              if v is not None)  # fmt: skip
         print(f"\n{name} (localised points): balanced accuracy {accuracy}; Moderate recall "
               f"{moderate}")
+    mix = summary.get("ensemble_weights")
+    if mix:
+        print(f"ensemble weights: {mix['used']} {mix['weights']} (fitted {mix['fitted']}: "
+              f"{mix['fitted_score']:.4f} cross-fitted at the localised points, the mean "
+              f"{mix['mean_score']:.4f})")
     localiser = summary.get("localiser", {})
     if localiser.get("level_accuracy") is not None:
         how = "packaged, train split" if localiser.get("packaged") else "out of fold"

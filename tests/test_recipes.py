@@ -12,7 +12,7 @@ from rsna_lumbar.training.config import load_config
 
 
 def test_every_packaged_recipe_loads_and_its_members_configs_resolve():
-    assert set(packaged()) == {"tiny", "demo", "cpu", "gpu"}
+    assert set(packaged()) == {"tiny", "demo", "cpu", "gpu", "cv200"}
     for name in packaged():
         recipe = load_recipe(name)
         for member in recipe.members:
@@ -23,6 +23,11 @@ def test_every_packaged_recipe_loads_and_its_members_configs_resolve():
     specs = [load_config(m.config, m.config_overrides()).model for m in gpu.members]
     assert [s.spec for s in specs] == ["efficientnetv2_s_gru", "convnext_small_25d"]
     assert all(s.pretrained for s in specs)  # competition strength starts from ImageNet
+    # the 200-study CV is the cpu recipe's severity members as they are
+    assert load_recipe("cv200").members == load_recipe("cpu").members
+    demo = load_recipe("demo")  # two seeds of one member, graded with the mirrored canal pass
+    assert [m.name for m in demo.members] == ["severity_cpu", "severity_cpu_seed43"]
+    assert demo.settings["predict"]["tta"] is True
 
 
 @pytest.mark.parametrize("overrides, message", [
