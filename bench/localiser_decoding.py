@@ -6,7 +6,10 @@ localiser never saw. The baseline is the decoding before these choices (no mirro
 foramina anywhere on their side, the recesses on the registered axial slice); each row then adds
 one choice, and the last is the kit's default. Figures per point type (``localize/evaluate.py``):
 level accuracy, median and 95th-percentile error (mm), the share of points more than 12 mm
-off, and the CPU seconds of the whole split.
+off, and the CPU seconds of the whole split. With the real exams beside the checkout
+(``shared/data``), the packaged sagittal T2 models' canal levels on all 34 of them as acquired,
+with and without the mirrored pass (the only choice that touches the canal), split into the
+exams the shipped models did not train on and all.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import pandas as pd
 import torch
 
 from rsna_lumbar.localize.evaluate import evaluate
+from rsna_lumbar.localize.keypoints import realworld
+from rsna_lumbar.localize.keypoints.model import load_models
 from rsna_lumbar.localize.keypoints.predict import Decoding
 from rsna_lumbar.localize.keypoints.train import study_stacks
 from rsna_lumbar.localize.packaged import packaged
@@ -72,4 +77,21 @@ def run(work: Path) -> dict:
                         "share_over_12mm": far.get(family)}
                for family in ("spinal", "foraminal", "subarticular")},
         }
+    out["real_exams"] = _real_exams()
     return out
+
+
+def _real_exams() -> dict | None:
+    """Canal levels right on the real exams, mirrored pass off and on (None without them)."""
+    if not realworld.real_exams():
+        return None
+    config, models = load_models(packaged())
+    trained_on = {exam for exam, fold in config["packaged"]["real_folds"].items()
+                  if fold != config["packaged"]["fold"]}  # fmt: skip
+    result = {}
+    for name, decoding in (("without_mirror", Decoding(mirror=False)), ("default", Decoding())):
+        rows = realworld.measure_all(models["sag_t2"], decoding=decoding)
+        unseen = rows[~rows.exam.isin(trained_on)]
+        result[name] = {"all": realworld.summarise(rows), "not_trained_on": realworld.summarise(unseen),
+                        "wrong_levels": rows.loc[~rows.correct, ["exam", "level"]].values.tolist()}
+    return result

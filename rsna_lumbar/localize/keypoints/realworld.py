@@ -243,12 +243,14 @@ def measure(canal_rows: list[dict], truth: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def measure_exam(models: list, path: str | os.PathLike, framing: str = "acquired") -> pd.DataFrame:
+def measure_exam(models: list, path: str | os.PathLike, framing: str = "acquired",
+                 decoding=None) -> pd.DataFrame:  # fmt: skip
     """:func:`measure` of the sagittal T2 models on one exam, with ``exam`` and ``framing``
-    columns first."""
-    from rsna_lumbar.localize.keypoints.predict import canal_points
+    columns first; ``decoding``: a :class:`~.predict.Decoding` (default: the kit's)."""
+    from rsna_lumbar.localize.keypoints.predict import DECODING, canal_points
 
-    result = measure(canal_points(models, real_volume(path, framing=framing)), real_truth(path))
+    points = canal_points(models, real_volume(path, framing=framing), decoding=decoding or DECODING)
+    result = measure(points, real_truth(path))
     return result.assign(exam=Path(path).stem, framing=framing)[["exam", "framing", *result.columns]]
 
 
@@ -260,15 +262,17 @@ def summarise(result: pd.DataFrame) -> dict:
             "median_cc_mm": round(float(result.cc_error_mm.median()), 2)}  # fmt: skip
 
 
-def measure_all(models: list | dict, folder=None, framing: str = "acquired") -> pd.DataFrame:
+def measure_all(models: list | dict, folder=None, framing: str = "acquired",
+                decoding=None) -> pd.DataFrame:  # fmt: skip
     """Run the sagittal T2 models on every real exam → one row per (exam, level).
 
-    ``models``: one list for every exam, or ``{exam stem: list}`` (out-of-fold models).
+    ``models``: one list for every exam, or ``{exam stem: list}`` (out-of-fold models);
+    ``decoding``: a :class:`~.predict.Decoding` (default: the kit's).
     """
     frames = []
     for path in real_exams(folder):
         chosen = models[path.stem] if isinstance(models, dict) else models
-        frames.append(measure_exam(chosen, path, framing))
+        frames.append(measure_exam(chosen, path, framing, decoding))
     if not frames:
         msg = ("no real exams found: set RSNA_REAL_LUMBAR to the folder holding ivd_*.npz and "
                "RSNA_REAL_LUMBAR_VB3 to the one holding vb3_*.npz")
