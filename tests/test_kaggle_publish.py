@@ -147,8 +147,9 @@ def test_push_weights_creates_then_versions_the_dataset(tmp_path):
 @pytest.mark.parametrize("case", ["empty", "synthetic", "unrecorded"])
 def test_stage_weights_refuses_what_would_score_like_noise(tmp_path, case):
     wheelhouse = _wheelhouse(tmp_path / "wheelhouse")
-    if case == "empty":
-        weights, match = REPO / "weights", "holds no model folder"
+    if case == "empty":  # (not the checkout's weights/: 'make demo' fills that)
+        weights, match = tmp_path / "weights", "holds no model folder"
+        weights.mkdir()
     else:
         weights = _weights(tmp_path / "weights", "synthetic", provenance=case == "synthetic")
         match = "trained on synthetic data" if case == "synthetic" else "no provenance.json"
