@@ -348,8 +348,9 @@ def _report(recipe: Recipe, data: Path, work: Path, weights: Path) -> dict:
         from rsna_lumbar.tables import read_train
         from rsna_lumbar.training.ensemble_weights import choose_weights
 
-        out["ensemble_weights"] = choose_weights(probabilities, read_train(data / "train.csv"),
-                                                 read_folds(work / "folds.csv"))  # fmt: skip
+        out["ensemble_weights"] = {"members": [m.name for m in recipe.members],
+                                   **choose_weights(probabilities, read_train(data / "train.csv"),
+                                                    read_folds(work / "folds.csv"))}  # fmt: skip
         write_text(work / "ensemble_weights.json", json.dumps(out["ensemble_weights"], indent=1) + "\n")
     return out
 
@@ -404,9 +405,10 @@ def _manifest(recipe: Recipe, work: Path, weights: Path) -> None:
     import yaml
 
     chosen = work / "ensemble_weights.json"
-    weights_of = json.loads(chosen.read_text())["weights"] if chosen.is_file() else []
-    if len(weights_of) != len(recipe.members):
-        weights_of = [1.0] * len(recipe.members)
+    record = json.loads(chosen.read_text()) if chosen.is_file() else {}
+    names = [m.name for m in recipe.members]
+    # a record of other members (the recipe changed since) is not this ensemble's
+    weights_of = record["weights"] if record.get("members") == names else [1.0] * len(names)
     manifest = {"members": [{"path": m.name, "weight": float(w)}
                             for m, w in zip(recipe.members, weights_of)],
                 "localizer": "localizer", "tta": bool(recipe.settings["predict"].get("tta", False))}

@@ -62,7 +62,12 @@ def test_run_writes_the_chosen_weights_into_the_manifest(tmp_path):
     work.mkdir(), weights.mkdir()
     _manifest(recipe, work, weights)  # no choice recorded (one member, or not reported): 1 each
     assert [m["weight"] for m in yaml.safe_load((weights / "ensemble.yaml").read_text())["members"]] == [1.0, 1.0]
-    (work / "ensemble_weights.json").write_text(json.dumps({"weights": [0.7, 0.3]}))
+    names = [m.name for m in recipe.members]
+    (work / "ensemble_weights.json").write_text(json.dumps({"members": names, "weights": [0.7, 0.3]}))
     _manifest(recipe, work, weights)
     ensemble = read_ensemble(weights)
     assert [m.weight for m in ensemble.members] == [0.7, 0.3] and ensemble.tta
+    # a record left by other members (the recipe changed) is ignored
+    (work / "ensemble_weights.json").write_text(json.dumps({"members": ["a", "b"], "weights": [0.7, 0.3]}))
+    _manifest(recipe, work, weights)
+    assert [m.weight for m in read_ensemble(weights).members] == [1.0, 1.0]

@@ -25,6 +25,8 @@ MARGIN = 1e-3  # a cross-fitted gain smaller than this is no reason to leave the
 def mixed(frames: list[pd.DataFrame], weights) -> pd.DataFrame:
     """The weighted mean of the members' probabilities, rows in ``row_id`` order."""
     aligned = [f.set_index("row_id").sort_index()[COLUMNS] for f in frames]
+    if any(not a.index.equals(aligned[0].index) for a in aligned[1:]):
+        raise ValueError("the members' out-of-fold rows differ: mix only frames of the same rows")
     total = sum(w * f.to_numpy() for w, f in zip(np.asarray(weights, float), aligned))
     out = pd.DataFrame(total / float(np.sum(weights)), columns=COLUMNS, index=aligned[0].index)
     return out.reset_index()
@@ -71,7 +73,8 @@ def choose_weights(frames: list[pd.DataFrame], train: pd.DataFrame, folds: pd.Da
         w = fit_weights(others, train[~train.study_id.isin(set(study[inside]))])
         parts.append(mixed([f[f.row_id.isin(held)] for f in frames], w))
     fitted_score = _score(train, pd.concat(parts))
-    mean_score = _score(train, mixed(frames, equal))
+    in_folds = study.isin(set(fold_of.index)).to_numpy()  # the rows the cross-fit mixed
+    mean_score = _score(train, mixed([f[f.row_id.isin(rows.row_id[in_folds])] for f in frames], equal))
     fitted = fit_weights(frames, train)
     better = fitted_score < mean_score - MARGIN
     return {"weights": [round(float(w), 4) for w in (fitted if better else equal)],

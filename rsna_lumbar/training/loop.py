@@ -184,8 +184,7 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
     scheduler = _schedule(optimizer, int(config.train.warmup_epochs * steps_per_epoch), total)
     amp = config.train.amp and d.device.type == "cuda"
     scaler = grad_scaler(d.device, amp)
-    start_epoch, history = 0, []
-    ema = WeightAverage(model, config.train.ema) if config.train.ema > 0 else None
+    start_epoch, history, ema_state = 0, [], None
     checkpoint = fold_dir / "last.pt"
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=d.device, weights_only=True)
@@ -193,11 +192,14 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
+        ema_state = state.get("ema")
         start_epoch, history = int(state["epoch"]), list(state["history"])
         if d.main:
             LOGGER.info("fold %d: resuming after epoch %d from %s", fold, start_epoch, checkpoint)
+    # the average starts from the weights training resumes from (or those of the checkpoint's)
+    ema = WeightAverage(model, config.train.ema) if config.train.ema > 0 else None
+    if ema is not None and ema_state is not None:
+        ema.load_state_dict(ema_state)
     net = model
     if d.world > 1 and d.device.type == "cuda" and config.train.sync_bn:
         model = net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -266,6 +268,9 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
 
     _check_replicas(model, d)
     if ema is not None:  # the average gives the OOF predictions and is what is saved
+        if d.world > 1:  # batch-norm statistics averaged per rank differ: rank 0's, everywhere
+            for tensor in ema.state.values():
+                dist.broadcast(tensor, src=0)
         ema.copy_to(model)
     # Out-of-fold predictions: each rank predicts its share of the held-out studies.
     share = list(range(d.rank, len(val_set), d.world))

@@ -31,7 +31,7 @@ Rules (documented choices):
   one batch.
 
 Confidence is the heatmap peak probability (in [0, 1]; for the axial points × 0.5 when the
-registered slice is farther than half a slice spacing from the canal point).
+chosen slice is farther than half a slice spacing from the canal point).
 """
 
 from __future__ import annotations
@@ -348,7 +348,7 @@ def subarticular_points(models: list, canal: list[dict], axial_stacks: list, rea
     from rsna_lumbar.dicom.placement import stack_showing
 
     task = task_of(models, "axial")
-    placed = []  # (canal row, axial volume, {slice: log prior}, confidence factor), in canal order
+    placed = []  # (canal row, axial volume, {slice: log prior}, fractional slice of the point)
     for point in canal:
         world = np.array([point["world_x"], point["world_y"], point["world_z"]])
         found = stack_showing(world, axial_stacks)
@@ -363,7 +363,7 @@ def subarticular_points(models: list, canal: list[dict], axial_stacks: list, rea
         reach = decoding.axial_reach
         near = range(max(k0 - reach, 0), min(k0 + reach, volume.shape[0] - 1) + 1)
         prior = {k: -0.5 * ((k - at) * float(volume.spacing[2]) / AXIAL_PRIOR_MM) ** 2 for k in near}
-        placed.append((point, volume, prior, 1.0 if best.covered else 0.5))
+        placed.append((point, volume, prior, at))
     # one batched pass per axial volume over the slices its levels may lie on
     heatmaps = {}
     for volume in {id(v): v for _, v, _, _ in placed}.values():
@@ -371,9 +371,10 @@ def subarticular_points(models: list, canal: list[dict], axial_stacks: list, rea
         vox, score, _ = slice_heatmaps(models, volume, task, wanted, mirror=decoding.mirror)
         heatmaps[id(volume)] = {k: (vox[i], score[i]) for i, k in enumerate(wanted)}
     rows = []
-    for point, volume, prior, factor in placed:
+    for point, volume, prior, at in placed:
         seen = heatmaps[id(volume)]
         k = max(prior, key=lambda j: np.log(seen[j][1].sum() + 1e-6) + prior[j])
+        factor = 1.0 if abs(k - at) <= 0.5 else 0.5  # the chosen slice's own distance
         vox, score = seen[k]
         level = next(lv for lv in LEVELS if lv.title == point["level"])
         for side in Side:
