@@ -82,3 +82,30 @@ def test_packaged_variant_files_validate(base):
         assert "baseline" in configs
     spinal, _ = variant_configs(values, packaged_config("ablation_spinal_cpu"))
     assert all(c.data.families == ("spinal",) for c in spinal.values())
+
+
+def test_ablate_grades_at_the_localised_points_too(tmp_path):
+    """--localised-crops: a variant with a localised share trains on them, and every variant is
+    graded out of fold on them as well; the table is sorted by that honest score."""
+    import json
+
+    crops, train_csv, folds_csv = make_crop_cache(tmp_path, n_studies=8, slices=3, size=16, k=2)
+    localised, _, _ = make_crop_cache(tmp_path / "localised", n_studies=8, slices=3, size=16, k=2,
+                                      noise=1.2)
+    variants = tmp_path / "variants.yaml"
+    variants.write_text("common: {train.epochs: 1, train.folds: [0]}\n"
+                        "variants:\n  baseline: {}\n  share: {data.localised_share: 0.5}\n")
+    out = tmp_path / "ablation"
+    code = main(["ablate", "--crops", str(crops), "--folds", str(folds_csv), "--labels",
+                 str(train_csv), "--config", "tiny", "--variants", str(variants), "--out",
+                 str(out), "--localised-crops", str(localised)])
+    assert code == 0
+    table = pd.read_csv(out / "comparison.csv")
+    assert {"score_localised", "spinal_localised", "any_severe_spinal_localised"} <= set(table.columns)
+    assert table.score_localised.is_monotonic_increasing
+    assert (table.score_localised != table.score).any()  # graded on other crops
+    for name in ("baseline", "share"):
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        assert metrics["oof_crops"] == str(localised)  # the folder keeps that calibration
+    config = (out / "share" / "config.yaml").read_text()
+    assert "localised_share: 0.5" in config

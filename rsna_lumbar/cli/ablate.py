@@ -10,6 +10,9 @@ DESCRIPTION = """\
 Train and report every variant of VARIANTS_YAML (dotted keys changed from --config) on the same
 folds, each into OUT/NAME (resumable), then write OUT/comparison.csv and comparison.md sorted by
 the out-of-fold official score. Every variant's config is validated before training starts.
+With --localised-crops (crops at the localiser's out-of-fold points) each variant trains on them
+for its data.localised_share and is also graded out of fold on them: the *_localised columns,
+by which the table is then sorted.
 
 variants file:
   common: {train.epochs: 4}
@@ -38,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, metavar="DIR",
                         help="the competition folder the crops came from (recorded in each "
                              "variant's provenance.json)")
+    parser.add_argument("--localised-crops", type=Path, metavar="DIR",
+                        help="crops at the localiser's out-of-fold points ('rsna-lumbar crops "
+                             "--points'): trained on for data.localised_share of the draws, "
+                             "and a second out-of-fold grading on them")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="applied to every variant, after it")
 
@@ -51,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     base = yaml.safe_load(config_path(args.config).read_text(encoding="utf-8")) or {}
     table = run_ablation(args.crops, args.folds, args.labels, base, args.variants, args.out,
                          overrides=args.overrides, force=args.force, data=args.data,
+                         localised_crops=args.localised_crops,
                          only=tuple(n.strip() for n in args.only.split(",") if n.strip()))
     print(to_markdown(table))
     return 0

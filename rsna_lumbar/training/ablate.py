@@ -16,6 +16,12 @@ Each variant trains into ``OUT/{name}`` (resumable, skipped when done) on the sa
 reported (``metrics.json``), and ``OUT/comparison.csv`` / ``comparison.md`` list the official
 OOF score and its terms, balanced accuracy and Moderate recall per family, parameters and
 training time, best score first.
+
+With ``localised_crops`` (crops cut at the localiser's out-of-fold points, ``rsna-lumbar crops
+--points``) every variant also trains on them for its ``data.localised_share`` of the draws and
+is graded a second time, out of fold on them (``report --crops``): the ``*_localised`` columns,
+by which the table is then sorted — the honest CV, as inference places its crops. Each variant
+folder then keeps the calibration fitted on those crops, as ``rsna-lumbar run`` does.
 """
 
 from __future__ import annotations
@@ -82,13 +88,15 @@ def _flatten(tree: dict, prefix: str = "") -> str:
 
 
 def run_ablation(crops, folds_csv, labels_csv, base: dict, variants_file, out, *, overrides=(),
-                 force: bool = False, only: tuple[str, ...] = (), data=None) -> pd.DataFrame:
+                 force: bool = False, only: tuple[str, ...] = (), data=None,
+                 localised_crops=None) -> pd.DataFrame:  # fmt: skip
     """Train + report every variant (or those named in ``only``, in the file's order); write
     and return the comparison table. ``data``: the competition folder the crops were cut
-    from, recorded in each variant's ``provenance.json``."""
+    from, recorded in each variant's ``provenance.json``; ``localised_crops``: module
+    docstring."""
     from rsna_lumbar.models.predictor import load_model_folder
     from rsna_lumbar.training.loop import train_cv
-    from rsna_lumbar.training.report import build_report
+    from rsna_lumbar.training.report import TERMS, build_report
 
     out = Path(out)
     configs, changes = variant_configs(base, variants_file, overrides)
@@ -106,23 +114,27 @@ def run_ablation(crops, folds_csv, labels_csv, base: dict, variants_file, out, *
         started = time.time()
         LOGGER.info("ablation: variant %s (%s)", name, _flatten(changes[name]))
         train_cv(crops, folds_csv, labels_csv, config, folder, force=force, data=data,
-                 recipe=f"ablation {Path(variants_file).name}: {name}")
+                 recipe=f"ablation {Path(variants_file).name}: {name}",
+                 localised_crops=localised_crops if config.data.localised_share else None)
         if not finished:  # a reused variant keeps the timing of its training
             write_text(timing, f"{time.time() - started:.1f}\n")
         metrics = build_report(folder, labels_csv)
         params = sum(p.numel() for p in load_model_folder(folder).models[0].parameters())
         row = {"variant": name, "changes": _flatten(changes[name]),
-               **{k: metrics[k] for k in ("score", "spinal", "foraminal", "subarticular",
-                                          "any_severe_spinal")},
+               **{k: metrics[k] for k in TERMS},
                "score_uncalibrated": metrics["uncalibrated"]["score"],
                "prior_score": metrics["prior_baseline"]["score"]}
         for f in FAMILIES:
             row[f"bal_acc_{f}"] = metrics["balanced_accuracy"].get(f)
             row[f"moderate_recall_{f}"] = metrics["recall"].get(f, {}).get("moderate")
+        if localised_crops is not None:  # last, so the folder keeps this calibration
+            localised = build_report(folder, labels_csv, crops=localised_crops)
+            row.update({f"{k}_localised": localised[k] for k in TERMS})
         row["params_m"] = round(params / 1e6, 3)
         row["train_s"] = float(timing.read_text())
         rows.append(row)
-    table = pd.DataFrame(rows).sort_values("score", kind="stable").reset_index(drop=True)
+    order = "score_localised" if localised_crops is not None else "score"
+    table = pd.DataFrame(rows).sort_values(order, kind="stable").reset_index(drop=True)
     write_csv(table, out / "comparison.csv", float_format="%.4f")
     write_text(out / "comparison.md", to_markdown(table))
     return table
