@@ -25,7 +25,10 @@ error, out of fold), ``test`` (when the test split has labels: the submission's 
 ``studies``, with ``prior`` and ``bayes_floor`` on the same rows, ``interval95`` — 95 % bootstrap
 intervals over the test studies of ``score`` and of ``prior_minus_score``, paired — and
 ``localiser``, the canal level accuracy and median and 95th-percentile error on the test split
-against the synthetic truth), ``submission``.
+against the synthetic truth), ``label_noise`` (labels that look mislabelled, out of fold at the
+labelled points: ``judged``, ``suspects``, ``file`` — ``WORK/label_suspects.csv`` — and, with the
+synthetic truth, ``against_truth``: per family, how many labels the reader got wrong and how many
+of them the suspects hold; :mod:`rsna_lumbar.training.label_noise`), ``submission``.
 """
 
 from __future__ import annotations
@@ -339,9 +342,12 @@ def _report(recipe: Recipe, data: Path, work: Path, weights: Path) -> dict:
                   f"{format_report(metrics)}", flush=True)  # fmt: skip
             members.setdefault(member.name, {})[points] = _family_metrics(metrics)
             probabilities.append(pd.read_csv(folder / "oof_calibrated.csv"))
-        oof[points], studies = _ensemble_oof(probabilities, data)
+        oof[points], mean = _ensemble_oof(probabilities, data)
+        if points == "labelled_points":
+            label_noise = _label_noise(mean, data, work)
+    studies = sorted({int(r.split("_")[0]) for r in mean.row_id})
     baselines = _baselines(data, weights, studies)
-    out = {"oof": oof, "members": members, **baselines,
+    out = {"oof": oof, "members": members, **baselines, "label_noise": label_noise,
            "report": [str(weights / m.name / "report") for m in recipe.members]}
     if len(recipe.members) > 1:  # weights fitted at the localiser's points, as inference sees
         from rsna_lumbar.folds import read_folds
@@ -382,9 +388,9 @@ def _family_metrics(metrics: dict) -> dict:
                                 for f in FAMILIES}}  # fmt: skip
 
 
-def _ensemble_oof(frames: list, data: Path) -> tuple[dict, list[int]]:
-    """The official metric of the members' mean out-of-fold probabilities, and the studies it
-    covers."""
+def _ensemble_oof(frames: list, data: Path) -> tuple[dict, object]:
+    """The official metric of the members' mean out-of-fold probabilities, and that mean (a
+    submission-format frame)."""
     import pandas as pd
 
     from rsna_lumbar.metric import score_submission
@@ -394,7 +400,31 @@ def _ensemble_oof(frames: list, data: Path) -> tuple[dict, list[int]]:
     columns = list(PROBABILITY_COLUMNS)
     mean = pd.concat(frames).groupby("row_id", sort=True)[columns].mean().reset_index()
     result = score_submission(read_train(data / "train.csv"), mean, subset=True).as_dict()
-    return result, sorted({int(r.split("_")[0]) for r in mean.row_id})
+    return result, mean
+
+
+def _label_noise(probabilities, data: Path, work: Path) -> dict:
+    """Suspect labels (:mod:`rsna_lumbar.training.label_noise`) of the ensemble's out-of-fold
+    probabilities at the labelled points → ``WORK/label_suspects.csv``; with the synthetic
+    truth, how many of them the reader really got wrong."""
+    import pandas as pd
+
+    from rsna_lumbar.atomic import write_csv
+    from rsna_lumbar.synth.severity import latent_grades
+    from rsna_lumbar.tables import read_train
+    from rsna_lumbar.training.label_noise import against_truth, find_suspects
+
+    judged = find_suspects(probabilities, read_train(data / "train.csv"))
+    write_csv(judged[judged.suspect].drop(columns="suspect"), work / "label_suspects.csv")
+    out = {"judged": len(judged), "suspects": int(judged.suspect.sum()),
+           "file": str(work / "label_suspects.csv")}
+    latent = data / "truth" / "latent.csv"
+    if latent.is_file():
+        frame = pd.read_csv(latent)
+        columns = [c for c in frame.columns if c != "study_id"]
+        frame[columns] = latent_grades(frame[columns].to_numpy())
+        out["against_truth"] = against_truth(judged, frame)
+    return out
 
 
 def _manifest(recipe: Recipe, work: Path, weights: Path) -> None:
@@ -527,6 +557,15 @@ def print_summary(summary: dict) -> None:
         print(f"ensemble weights: {mix['used']} {mix['weights']} (fitted {mix['fitted']}: "
               f"{mix['fitted_score']:.4f} cross-fitted at the localised points, the mean "
               f"{mix['mean_score']:.4f})")
+    noise = summary.get("label_noise")
+    if noise:
+        line = (f"labels that look mislabelled (out of fold): {noise['suspects']} of "
+                f"{noise['judged']} → {noise['file']}")
+        truth = (noise.get("against_truth") or {}).get("all")
+        if truth:
+            line += (f"; {truth['found']} of them among the {truth['mislabelled']} the reader got "
+                     f"wrong (synthetic truth)")
+        print(line)
     localiser = summary.get("localiser", {})
     if localiser.get("level_accuracy") is not None:
         how = "packaged, train split" if localiser.get("packaged") else "out of fold"

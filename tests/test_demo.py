@@ -25,6 +25,11 @@ from rsna_lumbar.submission import validate_submission
 from rsna_lumbar.tables import split_study_ids
 
 
+def _judged(summary) -> int:
+    """Labelled rows the out-of-fold figures score (what the label-noise check judges)."""
+    return summary["oof"]["labelled_points"]["rows_scored"]
+
+
 def test_run_tiny_runs_every_stage_and_meets_the_summary_contract(demo):
     plan, summary = demo
     data = plan.work / "data"
@@ -49,6 +54,13 @@ def test_run_tiny_runs_every_stage_and_meets_the_summary_contract(demo):
     member = summary["members"]["severity_tiny"]["localised_points"]
     assert set(member["balanced_accuracy"]) == set(member["moderate_recall"]) == {
         "spinal", "foraminal", "subarticular"}
+    noise = summary["label_noise"]  # suspects out of fold, counted against the latent grades
+    suspects = pd.read_csv(noise["file"])
+    assert len(suspects) == noise["suspects"] <= noise["judged"] == _judged(summary)
+    assert (suspects.label != suspects.suggested).all()
+    truth = noise["against_truth"]["all"]
+    assert truth["labelled"] == noise["judged"] and 0 <= truth["found"] <= truth["suspects"]
+    assert 0 < truth["mislabelled"] < truth["labelled"]  # the generator's reader noise
     manifest = yaml.safe_load((plan.weights / "ensemble.yaml").read_text())
     assert manifest == {"members": [{"path": "severity_tiny", "weight": 1.0}],
                         "localizer": "localizer", "tta": False}  # the tiny recipe's predict.tta

@@ -135,25 +135,29 @@ def _weights_without_models(demo, folder: Path, corrupt: bool) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("corrupt", [False, True], ids=["empty-weights", "corrupt-weights"])
+@pytest.mark.parametrize(("corrupt", "rerun"), [
+    pytest.param(False, False, id="empty-weights-commit-run"),
+    pytest.param(True, True, id="corrupt-weights-scoring-rerun"),
+    # the other two pairs: the same decision after the same zero coverage (make test-all)
+    pytest.param(False, True, id="empty-weights-scoring-rerun", marks=pytest.mark.slow),
+    pytest.param(True, False, id="corrupt-weights-commit-run", marks=pytest.mark.slow)])
 def test_weights_that_cannot_predict_fail_loudly_except_in_the_scoring_rerun(
-        tmp_path, wheelhouse, venv, demo, kernel_study_ids, corrupt):
+        tmp_path, wheelhouse, venv, demo, kernel_study_ids, corrupt, rerun):
     plan, _ = demo
     weights = _weights_without_models(demo, tmp_path / "weights", corrupt)
-    for rerun in (False, True):
-        root = tmp_path / f"kaggle-rerun-{rerun}"
-        stage_kaggle(root, wheelhouse, weights, plan.work / "data")
-        done = run_kernel(venv / "bin" / "python", root, rerun=rerun)
-        submission_rows(root, kernel_study_ids)  # every row, in both cases
-        summary = run_summary(root)
-        assert summary["coverage"] == 0 and summary["problems"]
-        if rerun:
-            assert done.returncode == 0, done.stdout + done.stderr
-            assert "scoring rerun: True" in done.stdout
-        else:
-            assert done.returncode != 0, done.stdout + done.stderr
-            assert "not fit to submit" in done.stderr
-            assert "predict exit status 3, 75 rows" in done.stderr
+    root = tmp_path / "kaggle"
+    stage_kaggle(root, wheelhouse, weights, plan.work / "data")
+    done = run_kernel(venv / "bin" / "python", root, rerun=rerun)
+    submission_rows(root, kernel_study_ids)  # every row, in both cases
+    summary = run_summary(root)
+    assert summary["coverage"] == 0 and summary["problems"]
+    if rerun:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "scoring rerun: True" in done.stdout
+    else:
+        assert done.returncode != 0, done.stdout + done.stderr
+        assert "not fit to submit" in done.stderr
+        assert "predict exit status 3, 75 rows" in done.stderr
 
 
 def test_a_gpu_the_models_cannot_use_is_seen_and_the_cpu_predicts(tmp_path, wheelhouse, venv,

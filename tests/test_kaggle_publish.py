@@ -365,8 +365,13 @@ def test_owner_comes_from_flag_env_or_kaggle_json(tmp_path, monkeypatch):
 def test_bad_slug_and_missing_wheelhouse_say_what_to_do(tmp_path):
     with pytest.raises(PublishError, match="6-50 characters"):
         metadata.render_dataset_metadata(REPO, USER, "Bad_Slug")
+    # weights given explicitly: the checkout's weights/ exists only after 'make demo'
+    with pytest.raises(PublishError, match="train models into it, or pass --weights"):
+        staging.stage_weights(REPO, tmp_path / "out", USER, weights=tmp_path / "no-weights",
+                              wheelhouse=tmp_path / "none")
     with pytest.raises(PublishError, match="make wheels"):
-        staging.stage_weights(REPO, tmp_path / "out", USER, wheelhouse=tmp_path / "none")
+        staging.stage_weights(REPO, tmp_path / "out", USER, weights=tmp_path,
+                              wheelhouse=tmp_path / "none")
 
 
 def _fake_wheel(folder: Path, tag: str) -> None:

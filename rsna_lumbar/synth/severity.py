@@ -104,8 +104,13 @@ def bayes_probabilities(latent: np.ndarray) -> np.ndarray:
     return np.clip(probs, 1e-7, 1.0) / np.clip(probs, 1e-7, 1.0).sum(-1, keepdims=True)
 
 
+def latent_grades(latent: np.ndarray) -> np.ndarray:
+    """Grade indices 0/1/2 (same shape as ``latent``) that the latent severity itself falls in:
+    the grades a reader without noise would write."""
+    return np.digitize(latent, THRESHOLDS)
+
+
 def draw_grades(rng: np.random.Generator, latent: np.ndarray) -> np.ndarray:
     """(5, 5) grade indices 0/1/2 drawn with the reader noise."""
     noise = np.array([_noise(c) for c in range(5)])[:, None]
-    observed = latent + noise * rng.normal(size=latent.shape)
-    return np.digitize(observed, THRESHOLDS)
+    return latent_grades(latent + noise * rng.normal(size=latent.shape))

@@ -63,6 +63,7 @@ from rsna_lumbar.training.config import (
     dump_config,
 )
 from rsna_lumbar.training.ema import WeightAverage
+from rsna_lumbar.training.label_noise import drop_labels
 from rsna_lumbar.training.losses import loss_parts, metric_loss
 from rsna_lumbar.training.oof import oof_frame, submission_from_logits
 
@@ -151,10 +152,13 @@ def _shard(ids: list[int], fold: int, epoch: int, config: Config, d: Dist) -> li
 
 def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config: Config,
                out: Path, d: Dist, stop_after_epochs: int | None = None,
-               localised: CropCache | None = None) -> bool:  # fmt: skip
+               localised: CropCache | None = None, train_labels=None) -> bool:  # fmt: skip
     """Train (or resume) one fold; returns ``False`` if stopped early by ``stop_after_epochs``.
     ``localised``: the crops at the localiser's points, read for ``data.localised_share`` of
-    the training draws (validation reads ``cache`` only)."""
+    the training draws (validation reads ``cache`` only). ``train_labels``: the labels the
+    training reads (default ``labels``; fewer with ``data.drop_labels``), the out-of-fold
+    rows keeping ``labels``."""
+    train_labels = labels if train_labels is None else train_labels
     fold_dir = out / f"fold_{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
     in_cache = set(cache.study_ids)
@@ -166,7 +170,7 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
     description = model_description(config)
     common = dict(families=config.data.families, views=config.data.views, slices=spec.slices,
                   size=spec.size, seed=_seed(config.train.seed, fold))
-    train_set = StudyDataset(cache, train_ids, labels, augment=config.augment,
+    train_set = StudyDataset(cache, train_ids, train_labels, augment=config.augment,
                              slice_jitter=config.data.slice_jitter,
                              point_jitter=config.data.point_jitter, alternate=localised,
                              alternate_share=config.data.localised_share, **common)  # fmt: skip
@@ -409,6 +413,12 @@ def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bo
     folds = read_folds(folds_csv)
     train = read_train(labels_csv)
     labels = labels_by_study(train)
+    train_labels = labels
+    if config.data.drop_labels is not None:
+        train_labels, dropped = drop_labels(labels, config.data.drop_labels)
+        if d.main:
+            LOGGER.info("data.drop_labels: %d labels left out of training (%s)", dropped,
+                        config.data.drop_labels)
     cache = CropCache(crops, keep_in_memory=config.data.cache_in_memory)
     localised = None
     if localised_crops is not None:
@@ -432,7 +442,7 @@ def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bo
                 LOGGER.info("fold %d already trained: skipped (--force retrains)", fold)
             continue
         complete &= train_fold(int(fold), cache, folds, labels, config, out, d, stop_after_epochs,
-                               localised)  # fmt: skip
+                               localised, train_labels)  # fmt: skip
         if not complete:
             break
     if complete and d.main:

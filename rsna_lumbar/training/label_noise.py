@@ -1,0 +1,110 @@
+"""Labels that look mislabelled, judged out of fold (confident learning).
+
+Readers disagree near the grade boundaries, and a model trained on their labels is told both
+ways. Given out-of-fold probabilities — every row graded by a model that did not train on it —
+a labelled row is a *suspect* when the model is less sure of its label than it usually is of
+that grade and at least as sure of another grade as it usually is of that one:
+
+* per family ``f`` and grade ``k``, the threshold ``t_k`` is the mean OOF probability of ``k``
+  over the family's rows labelled ``k`` (the model's self-confidence on the grade);
+* row ``i`` labelled ``y`` is a suspect when ``p_iy < t_y`` and some ``j ≠ y`` has
+  ``p_ij ≥ t_j``; its suggested grade is the most probable such ``j``.
+
+(Northcutt, Jiang and Chuang, "Confident learning", JAIR 2021, the off-diagonal of the
+confident joint.) :func:`find_suspects` lists them; :func:`against_truth` counts how many are
+labels the reader really got wrong where that is known — the synthetic generator's latent
+severity grades every target without reader noise (``truth/latent.csv``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from rsna_lumbar.tables import labels_long
+from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS, TARGET_COLUMNS, TARGETS
+
+FAMILY_OF_TARGET = {column: condition.family.value
+                    for column, (condition, _) in zip(TARGET_COLUMNS, TARGETS)}
+
+
+def find_suspects(probabilities: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
+    """Suspect labels among the labelled rows of an out-of-fold submission.
+
+    Args:
+        probabilities: ``row_id`` + the three probability columns (submission format), out of
+            fold; rows of studies or targets without a label are ignored.
+        train: ``train.csv`` (:func:`rsna_lumbar.tables.read_train`).
+
+    Returns:
+        One row per labelled row judged: ``row_id, study_id, family, label, suggested,
+        p_label, suspect`` (``suggested`` = ``label`` where not a suspect).
+    """
+    labels = labels_long(train)
+    frame = labels.merge(probabilities, on="row_id", how="inner")
+    frame["family"] = frame.row_id.str.split("_", n=1).str[1].map(FAMILY_OF_TARGET)
+    p = frame[list(PROBABILITY_COLUMNS)].to_numpy(np.float64)
+    y = frame["severity"].to_numpy(np.int64)
+    suggested = y.copy()
+    for family in frame.family.unique():
+        rows = (frame.family == family).to_numpy()
+        thresholds = np.array([p[rows & (y == k), k].mean() if (rows & (y == k)).any() else np.inf
+                               for k in range(3)])  # fmt: skip
+        confident = p >= thresholds  # (N, 3): grades the model is as sure of as it usually is
+        unsure_of_label = p[np.arange(len(y)), y] < thresholds[y]
+        for i in np.flatnonzero(rows & unsure_of_label):
+            others = [j for j in range(3) if j != y[i] and confident[i, j]]
+            if others:
+                suggested[i] = max(others, key=lambda j: p[i, j])
+    return pd.DataFrame({"row_id": frame.row_id, "study_id": frame.study_id,
+                         "family": frame.family, "label": y, "suggested": suggested,
+                         "p_label": p[np.arange(len(y)), y].round(6),
+                         "suspect": suggested != y})  # fmt: skip
+
+
+def against_truth(suspects: pd.DataFrame, true_grades: pd.DataFrame) -> dict:
+    """How many suspects are real reader errors, per family and overall.
+
+    Args:
+        suspects: :func:`find_suspects`'s frame.
+        true_grades: ``study_id`` + the 25 target columns holding grade indices 0/1/2 without
+            reader noise (e.g. :func:`rsna_lumbar.synth.severity.latent_grades` of
+            ``truth/latent.csv``).
+
+    Returns:
+        ``{family or "all": {labelled, mislabelled, suspects, found, precision, recall}}`` where
+        ``mislabelled`` counts the judged rows whose label differs from the true grade and
+        ``found`` the suspects among them.
+    """
+    truth = true_grades.melt(id_vars="study_id", var_name="target", value_name="true")
+    truth["row_id"] = truth.study_id.astype(int).astype(str) + "_" + truth.target
+    frame = suspects.merge(truth[["row_id", "true"]], on="row_id", how="inner")
+    wrong = frame.label.to_numpy() != frame.true.to_numpy()
+    out = {}
+    for name in ("all", *sorted(frame.family.unique())):
+        rows = np.ones(len(frame), bool) if name == "all" else (frame.family == name).to_numpy()
+        flagged = rows & frame.suspect.to_numpy()
+        found = int((flagged & wrong).sum())
+        out[name] = {"labelled": int(rows.sum()), "mislabelled": int((rows & wrong).sum()),
+                     "suspects": int(flagged.sum()), "found": found,
+                     "precision": round(found / flagged.sum(), 4) if flagged.any() else None,
+                     "recall": round(found / (rows & wrong).sum(), 4) if (rows & wrong).any()
+                     else None}  # fmt: skip
+    return out
+
+
+def drop_labels(labels: dict[int, dict[str, int]], csv) -> tuple[dict[int, dict[str, int]], int]:
+    """``labels`` (:func:`rsna_lumbar.models.dataset.labels_by_study`) without the rows listed
+    in ``csv`` (a ``row_id`` column, e.g. ``WORK/label_suspects.csv``), and how many it
+    dropped. The training reads them as unlabelled; the out-of-fold grading keeps them."""
+    listed = pd.read_csv(csv, usecols=["row_id"]).row_id.astype(str)
+    by_study: dict[int, set[str]] = {}
+    for row_id in listed:
+        study, target = row_id.split("_", 1)
+        by_study.setdefault(int(study), set()).add(target)
+    out, dropped = {}, 0
+    for study, targets in labels.items():
+        gone = by_study.get(int(study), set())
+        out[study] = {t: grade for t, grade in targets.items() if t not in gone}
+        dropped += len(targets) - len(out[study])
+    return out, dropped
