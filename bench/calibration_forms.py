@@ -7,7 +7,8 @@ points, since the run grades those last) and scores the members' mean three ways
 calibration fitted per family on the other folds only (cross-fitted, as ``report`` does):
 
 * ``temperature`` — what the kit ships (``oof_calibrated.csv``: ``T_f``, kept only where the
-  cross-fit helped);
+  cross-fit helped); the other two are held to its temperature bounds and fall back to the raw
+  logits the same way;
 * ``temperature_bias`` — ``softmax(z / T_f + b_f)``, two free class offsets per family (vector
   scaling's intercepts: a model whose class balance is off at the localiser's points);
 * ``temperature_prior_mix`` — ``(1 − w_f)·softmax(z / T_f) + w_f·prior``, the training folds'
@@ -35,82 +36,97 @@ from rsna_lumbar.metric import any_severe_log_loss, score_submission, weighted_l
 from rsna_lumbar.models.forward import softmax
 from rsna_lumbar.priors import class_priors
 from rsna_lumbar.tables import read_train
+from rsna_lumbar.training.calibration import BOUNDS
 from rsna_lumbar.training.oof import LOGIT_COLUMNS
-from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS, TARGET_COLUMNS
+from rsna_lumbar.training.report import TERMS
+from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS, TARGET_COLUMNS, Family
 
-FAMILIES = ("spinal", "foraminal", "subarticular")
-TERMS = ("score", "spinal", "foraminal", "subarticular", "any_severe_spinal")
+FAMILIES = tuple(f.value for f in Family)
 START = {"temperature_bias": [0.0, 0.0, 0.0], "temperature_prior_mix": [0.0, -3.0]}
 
 
 def calibrated(form: str, theta: np.ndarray, logits: np.ndarray, priors: np.ndarray) -> np.ndarray:
     """``(N, 3)`` probabilities of ``logits`` ``(N, 3)`` under ``form`` with parameters ``theta``
-    (``theta[0]`` = log temperature); ``priors`` ``(N, 3)``: each row's class prior."""
-    scaled = logits / np.exp(theta[0])
+    (``theta[0]``: the log temperature, held to the shipped calibration's bounds); ``priors``
+    ``(N, 3)`` or ``(3,)``: the class prior of each row."""
+    scaled = logits / np.exp(np.clip(theta[0], *BOUNDS))
     if form == "temperature_bias":
         return softmax(scaled + np.array([0.0, theta[1], theta[2]]))
     weight = 1.0 / (1.0 + np.exp(-theta[1]))
     return (1.0 - weight) * softmax(scaled) + weight * priors
 
 
-def _loss(form, theta, rows: pd.DataFrame, priors: np.ndarray, family: str) -> float:
-    p = calibrated(form, theta, rows[list(LOGIT_COLUMNS)].to_numpy(np.float64), priors)
+def _loss(probabilities: np.ndarray, rows: pd.DataFrame, family: str) -> float:
+    """The family's metric terms (as :func:`rsna_lumbar.training.calibration.family_objective`)."""
     labels = rows["label"].to_numpy(np.int64)
-    loss = weighted_log_loss(labels, p)
+    loss = weighted_log_loss(labels, probabilities)
     if family == "spinal":  # the metric's other use of the spinal probabilities
-        loss += any_severe_log_loss(rows["study_id"].to_numpy(), labels, p[:, 2])
+        loss += any_severe_log_loss(rows["study_id"].to_numpy(), labels, probabilities[:, 2])
     return loss
 
 
-def _row_priors(frame: pd.DataFrame, train: pd.DataFrame) -> np.ndarray:
-    """``(N, 3)``: each row's target prior from the studies of the other folds."""
+def fit(form: str, rows: pd.DataFrame, priors: np.ndarray, family: str) -> np.ndarray:
+    """Parameters of ``form`` minimising the family's metric terms on ``rows``."""
+    logits = rows[list(LOGIT_COLUMNS)].to_numpy(np.float64)
+    result = minimize(lambda th: _loss(calibrated(form, th, logits, priors), rows, family),
+                      START[form], method="Nelder-Mead",
+                      options={"xatol": 1e-3, "fatol": 1e-7, "maxiter": 2000})
+    return result.x
+
+
+def _target_priors(frame: pd.DataFrame, train: pd.DataFrame, fold) -> np.ndarray:
+    """``(N, 3)``: each row's target prior from the studies outside ``fold`` (held out)."""
     target = frame.row_id.str.split("_", n=1).str[1].map(
         {c: i for i, c in enumerate(TARGET_COLUMNS)}).to_numpy()
-    out = np.zeros((len(frame), 3))
-    for fold in frame.fold.unique():
-        rows = (frame.fold == fold).to_numpy()
-        others = set(frame.study_id[frame.fold != fold])
-        out[rows] = class_priors(train[train.study_id.isin(others)])[target[rows]]
-    return out
+    others = set(frame.study_id[frame.fold != fold])
+    return class_priors(train[train.study_id.isin(others)])[target]
 
 
 def cross_fitted(frame: pd.DataFrame, train: pd.DataFrame, form: str) -> pd.DataFrame:
-    """Submission-format probabilities, fold ``k``'s rows calibrated with parameters fitted on
-    the other folds' labelled, predicted rows of the same family."""
-    priors = _row_priors(frame, train)
-    probs = softmax(frame[list(LOGIT_COLUMNS)].to_numpy(np.float64))
-    for family in FAMILIES:
-        for fold in frame.fold.unique():
+    """Submission-format probabilities: fold ``k``'s rows calibrated with parameters fitted on
+    the other folds' labelled, predicted rows of the same family (the priors from those folds
+    too). As the shipped temperature, a family keeps its raw logits where the cross-fitted
+    form did not lower its terms out of fold."""
+    raw = softmax(frame[list(LOGIT_COLUMNS)].to_numpy(np.float64))
+    probs = raw.copy()
+    for fold in frame.fold.unique():
+        priors = _target_priors(frame, train, fold)
+        for family in FAMILIES:
             same = (frame.family == family) & (frame.predicted == 1)
-            fit = (same & (frame.fold != fold) & (frame.label >= 0)).to_numpy()
+            fitted = (same & (frame.fold != fold) & (frame.label >= 0)).to_numpy()
             apply = (same & (frame.fold == fold)).to_numpy()
-            if not fit.any() or not apply.any():
-                continue
-            result = minimize(lambda th: _loss(form, th, frame[fit], priors[fit], family),
-                              START[form], method="Nelder-Mead",
-                              options={"xatol": 1e-3, "fatol": 1e-7, "maxiter": 2000})
-            probs[apply] = calibrated(form, result.x, frame[apply][list(LOGIT_COLUMNS)]
-                                      .to_numpy(np.float64), priors[apply])  # fmt: skip
+            if fitted.any() and apply.any():
+                theta = fit(form, frame[fitted], priors[fitted], family)
+                probs[apply] = calibrated(form, theta, frame[apply][list(LOGIT_COLUMNS)]
+                                          .to_numpy(np.float64), priors[apply])  # fmt: skip
+    for family in FAMILIES:
+        rows = ((frame.family == family) & (frame.predicted == 1) & (frame.label >= 0)).to_numpy()
+        if rows.any() and _loss(probs[rows], frame[rows], family) >= _loss(raw[rows], frame[rows], family):
+            family_rows = (frame.family == family).to_numpy()
+            probs[family_rows] = raw[family_rows]
     out = pd.DataFrame(probs, columns=list(PROBABILITY_COLUMNS))
     out.insert(0, "row_id", frame.row_id.to_numpy())
     return out.sort_values("row_id").reset_index(drop=True)
 
 
 def compare(work: Path) -> dict:
-    """Each form's score and terms, for every member and for the members' mean."""
+    """Each form's score and terms, for every member and for the members' mean, on the
+    studies of the run's folds."""
     summary = json.loads((work / "summary.json").read_text())
     train = read_train(Path(summary["data"]) / "train.csv")
-    folds = read_folds(work / "folds.csv")
+    studies = set(read_folds(work / "folds.csv").study_id)
     weights = Path(summary["weights"])
     out: dict = {}
     for form in ("temperature", "temperature_bias", "temperature_prior_mix"):
         members = {}
         for name in summary["members"]:
             if form == "temperature":
-                members[name] = pd.read_csv(weights / name / "oof_calibrated.csv")
+                shipped = pd.read_csv(weights / name / "oof_calibrated.csv")
+                members[name] = shipped[shipped.row_id.str.split("_").str[0].astype(int)
+                                        .isin(studies)].reset_index(drop=True)  # fmt: skip
                 continue
             frame = pd.read_csv(weights / name / "oof_logits_on_crops.csv")
-            frame = frame[frame.study_id.isin(set(folds.study_id))].reset_index(drop=True)
+            frame = frame[frame.study_id.isin(studies)].reset_index(drop=True)
             members[name] = cross_fitted(frame, train, form)
         mean = pd.concat(members.values()).groupby("row_id", sort=True)[
             list(PROBABILITY_COLUMNS)].mean().reset_index()

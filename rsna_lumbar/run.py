@@ -37,9 +37,14 @@ import json
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from rsna_lumbar.atomic import write_text
 from rsna_lumbar.layout import CompetitionFolder
 from rsna_lumbar.recipes import Recipe
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FAMILIES = ("spinal", "foraminal", "subarticular")
 TERMS = ("score", "spinal", "foraminal", "subarticular", "any_severe_spinal")
@@ -330,7 +335,7 @@ def _report(recipe: Recipe, data: Path, work: Path, weights: Path) -> dict:
 
     from rsna_lumbar.training.report import build_report, format_report
 
-    members, oof = {}, {}
+    members, oof, means = {}, {}, {}
     tta = bool(recipe.settings["predict"].get("tta", False))  # as predict will grade the test split
     for points, crops in (("labelled_points", work / "crops_train" if tta else None),
                           ("localised_points", work / "crops_train_localised")):
@@ -342,10 +347,10 @@ def _report(recipe: Recipe, data: Path, work: Path, weights: Path) -> dict:
                   f"{format_report(metrics)}", flush=True)  # fmt: skip
             members.setdefault(member.name, {})[points] = _family_metrics(metrics)
             probabilities.append(pd.read_csv(folder / "oof_calibrated.csv"))
-        oof[points], mean = _ensemble_oof(probabilities, data)
-        if points == "labelled_points":
-            label_noise = _label_noise(mean, data, work)
-    studies = sorted({int(r.split("_")[0]) for r in mean.row_id})
+        oof[points], means[points] = _ensemble_oof(probabilities, data)
+    # labels are judged where the crops sit on them; both means cover the same studies
+    label_noise = _label_noise(means["labelled_points"], data, work)
+    studies = sorted({int(r.split("_")[0]) for r in means["labelled_points"].row_id})
     baselines = _baselines(data, weights, studies)
     out = {"oof": oof, "members": members, **baselines, "label_noise": label_noise,
            "report": [str(weights / m.name / "report") for m in recipe.members]}
@@ -388,7 +393,7 @@ def _family_metrics(metrics: dict) -> dict:
                                 for f in FAMILIES}}  # fmt: skip
 
 
-def _ensemble_oof(frames: list, data: Path) -> tuple[dict, object]:
+def _ensemble_oof(frames: list, data: Path) -> tuple[dict, pd.DataFrame]:
     """The official metric of the members' mean out-of-fold probabilities, and that mean (a
     submission-format frame)."""
     import pandas as pd

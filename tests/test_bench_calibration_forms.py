@@ -30,12 +30,18 @@ def _oof(train: pd.DataFrame, wrong_share: float, seed: int = 0) -> pd.DataFrame
 
 
 def test_prior_mix_puts_a_floor_under_confidently_wrong_rows(tmp_path):
-    from bench.calibration_forms import cross_fitted
+    from bench.calibration_forms import cross_fitted, fit
 
     _, train_csv, _ = make_crop_cache(tmp_path, n_studies=40, slices=3, size=16, k=2)
     train = read_train(train_csv)
     frame = _oof(train, wrong_share=0.2)
     raw = score_submission(train, submission_from_logits(frame), subset=True).score
+    for share, least in ((0.2, 0.1), (0.0, None)):  # a floor only where grades are wrong
+        rows = _oof(train, wrong_share=share)
+        rows = rows[(rows.family == "foraminal") & (rows.label >= 0)]
+        theta = fit("temperature_prior_mix", rows, np.full(3, 1 / 3), "foraminal")
+        weight = 1 / (1 + np.exp(-theta[1]))
+        assert weight > least if least else weight < 0.02
     mixed = cross_fitted(frame, train, "temperature_prior_mix")
     assert np.allclose(mixed[["normal_mild", "moderate", "severe"]].sum(axis=1), 1.0)
     assert sorted(mixed.row_id) == sorted(frame.row_id)

@@ -3,12 +3,18 @@ left out of training (data.drop_labels) while the out-of-fold grading keeps them
 
 import numpy as np
 import pandas as pd
+import pytest
 from crop_factory import make_crop_cache
 
-from rsna_lumbar.models.dataset import labels_by_study
+from rsna_lumbar.models.dataset import StudyDataset, labels_by_study
 from rsna_lumbar.tables import read_train
 from rsna_lumbar.training.config import load_config
-from rsna_lumbar.training.label_noise import against_truth, drop_labels, find_suspects
+from rsna_lumbar.training.label_noise import (
+    against_truth,
+    drop_labels,
+    find_suspects,
+    keep_drop_list,
+)
 from rsna_lumbar.training.loop import train_cv
 from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS, SEVERITIES, TARGET_COLUMNS
 
@@ -55,7 +61,8 @@ def test_suspects_are_the_labels_that_disagree_with_a_confident_model(tmp_path):
     assert sum(counts[f]["found"] for f in ("spinal", "foraminal", "subarticular")) == len(wrong)
 
 
-def test_dropped_labels_leave_training_but_not_the_out_of_fold_grading(tmp_path, caplog):
+def test_dropped_labels_leave_training_but_not_the_out_of_fold_grading(tmp_path, caplog,
+                                                                        monkeypatch):
     crops, train_csv, folds_csv = make_crop_cache(tmp_path, n_studies=8, slices=3, size=16, k=2)
     train = read_train(train_csv)
     labels = labels_by_study(train)
@@ -67,9 +74,26 @@ def test_dropped_labels_leave_training_but_not_the_out_of_fold_grading(tmp_path,
     assert dropped == 4 and len(kept[study]) == len(labels[study]) - 4
     assert all(kept[s] == labels[s] for s in labels if s != study)
 
-    config = load_config("tiny", ["train.epochs=1", f"data.drop_labels={drop_csv}"])
+    read = []  # the labels each dataset of the fold loop was built with
+    monkeypatch.setattr("rsna_lumbar.training.loop.StudyDataset",
+                        lambda cache, ids, labels, **kw: read.append((kw.get("augment"), labels))
+                        or StudyDataset(cache, ids, labels, **kw))
+    config = load_config("tiny", ["train.epochs=1", "train.folds=[0]",
+                                  f"data.drop_labels={drop_csv}"])
     caplog.set_level("INFO")
     out = train_cv(crops, folds_csv, train_csv, config, tmp_path / "model")
     assert "4 labels left out of training" in caplog.text
+    (training,) = [labels for augment, labels in read if augment is not None]
+    (grading,) = [labels for augment, labels in read if augment is None]
+    assert training == kept and grading == labels
     oof = pd.read_csv(out / "oof_logits.csv").set_index("row_id")
-    assert (oof.loc[listed, "label"] >= 0).all()  # still graded out of fold
+    graded = [r for r in listed if r in oof.index]
+    assert (oof.loc[graded, "label"] >= 0).all()  # still graded out of fold
+    assert sorted(pd.read_csv(out / "drop_labels.csv").row_id) == sorted(listed)
+
+    # the same folder resumed once the list has changed: refused, not silently mixed
+    pd.DataFrame({"row_id": listed[:2]}).to_csv(drop_csv, index=False)
+    with pytest.raises(ValueError, match="trained without the labels of"):
+        train_cv(crops, folds_csv, train_csv, config, out)
+    with pytest.raises(FileNotFoundError, match="is not a file"):
+        keep_drop_list(tmp_path / "nowhere.csv", out)

@@ -115,7 +115,7 @@ def run_ablation(crops, folds_csv, labels_csv, base: dict, variants_file, out, *
         LOGGER.info("ablation: variant %s (%s)", name, _flatten(changes[name]))
         train_cv(crops, folds_csv, labels_csv, config, folder, force=force, data=data,
                  recipe=f"ablation {Path(variants_file).name}: {name}",
-                 localised_crops=localised_crops if config.data.localised_share else None)
+                 localised_crops=localised_crops)
         if not finished:  # a reused variant keeps the timing of its training
             write_text(timing, f"{time.time() - started:.1f}\n")
         metrics = build_report(folder, labels_csv)

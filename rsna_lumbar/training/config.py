@@ -61,7 +61,8 @@ class DataConfig:
     # points' crops, so the models see the localiser's errors; 0: labelled points only
     localised_share: float = 0.0
     # a CSV with a row_id column (e.g. the suspects 'run' writes to WORK/label_suspects.csv):
-    # those labels are left out of training, never out of the out-of-fold grading
+    # those labels are left out of training, never out of the out-of-fold grading; the model
+    # folder keeps the list it trained with (drop_labels.csv) and a resume must use the same
     drop_labels: str | None = None
 
 
@@ -272,9 +273,6 @@ def validate(config: Config) -> None:
             raise ConfigError(f"data.point_jitter.{family}: amounts must be ≥ 0 (mm, slices)")
     if not 0.0 <= config.data.localised_share <= 1.0:
         raise ConfigError("data.localised_share: a share between 0 and 1")
-    if config.data.drop_labels is not None and not Path(config.data.drop_labels).is_file():
-        raise ConfigError(f"data.drop_labels: {config.data.drop_labels} is not a file (a CSV with "
-                          "a row_id column, such as a run's WORK/label_suspects.csv)")
     if config.model.pooling not in (None, "attention", "gru"):
         raise ConfigError("model.pooling: use attention or gru (or null for the spec's)")
     if config.model.head not in (None, "softmax", "ordinal"):

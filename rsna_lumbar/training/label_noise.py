@@ -18,14 +18,15 @@ severity grades every target without reader noise (``truth/latent.csv``).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
+from rsna_lumbar.atomic import write_csv
 from rsna_lumbar.tables import labels_long
-from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS, TARGET_COLUMNS, TARGETS
-
-FAMILY_OF_TARGET = {column: condition.family.value
-                    for column, (condition, _) in zip(TARGET_COLUMNS, TARGETS)}
+from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS, Condition
 
 
 def find_suspects(probabilities: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
@@ -42,7 +43,7 @@ def find_suspects(probabilities: pd.DataFrame, train: pd.DataFrame) -> pd.DataFr
     """
     labels = labels_long(train)
     frame = labels.merge(probabilities, on="row_id", how="inner")
-    frame["family"] = frame.row_id.str.split("_", n=1).str[1].map(FAMILY_OF_TARGET)
+    frame["family"] = frame.condition.map(lambda c: Condition(c).family.value)
     p = frame[list(PROBABILITY_COLUMNS)].to_numpy(np.float64)
     y = frame["severity"].to_numpy(np.int64)
     suggested = y.copy()
@@ -91,6 +92,31 @@ def against_truth(suspects: pd.DataFrame, true_grades: pd.DataFrame) -> dict:
                      "recall": round(found / (rows & wrong).sum(), 4) if (rows & wrong).any()
                      else None}  # fmt: skip
     return out
+
+
+DROP_LIST = "drop_labels.csv"
+"""The copy of ``data.drop_labels`` a model folder keeps: the list its folds trained without."""
+
+
+def keep_drop_list(csv, out) -> None:
+    """Copy the list ``csv`` into the model folder ``out`` (:data:`DROP_LIST`) for its first
+    training; a folder that already keeps a list must be resumed with the same rows.
+
+    Raises:
+        FileNotFoundError: ``csv`` does not exist.
+        ValueError: ``out`` trained with another list.
+    """
+    if not os.path.isfile(csv):
+        raise FileNotFoundError(f"data.drop_labels: {csv} is not a file (a CSV with a row_id "
+                                "column, such as a run's WORK/label_suspects.csv)")
+    rows = sorted(pd.read_csv(csv, usecols=["row_id"]).row_id.astype(str))
+    kept = Path(out) / DROP_LIST
+    if kept.is_file():
+        if sorted(pd.read_csv(kept).row_id.astype(str)) != rows:
+            raise ValueError(f"{out} trained without the labels of {kept}, not those of {csv}: "
+                             "pass --force to retrain from scratch, or choose another --out")
+        return
+    write_csv(pd.DataFrame({"row_id": rows}), kept)
 
 
 def drop_labels(labels: dict[int, dict[str, int]], csv) -> tuple[dict[int, dict[str, int]], int]:

@@ -63,7 +63,7 @@ from rsna_lumbar.training.config import (
     dump_config,
 )
 from rsna_lumbar.training.ema import WeightAverage
-from rsna_lumbar.training.label_noise import drop_labels
+from rsna_lumbar.training.label_noise import DROP_LIST, drop_labels, keep_drop_list
 from rsna_lumbar.training.losses import loss_parts, metric_loss
 from rsna_lumbar.training.oof import oof_frame, submission_from_logits
 
@@ -415,7 +415,10 @@ def _train_cv(crops, folds_csv, labels_csv, config: Config, out: Path, force: bo
     labels = labels_by_study(train)
     train_labels = labels
     if config.data.drop_labels is not None:
-        train_labels, dropped = drop_labels(labels, config.data.drop_labels)
+        if d.main:
+            keep_drop_list(config.data.drop_labels, out)
+        d.barrier()
+        train_labels, dropped = drop_labels(labels, out / DROP_LIST)
         if d.main:
             LOGGER.info("data.drop_labels: %d labels left out of training (%s)", dropped,
                         config.data.drop_labels)
