@@ -32,11 +32,11 @@ from scipy.optimize import minimize
 from bench.__main__ import _commit
 from rsna_lumbar.atomic import write_text
 from rsna_lumbar.folds import read_folds
-from rsna_lumbar.metric import any_severe_log_loss, score_submission, weighted_log_loss
+from rsna_lumbar.metric import score_submission
 from rsna_lumbar.models.forward import softmax
 from rsna_lumbar.priors import class_priors
 from rsna_lumbar.tables import read_train
-from rsna_lumbar.training.calibration import BOUNDS
+from rsna_lumbar.training.calibration import BOUNDS, family_terms
 from rsna_lumbar.training.oof import LOGIT_COLUMNS
 from rsna_lumbar.training.report import TERMS
 from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS, TARGET_COLUMNS, Family
@@ -56,19 +56,10 @@ def calibrated(form: str, theta: np.ndarray, logits: np.ndarray, priors: np.ndar
     return (1.0 - weight) * softmax(scaled) + weight * priors
 
 
-def _loss(probabilities: np.ndarray, rows: pd.DataFrame, family: str) -> float:
-    """The family's metric terms (as :func:`rsna_lumbar.training.calibration.family_objective`)."""
-    labels = rows["label"].to_numpy(np.int64)
-    loss = weighted_log_loss(labels, probabilities)
-    if family == "spinal":  # the metric's other use of the spinal probabilities
-        loss += any_severe_log_loss(rows["study_id"].to_numpy(), labels, probabilities[:, 2])
-    return loss
-
-
 def fit(form: str, rows: pd.DataFrame, priors: np.ndarray, family: str) -> np.ndarray:
     """Parameters of ``form`` minimising the family's metric terms on ``rows``."""
     logits = rows[list(LOGIT_COLUMNS)].to_numpy(np.float64)
-    result = minimize(lambda th: _loss(calibrated(form, th, logits, priors), rows, family),
+    result = minimize(lambda th: family_terms(rows, calibrated(form, th, logits, priors), family),
                       START[form], method="Nelder-Mead",
                       options={"xatol": 1e-3, "fatol": 1e-7, "maxiter": 2000})
     return result.x
@@ -101,7 +92,9 @@ def cross_fitted(frame: pd.DataFrame, train: pd.DataFrame, form: str) -> pd.Data
                                           .to_numpy(np.float64), priors[apply])  # fmt: skip
     for family in FAMILIES:
         rows = ((frame.family == family) & (frame.predicted == 1) & (frame.label >= 0)).to_numpy()
-        if rows.any() and _loss(probs[rows], frame[rows], family) >= _loss(raw[rows], frame[rows], family):
+        kept = frame[rows]
+        if rows.any() and (family_terms(kept, probs[rows], family)
+                           >= family_terms(kept, raw[rows], family)):
             family_rows = (frame.family == family).to_numpy()
             probs[family_rows] = raw[family_rows]
     out = pd.DataFrame(probs, columns=list(PROBABILITY_COLUMNS))

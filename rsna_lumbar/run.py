@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from rsna_lumbar.atomic import write_text
@@ -333,13 +332,15 @@ def _report(recipe: Recipe, data: Path, work: Path, weights: Path) -> dict:
     """
     import pandas as pd
 
+    from rsna_lumbar.tables import read_train
     from rsna_lumbar.training.report import build_report, format_report
 
-    members, oof, means = {}, {}, {}
+    train = read_train(data / "train.csv")
+    members, oof, means, frames = {}, {}, {}, {}
     tta = bool(recipe.settings["predict"].get("tta", False))  # as predict will grade the test split
     for points, crops in (("labelled_points", work / "crops_train" if tta else None),
                           ("localised_points", work / "crops_train_localised")):
-        probabilities = []
+        frames[points] = probabilities = []
         for member in recipe.members:
             folder = weights / member.name
             metrics = build_report(folder, data / "train.csv", crops=crops, tta=tta)
@@ -347,33 +348,31 @@ def _report(recipe: Recipe, data: Path, work: Path, weights: Path) -> dict:
                   f"{format_report(metrics)}", flush=True)  # fmt: skip
             members.setdefault(member.name, {})[points] = _family_metrics(metrics)
             probabilities.append(pd.read_csv(folder / "oof_calibrated.csv"))
-        oof[points], means[points] = _ensemble_oof(probabilities, data)
+        oof[points], means[points] = _ensemble_oof(probabilities, train)
     # labels are judged where the crops sit on them; both means cover the same studies
-    label_noise = _label_noise(means["labelled_points"], data, work)
+    label_noise = _label_noise(means["labelled_points"], train, data, work)
     studies = sorted({int(r.split("_")[0]) for r in means["labelled_points"].row_id})
-    baselines = _baselines(data, weights, studies)
+    baselines = _baselines(data, weights, studies, train)
     out = {"oof": oof, "members": members, **baselines, "label_noise": label_noise,
            "report": [str(weights / m.name / "report") for m in recipe.members]}
     if len(recipe.members) > 1:  # weights fitted at the localiser's points, as inference sees
         from rsna_lumbar.folds import read_folds
-        from rsna_lumbar.tables import read_train
         from rsna_lumbar.training.ensemble_weights import choose_weights
 
         out["ensemble_weights"] = {"members": [m.name for m in recipe.members],
-                                   **choose_weights(probabilities, read_train(data / "train.csv"),
+                                   **choose_weights(frames["localised_points"], train,
                                                     read_folds(work / "folds.csv"))}  # fmt: skip
         write_text(work / "ensemble_weights.json", json.dumps(out["ensemble_weights"], indent=1) + "\n")
     return out
 
 
-def _baselines(data: Path, weights: Path, studies: list[int]) -> dict:
+def _baselines(data: Path, weights: Path, studies: list[int], train: pd.DataFrame) -> dict:
     """The class prior (``OUT/priors.json``) and, with synthetic truth, the Bayes floor, scored
-    on the studies the out-of-fold figures cover."""
+    on the studies the out-of-fold figures cover (``train``: ``DATA/train.csv``)."""
     from rsna_lumbar.metric import score_submission
     from rsna_lumbar.priors import load_priors, prior_submission
-    from rsna_lumbar.tables import read_sample_submission, read_train
+    from rsna_lumbar.tables import read_sample_submission
 
-    train = read_train(data / "train.csv")
     out = {"prior": score_submission(train, prior_submission(load_priors(weights / "priors.json"),
                                                              studies), subset=True).as_dict()}
     bayes = data / "truth" / "bayes_train.csv"
@@ -393,22 +392,22 @@ def _family_metrics(metrics: dict) -> dict:
                                 for f in FAMILIES}}  # fmt: skip
 
 
-def _ensemble_oof(frames: list, data: Path) -> tuple[dict, pd.DataFrame]:
+def _ensemble_oof(frames: list, train: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
     """The official metric of the members' mean out-of-fold probabilities, and that mean (a
     submission-format frame)."""
     import pandas as pd
 
     from rsna_lumbar.metric import score_submission
-    from rsna_lumbar.tables import read_train
     from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS
 
     columns = list(PROBABILITY_COLUMNS)
     mean = pd.concat(frames).groupby("row_id", sort=True)[columns].mean().reset_index()
-    result = score_submission(read_train(data / "train.csv"), mean, subset=True).as_dict()
+    result = score_submission(train, mean, subset=True).as_dict()
     return result, mean
 
 
-def _label_noise(probabilities, data: Path, work: Path) -> dict:
+def _label_noise(probabilities: pd.DataFrame, train: pd.DataFrame, data: Path,
+                 work: Path) -> dict:  # fmt: skip
     """Suspect labels (:mod:`rsna_lumbar.training.label_noise`) of the ensemble's out-of-fold
     probabilities at the labelled points → ``WORK/label_suspects.csv``; with the synthetic
     truth, how many of them the reader really got wrong."""
@@ -416,10 +415,9 @@ def _label_noise(probabilities, data: Path, work: Path) -> dict:
 
     from rsna_lumbar.atomic import write_csv
     from rsna_lumbar.synth.severity import latent_grades
-    from rsna_lumbar.tables import read_train
     from rsna_lumbar.training.label_noise import against_truth, find_suspects
 
-    judged = find_suspects(probabilities, read_train(data / "train.csv"))
+    judged = find_suspects(probabilities, train)
     write_csv(judged[judged.suspect].drop(columns="suspect"), work / "label_suspects.csv")
     out = {"judged": len(judged), "suspects": int(judged.suspect.sum()),
            "file": str(work / "label_suspects.csv")}

@@ -25,17 +25,22 @@ from rsna_lumbar.training.oof import LOGIT_COLUMNS
 BOUNDS = (np.log(0.5), np.log(2.0))  # a temperature outside is a training problem, not calibration
 
 
+def family_terms(rows: pd.DataFrame, probabilities: np.ndarray, family: str) -> float:
+    """The family's metric terms of ``probabilities`` ``(N, 3)`` on the OOF ``rows`` (their
+    ``label`` and ``study_id``): the group's weighted log loss, plus any_severe_spinal for spinal."""
+    labels = rows["label"].to_numpy(np.int64)
+    loss = weighted_log_loss(labels, probabilities)
+    if family == "spinal":
+        loss += any_severe_log_loss(rows["study_id"].to_numpy(), labels, probabilities[:, 2])
+    return loss
+
+
 def family_objective(frame: pd.DataFrame, family: str, temperature: float) -> float:
     """The family's metric terms on predicted, labelled rows at ``temperature``."""
     rows = frame[(frame.family == family) & (frame.predicted == 1) & (frame.label >= 0)]
     if rows.empty:
         return 0.0
-    p = softmax(rows[list(LOGIT_COLUMNS)].to_numpy(), temperature)
-    labels = rows["label"].to_numpy(np.int64)
-    loss = weighted_log_loss(labels, p)
-    if family == "spinal":
-        loss += any_severe_log_loss(rows["study_id"].to_numpy(), labels, p[:, 2])
-    return loss
+    return family_terms(rows, softmax(rows[list(LOGIT_COLUMNS)].to_numpy(), temperature), family)
 
 
 def fit_temperatures(frame: pd.DataFrame) -> dict[str, float]:

@@ -46,21 +46,20 @@ def find_suspects(probabilities: pd.DataFrame, train: pd.DataFrame) -> pd.DataFr
     frame["family"] = frame.condition.map(lambda c: Condition(c).family.value)
     p = frame[list(PROBABILITY_COLUMNS)].to_numpy(np.float64)
     y = frame["severity"].to_numpy(np.int64)
-    suggested = y.copy()
+    on_label = p[np.arange(len(y)), y]
+    thresholds = np.empty_like(p)  # each row's family's per-grade self-confidence
     for family in frame.family.unique():
         rows = (frame.family == family).to_numpy()
-        thresholds = np.array([p[rows & (y == k), k].mean() if (rows & (y == k)).any() else np.inf
-                               for k in range(3)])  # fmt: skip
-        confident = p >= thresholds  # (N, 3): grades the model is as sure of as it usually is
-        unsure_of_label = p[np.arange(len(y)), y] < thresholds[y]
-        for i in np.flatnonzero(rows & unsure_of_label):
-            others = [j for j in range(3) if j != y[i] and confident[i, j]]
-            if others:
-                suggested[i] = max(others, key=lambda j: p[i, j])
+        thresholds[rows] = [p[rows & (y == k), k].mean() if (rows & (y == k)).any() else np.inf
+                            for k in range(3)]  # fmt: skip
+    # the other grades the model is as sure of as it usually is: the most probable is suggested
+    others = np.where(p >= thresholds, p, -np.inf)
+    others[np.arange(len(y)), y] = -np.inf
+    suspect = (on_label < thresholds[np.arange(len(y)), y]) & np.isfinite(others.max(axis=1))
+    suggested = np.where(suspect, others.argmax(axis=1), y)
     return pd.DataFrame({"row_id": frame.row_id, "study_id": frame.study_id,
                          "family": frame.family, "label": y, "suggested": suggested,
-                         "p_label": p[np.arange(len(y)), y].round(6),
-                         "suspect": suggested != y})  # fmt: skip
+                         "p_label": on_label.round(6), "suspect": suspect})  # fmt: skip
 
 
 def against_truth(suspects: pd.DataFrame, true_grades: pd.DataFrame) -> dict:
