@@ -6,7 +6,8 @@ and subarticular 10 = left then right × levels, the order of :data:`rsna_lumbar
 * ``x[f]``: float32 ``(N_f, V_f, S, H, W)`` — the views of ``data.views[f]``, ``S`` slices,
   resized to ``H = W = size``;
 * ``mask[f]``: bool ``(N_f, V_f)`` — whether the view exists in the cache;
-* ``label[f]``: int64 ``(N_f,)`` — 0/1/2, −1 when unlabelled or without any view.
+* ``label[f]``: int64 ``(N_f,)`` — 0/1/2, −1 when unlabelled or not graded (no view of its
+  own; with ``level_context``, no view at its level: :func:`graded_slots`).
 
 The arrays come from a crop cache (:class:`rsna_lumbar.crops.cache.CropCache`) when training,
 or from memory when predicting (:mod:`rsna_lumbar.models.predictor`). Keeping the study whole lets the loss see all five spinal levels together (the any-severe term)
@@ -38,6 +39,23 @@ from rsna_lumbar.vocabulary import CONDITIONS, LEVELS, SEVERITIES, VIEWS, Family
 def family_slots(family: str) -> list[tuple[str, str]]:
     """(condition, level) of each slot of ``family``, in TARGETS order."""
     return [(c.value, lv.value) for c in CONDITIONS if c.family.value == family for lv in LEVELS]
+
+
+def graded_slots(present: dict[str, np.ndarray | torch.Tensor], level_context: bool = False) -> dict:
+    """Which slots a network grades: ``{family: bool (..., N_f)}`` from whether each slot has a
+    view of its own, ``present`` ``{family: bool (..., N_f)}`` (slots in :func:`family_slots`
+    order). Without ``level_context``, the slots with a view; with it, every slot of a level
+    where any slot of the families given has a view (the rest of the level grades it)."""
+    if not level_context:
+        return dict(present)
+    n_levels = len(LEVELS)
+    shown = None
+    for flags in present.values():
+        per_level = flags.reshape(*flags.shape[:-1], -1, n_levels).any(-2)  # (..., L)
+        shown = per_level if shown is None else shown | per_level
+    return {f: shown.repeat(*([1] * (shown.ndim - 1)), flags.shape[-1] // n_levels)
+            if isinstance(shown, torch.Tensor) else np.tile(shown, flags.shape[-1] // n_levels)
+            for f, flags in present.items()}
 
 
 def labels_by_study(train: pd.DataFrame) -> dict[int, dict[str, int]]:
@@ -103,12 +121,13 @@ class StudyDataset(torch.utils.data.Dataset):
         alternate, alternate_share: a second cache of the same studies (the crops at the
             localiser's points) from which a study is read instead, at a draw of probability
             ``alternate_share`` per study and epoch (when augmenting, for studies it holds).
+        level_context: label the slots a level-context network grades (:func:`graded_slots`).
     """
 
     def __init__(self, cache, study_ids: Sequence[int], labels, families, views,
                  slices: int, size: int, augment=None, slice_jitter: int = 0,
                  point_jitter: dict | None = None, seed: int = 0, alternate=None,
-                 alternate_share: float = 0.0):  # fmt: skip
+                 alternate_share: float = 0.0, level_context: bool = False):  # fmt: skip
         self.cache = cache
         use = alternate is not None and alternate_share > 0 and augment is not None
         self.alternate = alternate if use else None
@@ -122,6 +141,8 @@ class StudyDataset(torch.utils.data.Dataset):
         self.augment_config = augment
         self.slice_jitter = slice_jitter if augment is not None else 0
         self.point_jitter = (point_jitter or {}) if augment is not None else {}
+        self.hide_slot_p = augment.hide_slot_p if augment is not None else 0.0
+        self.level_context = level_context
         self._transforms: dict[tuple[str, str], object] = {}
         self.seed = seed
         self.epoch = 0
@@ -198,17 +219,23 @@ class StudyDataset(torch.utils.data.Dataset):
             views = self.views[family]
             x = np.zeros((len(slots), len(views), self.slices, self.size, self.size), np.float32)
             mask = np.zeros((len(slots), len(views)), bool)
-            label = np.full(len(slots), -1, np.int64)
             for n, (condition, level) in enumerate(slots):
                 for v, view in enumerate(views):
                     stack = arrays.get(f"{condition}/{level}/{view}")
                     if stack is not None and stack.ndim == 3 and stack.shape[0] > 0:
                         x[n, v] = self._prepare(stack, rng, family, view)
                         mask[n, v] = True
-                if mask[n].any():
-                    label[n] = labels.get(target_column_of(condition, level), -1)
+                if self.hide_slot_p and mask[n].any() and rng.random() < self.hide_slot_p:
+                    x[n], mask[n] = 0.0, False
             item["x"][family] = torch.from_numpy(x)
             item["mask"][family] = torch.from_numpy(mask)
+        graded = graded_slots({f: m.any(-1).numpy() for f, m in item["mask"].items()},
+                              self.level_context)
+        for family in self.families:
+            label = np.full(len(graded[family]), -1, np.int64)
+            for n, (condition, level) in enumerate(family_slots(family)):
+                if graded[family][n]:
+                    label[n] = labels.get(target_column_of(condition, level), -1)
             item["label"][family] = torch.from_numpy(label)
         return item
 

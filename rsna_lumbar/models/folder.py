@@ -5,7 +5,8 @@
     FOLDER/model.json                 the network description (:func:`describe`): ``spec`` (every
                                       :class:`~rsna_lumbar.models.registry.ModelSpec` field,
                                       overrides applied), ``families``, ``views`` (family → view
-                                      names), ``shared``, ``classes``, ``format``
+                                      names), ``shared``, ``level_context``,
+                                      ``classes``, ``format``
     FOLDER/fold_k/model.safetensors   fold ``k``'s weights (:func:`fold_weight_files`)
     FOLDER/calibration.json           per-family temperatures (:func:`save_temperatures`;
                                       absent: no scaling)
@@ -31,13 +32,15 @@ DESCRIPTION_FILE = "model.json"
 CALIBRATION_FILE = "calibration.json"
 
 
-def describe(spec: ModelSpec, families, views, shared: bool, crops: dict | None = None) -> dict:
+def describe(spec: ModelSpec, families, views, shared: bool, crops: dict | None = None,
+             level_context: bool = False) -> dict:
     """The ``model.json`` of a network: everything needed to rebuild it from the folder alone,
     and ``crops``, the crop geometry it was trained at (settings of
     :func:`rsna_lumbar.crops.recipes.geometry_settings`; ``predict`` cuts the same)."""
     description = {"spec": asdict(spec), "families": list(families),
-                   "views": {f: list(views[f]) for f in families},
-                   "shared": shared, "classes": ["normal_mild", "moderate", "severe"], "format": 1}
+                   "views": {f: list(views[f]) for f in families}, "shared": shared,
+                   "level_context": level_context,
+                   "classes": ["normal_mild", "moderate", "severe"], "format": 1}
     return description if crops is None else {**description, "crops": crops}
 
 
@@ -78,7 +81,9 @@ def build_network(description: dict, init_file=None) -> LumbarNet:
     """The (untrained) network a ``model.json`` describes; ``init_file``: local backbone
     weights to start training from (:mod:`rsna_lumbar.models.weights`)."""
     return LumbarNet(ModelSpec(**description["spec"]), description["families"],
-                     description["views"], shared=description["shared"], init_file=init_file)
+                     description["views"], shared=description["shared"],
+                     level_context=description.get("level_context", False),  # older folders lack it
+                     init_file=init_file)
 
 
 def fold_weight_files(folder: str | os.PathLike) -> list[Path]:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from rsna_lumbar.devices import autocast
-from rsna_lumbar.models.dataset import collate, family_slots
+from rsna_lumbar.models.dataset import collate, family_slots, graded_slots
 
 
 def forward_batch(model, batch: dict, device: torch.device, amp: bool = False) -> dict:
@@ -34,7 +34,8 @@ def predict_logits(model, dataset, device: torch.device, batch_size: int = 16, a
     """Logits of every study in ``dataset`` (or ``indices`` of it).
 
     Returns:
-        ``(study_ids, {family: (logits float32 (n, N_f, 3), predicted bool (n, N_f))})``.
+        ``(study_ids, {family: (logits float32 (n, N_f, 3), predicted bool (n, N_f))})``;
+        ``predicted``: the slots the network grades (:func:`graded_slots`), the rest are priors.
     """
     model.eval()
     indices = list(range(len(dataset))) if indices is None else list(indices)
@@ -43,9 +44,11 @@ def predict_logits(model, dataset, device: torch.device, batch_size: int = 16, a
         batch = collate([dataset[i] for i in indices[start:start + batch_size]])
         logits = forward_batch(model, batch, device, amp)
         studies.extend(int(s) for s in batch["study_id"])
+        graded = graded_slots({f: m.any(dim=-1) for f, m in batch["mask"].items()},
+                              getattr(model, "level_context", False))
         for f in dataset.families:
             chunks[f][0].append(logits[f].cpu().numpy())
-            chunks[f][1].append(batch["mask"][f].any(dim=-1).numpy())
+            chunks[f][1].append(graded[f].numpy())
     out = {}
     for f, (lg, pr) in chunks.items():
         n = len(family_slots(f))

@@ -12,6 +12,11 @@ Shapes (``B`` samples, ``V`` views of the family, ``S`` slices, ``H × W`` pixel
 * head: dropout + linear → logits ``(B, 3)`` (Normal/Mild, Moderate, Severe); with
   ``head="ordinal"`` one score and two ordered cut-points (:mod:`rsna_lumbar.models.ordinal`)
   give the log-probabilities, which serve as logits.
+* level context (``level_context=True``, :class:`LevelContext`): between pooling and head, the
+  pooled slots of one level — the canal, both foramina and both recesses, ``(5, D)`` per level
+  — attend to each other, with a level and a condition embedding added, so every head sees the
+  whole level and a slot whose own views are missing (a recess no axial slice covers) is graded
+  from the others instead of left to the prior.
 
 :class:`LumbarNet` holds one such head per family, either each with its own encoder
 (``shared=False``: one model per family) or all on one encoder (``shared=True``: one backbone,
@@ -30,6 +35,7 @@ from torch import nn
 from rsna_lumbar.models.ordinal import OrdinalClassifier
 from rsna_lumbar.models.registry import ModelSpec, get_spec
 from rsna_lumbar.models.weights import create_backbone
+from rsna_lumbar.vocabulary import CONDITIONS, LEVELS
 
 
 class SliceEncoder(nn.Module):
@@ -87,14 +93,56 @@ class FamilyHead(nn.Module):
             else nn.Sequential(nn.Dropout(spec.dropout), nn.Linear(d, 3))
         )
 
-    def forward(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def pooled(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``(B, V, S, D)`` slice embeddings, ``(B, V)`` mask → ``(B, D)`` (zeros where no view)."""
         b, v, s, d = embeddings.shape
         tokens = embeddings + self.view_embedding + self.slice_embedding
         if self.gru is not None:
             tokens = self.gru(tokens.reshape(b * v, s, d))[0].reshape(b, v, s, d)
         token_mask = mask[:, :, None].expand(b, v, s).reshape(b, v * s)
-        pooled = self.pool(tokens.reshape(b, v * s, d), token_mask)
-        return self.classifier(pooled)
+        return self.pool(tokens.reshape(b, v * s, d), token_mask)
+
+    def forward(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pooled(embeddings, mask))
+
+
+class LevelContext(nn.Module):
+    """The five conditions of a level attend to each other: one pre-norm attention + MLP block.
+
+    ``forward(pooled, present, conditions)``: ``pooled`` float ``(B, L, C, D)`` — a level's
+    ``C`` pooled slots (conditions in :data:`~rsna_lumbar.vocabulary.CONDITIONS` order, their
+    indices ``conditions``, ``L = 5`` levels L1/L2 … L5/S1), ``present`` bool ``(B, L, C)``
+    — whether the slot had any view → ``(B, L, C, D)``. A slot without views enters as a learned
+    ``absent`` token and is a query only (no slot attends to it), so its output is read from the
+    level's other slots; a level without any view gives outputs nobody grades.
+    """
+
+    def __init__(self, dim: int, dropout: float):
+        super().__init__()
+        self.level_embedding = nn.Parameter(torch.zeros(len(LEVELS), 1, dim))
+        self.condition_embedding = nn.Parameter(torch.zeros(len(CONDITIONS), dim))
+        self.absent = nn.Parameter(torch.zeros(dim))
+        for parameter in (self.level_embedding, self.condition_embedding, self.absent):
+            nn.init.normal_(parameter, std=0.02)
+        self.norm_attend = nn.LayerNorm(dim)
+        self.attend = nn.MultiheadAttention(dim, 4 if dim % 4 == 0 else 1, dropout=dropout,
+                                            batch_first=True)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(2 * dim, dim))
+
+    def forward(self, pooled: torch.Tensor, present: torch.Tensor, conditions) -> torch.Tensor:
+        b, n_levels, c, d = pooled.shape
+        tokens = torch.where(present[..., None], pooled, self.absent.to(pooled.dtype))
+        tokens = tokens + self.level_embedding + self.condition_embedding[list(conditions)]
+        tokens = tokens.reshape(b * n_levels, c, d)
+        ignore = ~present.reshape(b * n_levels, c)
+        ignore = ignore & ~ignore.all(dim=1, keepdim=True)  # an empty level: attend anywhere
+        query = self.norm_attend(tokens)
+        mixed, _ = self.attend(query, query, query, key_padding_mask=ignore, need_weights=False)
+        tokens = tokens + mixed
+        tokens = tokens + self.mlp(self.norm_mlp(tokens))
+        return tokens.reshape(b, n_levels, c, d)
 
 
 class LumbarNet(nn.Module):
@@ -102,15 +150,22 @@ class LumbarNet(nn.Module):
 
     ``forward(inputs)`` takes ``{family: (x (B_f, V_f, S, H, W), mask (B_f, V_f))}`` and returns
     ``{family: logits (B_f, 3)}``. With ``shared=True`` all families' present views go through
-    the single encoder in one call.
+    the single encoder in one call. With ``level_context=True`` the inputs are whole studies —
+    ``B_f = B · N_f`` in :func:`rsna_lumbar.models.dataset.family_slots` order (conditions ×
+    levels) — and :class:`LevelContext` mixes each level's slots before the heads; a slot
+    without views then still gets logits from its level
+    (:func:`rsna_lumbar.models.dataset.graded_slots` says which are graded).
     """
 
-    def __init__(self, spec: ModelSpec, families, views, *, shared: bool = False, init_file=None):
+    def __init__(self, spec: ModelSpec, families, views, *, shared: bool = False,
+                 level_context: bool = False, init_file=None):  # fmt: skip
         super().__init__()
         self.spec = spec
         self.families = tuple(families)
         self.views = {f: tuple(views[f]) for f in self.families}
         self.shared = shared
+        self.level_context = level_context
+        self.context = LevelContext(spec.hidden, spec.dropout) if level_context else None
         if shared:
             self.encoder = SliceEncoder(spec, init_file)
         else:
@@ -133,11 +188,16 @@ class LumbarNet(nn.Module):
         if unknown:
             msg = f"this network grades {self.families}, not {sorted(unknown)}"
             raise KeyError(msg)
+        embeddings = self._embeddings(inputs)
+        pooled = {f: self.heads[f].pooled(embeddings[f], inputs[f][1]) for f in inputs}
+        if self.context is not None:
+            pooled = self._in_context(pooled, {f: m.any(dim=1) for f, (_, m) in inputs.items()})
+        return {f: self.heads[f].classifier(pooled[f]) for f in inputs}
+
+    def _embeddings(self, inputs) -> dict[str, torch.Tensor]:
+        """Slice embeddings ``{family: (B_f, V_f, S, D)}`` (zeros for absent views)."""
         if not self.shared:
-            return {
-                f: self.heads[f](self._encode(self.encoders[f], x, m), m)
-                for f, (x, m) in inputs.items()
-            }
+            return {f: self._encode(self.encoders[f], x, m) for f, (x, m) in inputs.items()}
         # Shared encoder: one backbone call over every family's present views.
         order = list(inputs)
         stacked = [inputs[f][0].flatten(0, 1) for f in order]
@@ -147,15 +207,34 @@ class LumbarNet(nn.Module):
         ).squeeze(1)
         out, start = {}, 0
         for f, chunk in zip(order, stacked):
-            x, m = inputs[f]
-            part = encoded[start:start + len(chunk)].reshape(*m.shape, *encoded.shape[1:])
+            m = inputs[f][1]
+            out[f] = encoded[start:start + len(chunk)].reshape(*m.shape, *encoded.shape[1:])
             start += len(chunk)
-            out[f] = self.heads[f](part, m)
+        return out
+
+    def _in_context(self, pooled: dict[str, torch.Tensor], present: dict[str, torch.Tensor]):
+        """Regroup ``{family: (B·N_f, D)}`` by level, mix each level's slots, split back."""
+        n_levels = len(LEVELS)
+        families = [f for f in dict.fromkeys(c.family.value for c in CONDITIONS) if f in pooled]
+        conditions = [i for i, c in enumerate(CONDITIONS) if c.family.value in pooled]
+        width = {f: sum(c.family.value == f for c in CONDITIONS) for f in families}
+        first = pooled[families[0]]
+        batch = first.shape[0] // (width[families[0]] * n_levels)
+        by_level = torch.cat([pooled[f].reshape(batch, width[f], n_levels, -1) for f in families],
+                             dim=1).transpose(1, 2)  # (B, L, C, D)
+        shown = torch.cat([present[f].reshape(batch, width[f], n_levels) for f in families],
+                          dim=1).transpose(1, 2)  # (B, L, C)
+        mixed = self.context(by_level, shown, conditions).transpose(1, 2)  # (B, C, L, D)
+        out, start = {}, 0
+        for f in families:
+            out[f] = mixed[:, start:start + width[f]].reshape(batch * width[f] * n_levels, -1)
+            start += width[f]
         return out
 
 
-def create_model(spec_name: str, families, views, *, shared: bool = False, slices=None,
-                 size=None, init_file=None, **overrides) -> LumbarNet:
+def create_model(spec_name: str, families, views, *, shared: bool = False,
+                 level_context: bool = False, slices=None, size=None, init_file=None,
+                 **overrides) -> LumbarNet:
     """Build the severity network of ``spec_name`` (see :class:`LumbarNet`).
 
     Args:
@@ -163,6 +242,7 @@ def create_model(spec_name: str, families, views, *, shared: bool = False, slice
         families: family names the network grades, e.g. ``("spinal", "foraminal")``.
         views: family → tuple of view names it reads (e.g. ``{"spinal": ("sag_t2", "axial")}``).
         shared: one backbone with a head per family (``True``) or one network per family.
+        level_context: mix the conditions of each level before the heads (:class:`LevelContext`).
         slices, size: override the spec's defaults.
         init_file: local backbone weights for training initialisation (``weights.py``).
         overrides: other :class:`ModelSpec` fields (``hidden``, ``dropout``, ``pooling``,
@@ -171,4 +251,5 @@ def create_model(spec_name: str, families, views, *, shared: bool = False, slice
     spec = get_spec(spec_name)
     changes = {k: v for k, v in dict(slices=slices, size=size, **overrides).items() if v is not None}
     spec = dataclasses.replace(spec, **changes)
-    return LumbarNet(spec, families, views, shared=shared, init_file=init_file)
+    return LumbarNet(spec, families, views, shared=shared, level_context=level_context,
+                     init_file=init_file)

@@ -13,7 +13,9 @@ passes its own).
 The fold models' logits are averaged, divided by the family temperature, then softmaxed.
 With :attr:`FoldEnsemble.tta` on, each fold model also grades the crops mirrored left–right where
 that keeps the grade (:func:`rsna_lumbar.crops.recipes.mirror_axis`: the canal's views), and the
-two passes' logits are averaged before the temperature.
+two passes' logits are averaged before the temperature. The mirrored input is the whole patient
+mirrored (:class:`Mirrored`: the canal's crops flipped, the left and right crops of the sided
+conditions swapped), which a level-context network reads whole (:func:`mirrored_pass`).
 Weights load from local files only; nothing touches the network.
 """
 
@@ -55,11 +57,21 @@ def _mirrored(key: str, array: np.ndarray) -> np.ndarray:
     return array if axis is None else np.ascontiguousarray(np.flip(array, axis=axis))
 
 
+def _other_side(condition: str) -> str:
+    """The same condition on the other side (a condition without a side is itself)."""
+    this = Condition(condition)
+    if this.side is None:
+        return condition
+    return next(c.value for c in Condition if c.family is this.family and c.side not in (None, this.side))
+
+
 class Mirrored:
     """A crop source (anything with ``arrays(study_id)`` and ``geometry``: a
     :class:`~rsna_lumbar.crops.cache.CropCache`, the in-memory studies of prediction) whose
-    arrays come back mirrored left–right where the grade allows it (:func:`_mirrored`): the
-    input of the test-time augmentation pass, at prediction and out of fold
+    studies come back as the patient mirrored left–right: arrays flipped where the grade allows
+    it (:func:`_mirrored`: the canal's), and each sided condition's crops under the other
+    side's key (they are already cut in one orientation for both sides). The input of the
+    test-time augmentation pass, at prediction and out of fold
     (:func:`rsna_lumbar.training.held_out.held_out_logits`)."""
 
     def __init__(self, source) -> None:
@@ -67,12 +79,27 @@ class Mirrored:
         self.geometry = source.geometry
 
     def arrays(self, study_id: int) -> dict[str, np.ndarray]:
-        return {key: _mirrored(key, array) for key, array in self.source.arrays(study_id).items()}
+        out = {}
+        for key, array in self.source.arrays(study_id).items():
+            condition, level, view = key.split("/")
+            out[f"{_other_side(condition)}/{level}/{view}"] = _mirrored(key, array)
+        return out
 
 
 def mirrored_families(families: Sequence[str], views: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
     """The families of which some view has a mirror axis (the test-time augmentation's)."""
     return tuple(f for f in families if any(mirror_axis(f, v) is not None for v in views[f]))
+
+
+def mirrored_pass(families: Sequence[str], views: Mapping[str, Sequence[str]],
+                  level_context: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:  # fmt: skip
+    """``(fed, averaged)``: the families the test-time mirrored pass reads and those whose
+    logits it averages (:func:`mirrored_families`; none: no pass). A level-context network reads
+    every family, its heads seeing the whole mirrored level."""
+    averaged = mirrored_families(families, views)
+    if not averaged:
+        return (), ()
+    return (tuple(families) if level_context else averaged), averaged
 
 
 class _Arrays:
@@ -104,6 +131,7 @@ class FoldEnsemble:
         self.families = tuple(description["families"])
         self.views = {f: tuple(v) for f, v in description["views"].items()}
         self.spec = ModelSpec(**description["spec"])
+        self.level_context = bool(description.get("level_context", False))
         self.geometry = geometry_from_settings(description.get("crops") or {})  # of its crops
 
     def to(self, device: str | torch.device) -> FoldEnsemble:
@@ -163,15 +191,15 @@ class FoldEnsemble:
     def _mirrored_logits(self, studies, ids: list[int], batch_size: int) -> dict[str, np.ndarray]:
         """Summed fold logits ``{family: (n, N_f, 3)}`` on the crops mirrored along their
         :func:`~rsna_lumbar.crops.recipes.mirror_axis`, for the families that have one."""
-        families = mirrored_families(self.families, self.views)
-        if not families:
+        fed, averaged = mirrored_pass(self.families, self.views, self.level_context)
+        if not fed:
             return {}
-        dataset = StudyDataset(Mirrored(_Arrays(studies, self.geometry)), ids, None, families,
+        dataset = StudyDataset(Mirrored(_Arrays(studies, self.geometry)), ids, None, fed,
                                self.views, self.spec.slices, self.spec.size)  # fmt: skip
         summed: dict[str, np.ndarray] = {}
         for model in self.models:
             _, out = predict_logits(model, dataset, self.device, batch_size)
-            for f in out:
+            for f in averaged:
                 summed[f] = summed.get(f, 0.0) + out[f][0].astype(np.float64)
         return summed
 

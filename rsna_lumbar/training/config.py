@@ -33,6 +33,10 @@ class ConfigError(ValueError):
 class ModelConfig:
     spec: str = "resnet18_25d"
     shared: bool = False  # one backbone with a head per family, or one network per family
+    # the conditions of a level attend to each other before the heads (a level embedding, a
+    # condition embedding; models/network.py LevelContext): a slot without views is graded
+    # from its level's other slots instead of falling back to the prior
+    level_context: bool = False
     slices: int | None = None  # None: the spec's default
     size: int | None = None
     pooling: str | None = None
@@ -78,6 +82,10 @@ class AugmentConfig:
     noise_p: float = 0.2
     blur_p: float = 0.1
     slice_reverse_p: float = 0.0  # flip slice order (sagittal left–right symmetry)
+    # chance that a slot's views are all hidden from a training draw (label kept), so that a
+    # level-context model learns to grade a slot from its level when its views are missing
+    # (a recess no axial slice covers); needs model.level_context
+    hide_slot_p: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,6 +281,11 @@ def validate(config: Config) -> None:
             raise ConfigError(f"data.point_jitter.{family}: amounts must be ≥ 0 (mm, slices)")
     if not 0.0 <= config.data.localised_share <= 1.0:
         raise ConfigError("data.localised_share: a share between 0 and 1")
+    if not 0.0 <= config.augment.hide_slot_p < 1.0:
+        raise ConfigError("augment.hide_slot_p: a chance in [0, 1)")
+    if config.augment.hide_slot_p and not config.model.level_context:
+        raise ConfigError("augment.hide_slot_p needs model.level_context: true (without the level's "
+                          "context a hidden slot has nothing to be graded from)")
     if config.model.pooling not in (None, "attention", "gru"):
         raise ConfigError("model.pooling: use attention or gru (or null for the spec's)")
     if config.model.head not in (None, "softmax", "ordinal"):

@@ -23,7 +23,7 @@ from rsna_lumbar.folds import read_folds
 from rsna_lumbar.models.dataset import StudyDataset, labels_by_study
 from rsna_lumbar.models.folder import build_network, check_crop_geometry, read_description
 from rsna_lumbar.models.forward import predict_logits
-from rsna_lumbar.models.predictor import Mirrored, mirrored_families
+from rsna_lumbar.models.predictor import Mirrored, mirrored_pass
 from rsna_lumbar.models.weights import load_weights
 from rsna_lumbar.training.config import load_config
 from rsna_lumbar.training.loop import fold_priors, resolved_spec
@@ -76,18 +76,20 @@ def held_out_logits(model_dir: str | os.PathLike, crops: str | os.PathLike,
                            fold, len(missing), len(members), crops)  # fmt: skip
         network = build_network(description)
         load_weights(network, weights)
+        context = config.model.level_context
         dataset = StudyDataset(cache, present, labels, families=config.data.families,
-                               views=config.data.views, slices=spec.slices, size=spec.size)
+                               views=config.data.views, slices=spec.slices, size=spec.size,
+                               level_context=context)  # fmt: skip
         studies, outputs = predict_logits(network, dataset, torch.device(device),
                                           config.train.eval_batch_size)  # fmt: skip
-        families = mirrored_families(config.data.families, config.data.views) if tta else ()
-        if families:
-            mirrored = StudyDataset(Mirrored(cache), present, labels, families=families,
+        fed, averaged = mirrored_pass(config.data.families, config.data.views, context) if tta else ((), ())
+        if fed:
+            mirrored = StudyDataset(Mirrored(cache), present, labels, families=fed,
                                     views=config.data.views, slices=spec.slices, size=spec.size)
             order, flipped = predict_logits(network, mirrored, torch.device(device),
                                             config.train.eval_batch_size)  # fmt: skip
             assert list(order) == list(studies), "the mirrored pass predicted other studies"
-            for f in families:
+            for f in averaged:
                 outputs[f] = ((outputs[f][0] + flipped[f][0]) / 2, outputs[f][1])
         train_ids = [int(s) for s in folds.loc[folds.fold != fold, "study_id"] if int(s) in labels]
         priors = fold_priors(labels, train_ids)

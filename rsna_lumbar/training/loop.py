@@ -119,7 +119,8 @@ def model_description(config: Config, geometry: dict | None = None) -> dict:
     """``model.json`` of ``config``'s network (:func:`rsna_lumbar.models.folder.describe`),
     trained on crops cut at ``geometry`` (recorded when given)."""
     return describe(resolved_spec(config), config.data.families, config.data.views,
-                    config.model.shared, geometry_settings(geometry) if geometry is not None else None)
+                    config.model.shared, geometry_settings(geometry) if geometry is not None else None,
+                    level_context=config.model.level_context)
 
 
 def _schedule(optimizer, warmup: int, total: int):
@@ -169,7 +170,8 @@ def train_fold(fold: int, cache: CropCache, folds: pd.DataFrame, labels, config:
     spec = resolved_spec(config)
     description = model_description(config)
     common = dict(families=config.data.families, views=config.data.views, slices=spec.slices,
-                  size=spec.size, seed=_seed(config.train.seed, fold))
+                  size=spec.size, seed=_seed(config.train.seed, fold),
+                  level_context=config.model.level_context)
     train_set = StudyDataset(cache, train_ids, train_labels, augment=config.augment,
                              slice_jitter=config.data.slice_jitter,
                              point_jitter=config.data.point_jitter, alternate=localised,
