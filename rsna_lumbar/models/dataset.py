@@ -16,8 +16,11 @@ and makes every batch the same shape. Augmentation is per view (albumentations o
 brightness/contrast, noise, blur; ``slice_jitter`` shifts the slice window (its through-plane
 error). With ``point_jitter`` (``data.point_jitter``, sized from a localiser's measured error by
 :mod:`rsna_lumbar.training.jitter`) a view's translation is ± that many mm of its crop and its
-slice shift ± that many slices, instead of the generic ``augment.translate``/``slice_jitter``. There is no left–right flip: the crops already mirror right-side samples, and a flip
-would turn them back. Augmentation draws come from ``(seed, epoch, study)`` so a resumed run
+slice shift ± that many slices, instead of the generic ``augment.translate``/``slice_jitter``. With ``augment.hide_axial_p`` a
+level's axial crops (the canal's and both recesses') are all hidden from a draw, as when no axial
+slice covers the level; labels follow :func:`graded_slots`, so a level-context model learns to
+grade those recesses from the sagittal crops. There is no left–right flip: the crops already
+mirror right-side samples, and a flip would turn them back. Augmentation draws come from ``(seed, epoch, study)`` so a resumed run
 repeats them exactly.
 """
 
@@ -141,7 +144,7 @@ class StudyDataset(torch.utils.data.Dataset):
         self.augment_config = augment
         self.slice_jitter = slice_jitter if augment is not None else 0
         self.point_jitter = (point_jitter or {}) if augment is not None else {}
-        self.hide_slot_p = augment.hide_slot_p if augment is not None else 0.0
+        self.hide_axial_p = augment.hide_axial_p if augment is not None else 0.0
         self.level_context = level_context
         self._transforms: dict[tuple[str, str], object] = {}
         self.seed = seed
@@ -214,6 +217,8 @@ class StudyDataset(torch.utils.data.Dataset):
             cache = self.alternate
         arrays = cache.arrays(study_id)
         item = {"study_id": study_id, "x": {}, "mask": {}, "label": {}}
+        uncovered = ({LEVELS[i].value for i in np.flatnonzero(rng.random(len(LEVELS)) < self.hide_axial_p)}
+                     if self.hide_axial_p else set())  # fmt: skip
         for family in self.families:
             slots = family_slots(family)
             views = self.views[family]
@@ -221,12 +226,12 @@ class StudyDataset(torch.utils.data.Dataset):
             mask = np.zeros((len(slots), len(views)), bool)
             for n, (condition, level) in enumerate(slots):
                 for v, view in enumerate(views):
+                    if view == "axial" and level in uncovered:
+                        continue
                     stack = arrays.get(f"{condition}/{level}/{view}")
                     if stack is not None and stack.ndim == 3 and stack.shape[0] > 0:
                         x[n, v] = self._prepare(stack, rng, family, view)
                         mask[n, v] = True
-                if self.hide_slot_p and mask[n].any() and rng.random() < self.hide_slot_p:
-                    x[n], mask[n] = 0.0, False
             item["x"][family] = torch.from_numpy(x)
             item["mask"][family] = torch.from_numpy(mask)
         graded = graded_slots({f: m.any(-1).numpy() for f, m in item["mask"].items()},

@@ -165,12 +165,13 @@ class LumbarNet(nn.Module):
         self.views = {f: tuple(views[f]) for f in self.families}
         self.shared = shared
         self.level_context = level_context
-        self.context = LevelContext(spec.hidden, spec.dropout) if level_context else None
         if shared:
             self.encoder = SliceEncoder(spec, init_file)
         else:
             self.encoders = nn.ModuleDict({f: SliceEncoder(spec, init_file) for f in self.families})
         self.heads = nn.ModuleDict({f: FamilyHead(spec, len(self.views[f])) for f in self.families})
+        # built last, so that the encoders and heads start from the same draws either way
+        self.context = LevelContext(spec.hidden, spec.dropout) if level_context else None
 
     def _encode(self, encoder: SliceEncoder, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Encode only present views: ``(B, V, S, H, W)`` → ``(B, V, S, D)`` (zeros where absent)."""

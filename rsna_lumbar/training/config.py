@@ -82,10 +82,11 @@ class AugmentConfig:
     noise_p: float = 0.2
     blur_p: float = 0.1
     slice_reverse_p: float = 0.0  # flip slice order (sagittal left–right symmetry)
-    # chance that a slot's views are all hidden from a training draw (label kept), so that a
-    # level-context model learns to grade a slot from its level when its views are missing
-    # (a recess no axial slice covers); needs model.level_context
-    hide_slot_p: float = 0.0
+    # chance that a level's axial crops (the canal's and both recesses') are all hidden from a
+    # training draw, labels kept: a level no axial slice covers, which a level-context model
+    # then learns to grade from the sagittal crops (without the context, its recesses are
+    # simply unlabelled in that draw)
+    hide_axial_p: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,11 +282,8 @@ def validate(config: Config) -> None:
             raise ConfigError(f"data.point_jitter.{family}: amounts must be ≥ 0 (mm, slices)")
     if not 0.0 <= config.data.localised_share <= 1.0:
         raise ConfigError("data.localised_share: a share between 0 and 1")
-    if not 0.0 <= config.augment.hide_slot_p < 1.0:
-        raise ConfigError("augment.hide_slot_p: a chance in [0, 1)")
-    if config.augment.hide_slot_p and not config.model.level_context:
-        raise ConfigError("augment.hide_slot_p needs model.level_context: true (without the level's "
-                          "context a hidden slot has nothing to be graded from)")
+    if not 0.0 <= config.augment.hide_axial_p < 1.0:
+        raise ConfigError("augment.hide_axial_p: a chance in [0, 1)")
     if config.model.pooling not in (None, "attention", "gru"):
         raise ConfigError("model.pooling: use attention or gru (or null for the spec's)")
     if config.model.head not in (None, "softmax", "ordinal"):
