@@ -59,7 +59,8 @@ def _measure(config, crops, labels, workers: int, memory: bool) -> dict:
     slices, size = config.model.slices or spec.slices, config.model.size or spec.size
     cache = CropCache(crops, keep_in_memory=memory)
     dataset = StudyDataset(cache, cache.study_ids, labels, config.data.families, config.data.views,
-                           slices, size, augment=config.augment, slice_jitter=1)
+                           slices, size, augment=config.augment, slice_jitter=1,
+                           level_context=config.model.level_context)
     if memory:
         for i in range(len(dataset)):
             cache.arrays(dataset.study_ids[i])  # the first epoch fills the cache

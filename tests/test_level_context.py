@@ -13,6 +13,7 @@ from rsna_lumbar.cli import main
 from rsna_lumbar.crops.cache import CropCache
 from rsna_lumbar.models import load_model_folder
 from rsna_lumbar.models.dataset import StudyDataset, graded_slots, labels_by_study
+from rsna_lumbar.models.forward import softmax
 from rsna_lumbar.models.network import create_model
 from rsna_lumbar.models.predictor import Mirrored
 from rsna_lumbar.tables import read_train
@@ -101,43 +102,61 @@ def test_dataset_labels_a_recess_without_axial_only_for_a_level_context_network(
     torch.testing.assert_close(in_context["label"]["spinal"], per_family["label"]["spinal"])
 
 
-def test_hidden_slots_keep_their_labels_and_draws_repeat(without_axial):
-    crops, train_csv, _ = without_axial
+def test_a_level_whose_axial_crops_are_hidden_keeps_the_labels_the_level_model_grades(tmp_path):
+    crops, train_csv, _ = make_crop_cache(tmp_path, n_studies=2, slices=3, size=16, missing_view=0.0,
+                                          missing_label=0.0)
     cache = CropCache(crops)
     labels = labels_by_study(read_train(train_csv))
-    augment = AugmentConfig(hide_slot_p=0.5)
-    data = StudyDataset(cache, cache.study_ids, labels, families=list(SLOTS), views=VIEWS,
-                        slices=3, size=16, augment=augment, level_context=True)
-    item = data[0]
-    hidden = ~item["mask"]["foraminal"].any(-1)
-    assert 0 < int(hidden.sum()) < 10  # about half of the ten foramina
-    assert (item["x"]["foraminal"][hidden] == 0).all()
-    level_shown = item["mask"]["spinal"].any(-1) | item["mask"]["foraminal"].any(-1).reshape(2, 5).any(0)
-    assert ((item["label"]["foraminal"] >= 0) == level_shown.repeat(2)).all()  # labels kept
-    again = data[0]
-    assert all(torch.equal(item["mask"][f], again["mask"][f]) for f in SLOTS)
+    common = dict(families=list(SLOTS), views=VIEWS, slices=3, size=16,
+                  augment=AugmentConfig(hide_axial_p=0.5))
+    items = {context: StudyDataset(cache, cache.study_ids, labels, level_context=context, **common)[0]
+             for context in (False, True)}  # fmt: skip
+    item = items[True]
+    canal_axial = item["mask"]["spinal"][:, VIEWS["spinal"].index("axial")]
+    uncovered = ~canal_axial
+    assert 0 < int(uncovered.sum()) < 5  # some of the five levels lost their axial crops …
+    assert item["mask"]["spinal"][:, VIEWS["spinal"].index("sag_t2")].all()  # … never the sagittal
+    recess = item["mask"]["subarticular"].any(-1).reshape(2, 5)
+    assert (recess == ~uncovered).all()  # both recesses of exactly those levels hidden
+    assert (item["x"]["subarticular"].reshape(2, 5, -1)[:, uncovered] == 0).all()
+    assert (item["label"]["subarticular"] >= 0).all()  # graded from the level: labels kept
+    without = items[False]["label"]["subarticular"].reshape(2, 5)
+    assert (without[:, uncovered] == -1).all() and (without[:, ~uncovered] >= 0).all()
+    again = StudyDataset(cache, cache.study_ids, labels, level_context=True, **common)[0]
+    assert all(torch.equal(item["mask"][f], again["mask"][f]) for f in SLOTS)  # draws repeat
 
 
-def test_hiding_slots_needs_the_level_context():
-    with pytest.raises(ConfigError, match="level_context"):
-        load_config(None, ["augment.hide_slot_p=0.2"])
-    assert load_config(None, ["augment.hide_slot_p=0.2", "model.level_context=true"]).augment.hide_slot_p == 0.2
+def test_the_context_block_leaves_the_other_initial_weights_as_they_were():
+    torch.manual_seed(0)
+    plain = create_model("tiny", list(SLOTS), VIEWS).state_dict()
+    torch.manual_seed(0)
+    in_context = create_model("tiny", list(SLOTS), VIEWS, level_context=True).state_dict()
+    assert all(torch.equal(plain[k], in_context[k]) for k in plain)
+    assert sorted({k.split(".")[0] for k in in_context} - {k.split(".")[0] for k in plain}) == ["context"]
+
+
+def test_hiding_axial_crops_is_a_chance():
+    with pytest.raises(ConfigError, match="hide_axial_p"):
+        load_config(None, ["augment.hide_axial_p=1.0"])
+    assert load_config(None, ["augment.hide_axial_p=0.2"]).augment.hide_axial_p == 0.2
 
 
 def test_mirrored_patient_swaps_the_sides_of_the_sided_crops():
-    left = np.arange(8, dtype=np.float16).reshape(2, 2, 2)
+    crop = np.arange(8, dtype=np.float16).reshape(2, 2, 2)
+    keys = {"left_neural_foraminal_narrowing/l1_l2/sag_t1": "right_neural_foraminal_narrowing/l1_l2/sag_t1",
+            "right_subarticular_stenosis/l4_l5/axial": "left_subarticular_stenosis/l4_l5/axial"}
 
     class Source:
         geometry = None
 
         def arrays(self, study_id):
-            return {"left_neural_foraminal_narrowing/l1_l2/sag_t1": left,
-                    "spinal_canal_stenosis/l1_l2/axial": left}
+            return {**{k: crop + i for i, k in enumerate(keys)}, "spinal_canal_stenosis/l1_l2/axial": crop}
 
     arrays = Mirrored(Source()).arrays(1)
-    np.testing.assert_array_equal(arrays["right_neural_foraminal_narrowing/l1_l2/sag_t1"], left)
-    assert "left_neural_foraminal_narrowing/l1_l2/sag_t1" not in arrays
-    assert not np.array_equal(arrays["spinal_canal_stenosis/l1_l2/axial"], left)  # flipped
+    for i, (key, other) in enumerate(keys.items()):
+        np.testing.assert_array_equal(arrays[other], crop + i)  # moved, not flipped
+        assert key not in arrays
+    assert not np.array_equal(arrays["spinal_canal_stenosis/l1_l2/axial"], crop)  # flipped
 
 
 def test_a_trained_level_context_folder_grades_recesses_without_axial_crops(tmp_path):
@@ -145,7 +164,7 @@ def test_a_trained_level_context_folder_grades_recesses_without_axial_crops(tmp_
     out = tmp_path / "model"
     code = main(["train", "--crops", str(crops), "--folds", str(folds_csv), "--labels", str(train_csv),
                  "--config", "tiny", "--out", str(out), "train.folds=[0]", "train.epochs=2",
-                 "model.level_context=true", "augment.hide_slot_p=0.2"])  # fmt: skip
+                 "model.level_context=true", "augment.hide_axial_p=0.2"])  # fmt: skip
     assert code == 0
     assert json.loads((out / "model.json").read_text())["level_context"] is True
     oof = pd.read_csv(out / "oof.csv")
@@ -157,9 +176,22 @@ def test_a_trained_level_context_folder_grades_recesses_without_axial_crops(tmp_
     recess = np.array([c.family.value == "subarticular" for c, _ in TARGETS])
     assert mask[recess].all()  # graded from the sagittal views of their levels, not priors
     assert not np.allclose(probs[recess], ensemble.priors[recess], atol=1e-3)
+    # The mirrored pass reads the whole mirrored patient and averages the canal's logits.
+    class Source:
+        geometry = ensemble.geometry
+
+        def arrays(self, study_id):
+            return arrays
+
+    mirrored, _ = ensemble.predict_study(Mirrored(Source()).arrays(0))
     ensemble.tta = True
     with_tta, tta_mask = ensemble.predict_study(arrays)
     assert (tta_mask == mask).all()
+    canal = np.array([c.value == "spinal_canal_stenosis" for c, _ in TARGETS])
+    # logits averaged = log-probabilities averaged, renormalised (a softmax ignores a shift)
+    np.testing.assert_allclose(with_tta[canal], softmax((np.log(probs[canal]) + np.log(mirrored[canal])) / 2),
+                               atol=1e-5)  # fmt: skip
+    assert not np.allclose(with_tta[canal], probs[canal], atol=1e-4)
     np.testing.assert_allclose(with_tta[recess], probs[recess], atol=1e-6)  # only the canal averaged
     # The benchmark of the same case grades every labelled recess from its level without axial.
     from bench.recess_fallback import compare

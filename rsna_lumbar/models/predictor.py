@@ -6,8 +6,9 @@
 returns a :class:`FoldEnsemble`. Given one study's crop arrays (the crop-cache npz structure:
 ``{condition}/{level}/{view}`` → ``(S, H, W)``), it returns calibrated probabilities ``(25, 3)``
 in :data:`rsna_lumbar.vocabulary.TARGETS` order and a bool mask ``(25,)``: ``True`` where the
-networks predicted, ``False`` where the study lacked every view of that sample or the folder has
-no model for its family — those rows hold the fallback (the folder's priors unless the caller
+networks predicted, ``False`` where the study lacked every view of that sample (for a level
+model, ``model.level_context``: every view of that sample's level) or the folder has no model
+for its family — those rows hold the fallback (the folder's priors unless the caller
 passes its own).
 
 The fold models' logits are averaged, divided by the family temperature, then softmaxed.

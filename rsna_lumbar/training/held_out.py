@@ -40,7 +40,8 @@ def held_out_logits(model_dir: str | os.PathLike, crops: str | os.PathLike,
     some) is predicted by the model of its own fold, which did not train on it, without
     augmentation; studies absent from ``crops`` get the fold's training priors with
     ``predicted = 0``, as in training. ``tta``: as ``predict --tta`` does, the logits of the
-    families with a mirror axis (the canal) are averaged with those of the mirrored crops.
+    families with a mirror axis (the canal) are averaged with those of the mirrored crops (for
+    a level model, of the whole mirrored patient: :func:`rsna_lumbar.models.predictor.mirrored_pass`).
 
     Raises:
         FileNotFoundError: the folder lacks ``config.yaml``/``model.json``/``folds.csv`` or any
@@ -76,7 +77,7 @@ def held_out_logits(model_dir: str | os.PathLike, crops: str | os.PathLike,
                            fold, len(missing), len(members), crops)  # fmt: skip
         network = build_network(description)
         load_weights(network, weights)
-        context = config.model.level_context
+        context = bool(description.get("level_context", False))  # as the network was built
         dataset = StudyDataset(cache, present, labels, families=config.data.families,
                                views=config.data.views, slices=spec.slices, size=spec.size,
                                level_context=context)  # fmt: skip
@@ -84,7 +85,7 @@ def held_out_logits(model_dir: str | os.PathLike, crops: str | os.PathLike,
                                           config.train.eval_batch_size)  # fmt: skip
         fed, averaged = mirrored_pass(config.data.families, config.data.views, context) if tta else ((), ())
         if fed:
-            mirrored = StudyDataset(Mirrored(cache), present, labels, families=fed,
+            mirrored = StudyDataset(Mirrored(cache), present, None, families=fed,
                                     views=config.data.views, slices=spec.slices, size=spec.size)
             order, flipped = predict_logits(network, mirrored, torch.device(device),
                                             config.train.eval_batch_size)  # fmt: skip
