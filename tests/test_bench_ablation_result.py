@@ -1,0 +1,30 @@
+"""The ablation result file (bench/ablation_result.py) sets each variant beside the Bayes floor."""
+
+import pandas as pd
+from conftest import make_train_frame
+
+from rsna_lumbar.metric import score_submission
+from rsna_lumbar.priors import class_priors, prior_submission
+from rsna_lumbar.tables import read_train
+
+
+def test_each_variant_is_set_beside_the_bayes_floor_of_the_same_labels(tmp_path):
+    from bench.ablation_result import ablation_tables
+
+    data = tmp_path / "data"
+    (data / "truth").mkdir(parents=True)
+    train = make_train_frame(30, seed=2)
+    train.to_csv(data / "train.csv", index=False)
+    train = read_train(data / "train.csv")
+    floor = prior_submission(class_priors(train), train.study_id.tolist())  # any probabilities
+    floor.to_csv(data / "truth" / "bayes_train.csv", index=False)
+    expected = score_submission(train, floor).score
+    for seed, score in (("seed42", 0.5), ("seed43", 0.6)):
+        (tmp_path / seed).mkdir()
+        pd.DataFrame([{"variant": "baseline", "score": score, "score_localised": 2 * score}]).to_csv(
+            tmp_path / seed / "comparison.csv", index=False)
+    result = ablation_tables(data, {s: tmp_path / s for s in ("seed42", "seed43")})
+    assert abs(result["bayes_floor"]["score"] - expected) < 1e-4
+    row = result["runs"]["seed43"][0]
+    assert row["variant"] == "baseline" and abs(row["ratio_to_floor"] - 0.6 / expected) < 1e-3
+    assert abs(row["ratio_to_floor_localised"] - 1.2 / expected) < 1e-3
