@@ -61,6 +61,24 @@ def test_a_slot_is_graded_from_its_own_level_and_one_without_views_from_the_rest
                for p in model.parameters() if p.requires_grad)  # fmt: skip
 
 
+@pytest.mark.parametrize("detached", [False, True])
+def test_a_detached_context_trains_each_encoder_on_its_own_loss_only(detached):
+    torch.manual_seed(0)
+    model = create_model("tiny", list(SLOTS), VIEWS, level_context=True, context_detached=detached)
+    inputs = _study_inputs()
+    out = model(inputs)
+    out["spinal"].sum().backward()  # the canal's loss alone
+    reached = [p.grad is not None and bool(p.grad.abs().sum() > 0)
+               for p in model.encoders["subarticular"].parameters()]
+    assert any(reached) != detached  # coupled: the canal's loss trains the recess encoder
+    assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.context.parameters())
+    model.zero_grad()
+    # … and the context still changes what the canal's head sees
+    spinal = inputs["subarticular"][0] + 2.0
+    again = model({**inputs, "subarticular": (spinal, inputs["subarticular"][1])})["spinal"]
+    assert not torch.allclose(again, out["spinal"])
+
+
 def test_without_level_context_a_family_never_sees_another():
     torch.manual_seed(0)
     model = create_model("tiny", list(SLOTS), VIEWS).eval()
@@ -200,3 +218,8 @@ def test_a_trained_level_context_folder_grades_recesses_without_axial_crops(tmp_
     without = result["models"]["model"]["without_axial"]
     assert result["rows"] > 0 and without["graded_share"] == 1.0
     assert np.isfinite(without["subarticular"])
+
+
+def test_a_detached_context_needs_the_context():
+    with pytest.raises(ConfigError, match="context_detached needs"):
+        load_config(None, ["model.context_detached=true"])

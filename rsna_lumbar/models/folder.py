@@ -5,7 +5,7 @@
     FOLDER/model.json                 the network description (:func:`describe`): ``spec`` (every
                                       :class:`~rsna_lumbar.models.registry.ModelSpec` field,
                                       overrides applied), ``families``, ``views`` (family → view
-                                      names), ``shared``, ``level_context``,
+                                      names), ``shared``, ``level_context``, ``context_detached``,
                                       ``classes``, ``format``
     FOLDER/fold_k/model.safetensors   fold ``k``'s weights (:func:`fold_weight_files`)
     FOLDER/calibration.json           per-family temperatures (:func:`save_temperatures`;
@@ -33,13 +33,13 @@ CALIBRATION_FILE = "calibration.json"
 
 
 def describe(spec: ModelSpec, families, views, shared: bool, crops: dict | None = None,
-             level_context: bool = False) -> dict:
+             level_context: bool = False, context_detached: bool = False) -> dict:
     """The ``model.json`` of a network: everything needed to rebuild it from the folder alone,
     and ``crops``, the crop geometry it was trained at (settings of
     :func:`rsna_lumbar.crops.recipes.geometry_settings`; ``predict`` cuts the same)."""
     description = {"spec": asdict(spec), "families": list(families),
                    "views": {f: list(views[f]) for f in families}, "shared": shared,
-                   "level_context": level_context,
+                   "level_context": level_context, "context_detached": context_detached,
                    "classes": ["normal_mild", "moderate", "severe"], "format": 1}
     return description if crops is None else {**description, "crops": crops}
 
@@ -83,6 +83,7 @@ def build_network(description: dict, init_file=None) -> LumbarNet:
     return LumbarNet(ModelSpec(**description["spec"]), description["families"],
                      description["views"], shared=description["shared"],
                      level_context=description.get("level_context", False),  # older folders lack it
+                     context_detached=description.get("context_detached", False),
                      init_file=init_file)
 
 

@@ -16,7 +16,10 @@ Shapes (``B`` samples, ``V`` views of the family, ``S`` slices, ``H × W`` pixel
   pooled slots of one level — the canal, both foramina and both recesses, ``(5, D)`` per level
   — attend to each other, with a level and a condition embedding added, so every head sees the
   whole level and a slot whose own views are missing (a recess no axial slice covers) is graded
-  from the others instead of left to the prior.
+  from the others instead of left to the prior. With ``context_detached=True`` the block reads
+  the slots' features without training the encoders that made them: its output is the pooled
+  slot plus a correction computed from the detached slots, so each family's encoder learns from
+  its own loss only, as in the per-family model, and the context is learnt on top.
 
 :class:`LumbarNet` holds one such head per family, either each with its own encoder
 (``shared=False``: one model per family) or all on one encoder (``shared=True``: one backbone,
@@ -158,13 +161,15 @@ class LumbarNet(nn.Module):
     """
 
     def __init__(self, spec: ModelSpec, families, views, *, shared: bool = False,
-                 level_context: bool = False, init_file=None):  # fmt: skip
+                 level_context: bool = False, context_detached: bool = False,
+                 init_file=None):  # fmt: skip
         super().__init__()
         self.spec = spec
         self.families = tuple(families)
         self.views = {f: tuple(views[f]) for f in self.families}
         self.shared = shared
         self.level_context = level_context
+        self.context_detached = context_detached
         if shared:
             self.encoder = SliceEncoder(spec, init_file)
         else:
@@ -225,7 +230,11 @@ class LumbarNet(nn.Module):
                              dim=1).transpose(1, 2)  # (B, L, C, D)
         shown = torch.cat([present[f].reshape(batch, width[f], n_levels) for f in families],
                           dim=1).transpose(1, 2)  # (B, L, C)
-        mixed = self.context(by_level, shown, conditions).transpose(1, 2)  # (B, C, L, D)
+        if self.context_detached:  # the pooled slot + a correction read from detached slots
+            mixed = by_level + (self.context(by_level.detach(), shown, conditions) - by_level.detach())
+        else:
+            mixed = self.context(by_level, shown, conditions)
+        mixed = mixed.transpose(1, 2)  # (B, C, L, D)
         out, start = {}, 0
         for f in families:
             out[f] = mixed[:, start:start + width[f]].reshape(batch * width[f] * n_levels, -1)
@@ -234,8 +243,8 @@ class LumbarNet(nn.Module):
 
 
 def create_model(spec_name: str, families, views, *, shared: bool = False,
-                 level_context: bool = False, slices=None, size=None, init_file=None,
-                 **overrides) -> LumbarNet:
+                 level_context: bool = False, context_detached: bool = False, slices=None,
+                 size=None, init_file=None, **overrides) -> LumbarNet:
     """Build the severity network of ``spec_name`` (see :class:`LumbarNet`).
 
     Args:
@@ -244,6 +253,7 @@ def create_model(spec_name: str, families, views, *, shared: bool = False,
         views: family → tuple of view names it reads (e.g. ``{"spinal": ("sag_t2", "axial")}``).
         shared: one backbone with a head per family (``True``) or one network per family.
         level_context: mix the conditions of each level before the heads (:class:`LevelContext`).
+        context_detached: the context does not train the encoders (:class:`LumbarNet`).
         slices, size: override the spec's defaults.
         init_file: local backbone weights for training initialisation (``weights.py``).
         overrides: other :class:`ModelSpec` fields (``hidden``, ``dropout``, ``pooling``,
@@ -253,4 +263,5 @@ def create_model(spec_name: str, families, views, *, shared: bool = False,
     changes = {k: v for k, v in dict(slices=slices, size=size, **overrides).items() if v is not None}
     spec = dataclasses.replace(spec, **changes)
     return LumbarNet(spec, families, views, shared=shared, level_context=level_context,
+                     context_detached=context_detached,
                      init_file=init_file)

@@ -37,6 +37,9 @@ class ModelConfig:
     # condition embedding; models/network.py LevelContext): a slot without views is graded
     # from its level's other slots instead of falling back to the prior
     level_context: bool = False
+    # the context reads the other slots without training their encoders (each family's encoder
+    # learns from its own loss, as in the per-family model); needs level_context
+    context_detached: bool = False
     slices: int | None = None  # None: the spec's default
     size: int | None = None
     pooling: str | None = None
@@ -282,6 +285,8 @@ def validate(config: Config) -> None:
             raise ConfigError(f"data.point_jitter.{family}: amounts must be ≥ 0 (mm, slices)")
     if not 0.0 <= config.data.localised_share <= 1.0:
         raise ConfigError("data.localised_share: a share between 0 and 1")
+    if config.model.context_detached and not config.model.level_context:
+        raise ConfigError("model.context_detached needs model.level_context: true")
     if not 0.0 <= config.augment.hide_axial_p < 1.0:
         raise ConfigError("augment.hide_axial_p: a chance in [0, 1)")
     if config.model.pooling not in (None, "attention", "gru"):

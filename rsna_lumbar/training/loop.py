@@ -120,7 +120,8 @@ def model_description(config: Config, geometry: dict | None = None) -> dict:
     trained on crops cut at ``geometry`` (recorded when given)."""
     return describe(resolved_spec(config), config.data.families, config.data.views,
                     config.model.shared, geometry_settings(geometry) if geometry is not None else None,
-                    level_context=config.model.level_context)
+                    level_context=config.model.level_context,
+                    context_detached=config.model.context_detached)
 
 
 def _schedule(optimizer, warmup: int, total: int):
