@@ -6,7 +6,11 @@ score and its terms, balanced accuracy and Moderate recall per family, parameter
 seconds; the ``*_localised`` columns graded at the localiser's points). ``DATA`` is the
 competition folder ``rsna-lumbar synth`` wrote, whose ``truth/bayes_train.csv`` gives the Bayes
 floor on the same labels; each row gets ``ratio_to_floor`` (labelled points) and
-``ratio_to_floor_localised``. Written with ``command``, ``commit`` and ``date``.
+``ratio_to_floor_localised``. To tell a difference from noise, ``per_fold`` scores every variant
+fold by fold on its uncalibrated out-of-fold logits (``oof_logits.csv``, and
+``oof_logits_on_crops.csv`` at the localiser's points), and ``paired`` gives each variant's
+difference from ``baseline`` fold by fold: the mean and its standard error over the folds (the
+same studies on both sides). Written with ``command``, ``commit`` and ``date``.
 """
 
 from __future__ import annotations
@@ -16,26 +20,62 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench.__main__ import _commit
 from rsna_lumbar.atomic import write_text
 from rsna_lumbar.metric import score_submission
 from rsna_lumbar.tables import read_sample_submission, read_train
+from rsna_lumbar.training.oof import submission_from_logits
+
+LOGIT_FILES = {"labelled": "oof_logits.csv", "localised": "oof_logits_on_crops.csv"}
+
+
+def fold_scores(folder: Path, train: pd.DataFrame) -> dict[str, list[float]]:
+    """``{points: [score of fold 0, 1, …]}`` of a variant folder's uncalibrated OOF logits."""
+    out = {}
+    for points, name in LOGIT_FILES.items():
+        if not (folder / name).is_file():
+            continue
+        frame = pd.read_csv(folder / name)
+        out[points] = [
+            round(score_submission(train[train.study_id.isin(rows.study_id)],
+                                   submission_from_logits(rows), subset=True).score, 4)
+            for _, rows in sorted(frame.groupby("fold"))]  # fmt: skip
+    return out
+
+
+def paired(scores: dict[str, list[float]], baseline: dict[str, list[float]]) -> dict:
+    """Fold-by-fold differences from the baseline: ``{points: {mean, se, folds}}``."""
+    out = {}
+    for points, values in scores.items():
+        if points in baseline:
+            diff = np.subtract(values, baseline[points])
+            out[points] = {"mean": round(float(diff.mean()), 4),
+                           "se": round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4),
+                           "folds": [round(float(d), 4) for d in diff]}
+    return out
 
 
 def ablation_tables(data: Path, runs: dict[str, Path]) -> dict:
     """``{"bayes_floor": {...}, "runs": {name: [row, ...]}}`` (module docstring)."""
-    floor = score_submission(read_train(data / "train.csv"),
-                             read_sample_submission(data / "truth" / "bayes_train.csv")).as_dict()
-    tables = {}
+    train = read_train(data / "train.csv")
+    floor = score_submission(train, read_sample_submission(data / "truth" / "bayes_train.csv")).as_dict()
+    tables, folds, differences = {}, {}, {}
     for name, folder in runs.items():
         table = pd.read_csv(Path(folder) / "comparison.csv")
         table["ratio_to_floor"] = (table["score"] / floor["score"]).round(3)
         if "score_localised" in table:
             table["ratio_to_floor_localised"] = (table["score_localised"] / floor["score"]).round(3)
         tables[name] = json.loads(table.to_json(orient="records", double_precision=4))
-    return {"bayes_floor": {k: round(v, 4) for k, v in floor.items()}, "runs": tables}
+        folds[name] = {v: fold_scores(Path(folder) / v, train) for v in table.variant
+                       if (Path(folder) / v).is_dir()}  # fmt: skip
+        if "baseline" in folds[name]:
+            differences[name] = {v: paired(s, folds[name]["baseline"])
+                                 for v, s in folds[name].items() if v != "baseline"}  # fmt: skip
+    return {"bayes_floor": {k: round(v, 4) for k, v in floor.items()}, "runs": tables,
+            "per_fold": folds, "paired": differences}
 
 
 def main() -> None:
