@@ -6,6 +6,8 @@ from conftest import make_train_frame
 from rsna_lumbar.metric import score_submission
 from rsna_lumbar.priors import class_priors, prior_submission
 from rsna_lumbar.tables import read_train
+from rsna_lumbar.training.oof import LOGIT_COLUMNS
+from test_bench_calibration_forms import _oof
 
 
 def test_each_variant_is_set_beside_the_bayes_floor_of_the_same_labels(tmp_path):
@@ -30,26 +32,6 @@ def test_each_variant_is_set_beside_the_bayes_floor_of_the_same_labels(tmp_path)
     assert abs(row["ratio_to_floor_localised"] - 1.2 / expected) < 1e-3
 
 
-def _oof_logits(train, strength: float):
-    """OOF logits naming each row's true grade with ``strength``, studies in two folds."""
-    from rsna_lumbar.training.oof import LOGIT_COLUMNS
-    from rsna_lumbar.vocabulary import SEVERITIES, TARGETS
-
-    records = []
-    for n, row in enumerate(train.itertuples(index=False)):
-        for condition, level in TARGETS:
-            column = f"{condition.value}_{level.value}"
-            value = getattr(row, column)
-            label = -1 if pd.isna(value) else [s.value for s in SEVERITIES].index(value)
-            logits = [0.0, 0.0, 0.0]
-            if label >= 0:
-                logits[label] = strength
-            records.append((f"{row.study_id}_{column}", row.study_id, n % 2, condition.family.value,
-                            1, label, *logits))
-    return pd.DataFrame(records, columns=["row_id", "study_id", "fold", "family", "predicted", "label",
-                                          *LOGIT_COLUMNS])
-
-
 def test_variants_are_paired_with_the_baseline_fold_by_fold(tmp_path):
     from bench.ablation_result import ablation_tables
 
@@ -60,9 +42,12 @@ def test_variants_are_paired_with_the_baseline_fold_by_fold(tmp_path):
     prior_submission(class_priors(train), train.study_id.tolist()).to_csv(
         data / "truth" / "bayes_train.csv", index=False)
     run = tmp_path / "run"
-    for variant, strength in (("baseline", 0.5), ("sharper", 2.0)):
+    confident = _oof(train, wrong_share=0.0)  # the true grade named at logit ±2, two folds
+    for variant, scale in (("baseline", 0.25), ("sharper", 1.0)):
         (run / variant).mkdir(parents=True)
-        _oof_logits(train, strength).to_csv(run / variant / "oof_logits.csv", index=False)
+        frame = confident.copy()
+        frame[list(LOGIT_COLUMNS)] *= scale
+        frame.to_csv(run / variant / "oof_logits.csv", index=False)
     pd.DataFrame([{"variant": v, "score": 0.5} for v in ("baseline", "sharper")]).to_csv(
         run / "comparison.csv", index=False)
     result = ablation_tables(data, {"seed42": run})
