@@ -186,13 +186,16 @@ TARGET_COLUMNS: tuple[str, ...] = tuple(target_column(c, lv) for c, lv in TARGET
 """The 25 label columns of ``train.csv`` in the file's order (condition-major)."""
 
 
+_TARGET_OF_COLUMN: dict[str, tuple[Condition, Level]] = dict(zip(TARGET_COLUMNS, TARGETS))
+
+
 def parse_target_column(column: str) -> tuple[Condition, Level]:
     """Inverse of :func:`target_column`; raises ``ValueError`` on an unknown column."""
-    for condition, level in TARGETS:
-        if target_column(condition, level) == column:
-            return condition, level
-    msg = f"unknown label column {column!r}; expected one of the 25 train.csv targets"
-    raise ValueError(msg)
+    try:
+        return _TARGET_OF_COLUMN[column]
+    except (KeyError, TypeError):
+        msg = f"unknown label column {column!r}; expected one of the 25 train.csv targets"
+        raise ValueError(msg) from None
 
 
 def row_id(study_id: int, condition: Condition, level: Level) -> str:

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from rsna_lumbar.metric import score_submission
+from rsna_lumbar.metric import score_frames
+from rsna_lumbar.tables import labels_long
 from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS
 
 COLUMNS = list(PROBABILITY_COLUMNS)
@@ -32,8 +33,9 @@ def mixed(frames: list[pd.DataFrame], weights) -> pd.DataFrame:
     return out.reset_index()
 
 
-def _score(train: pd.DataFrame, submission: pd.DataFrame) -> float:
-    return float(score_submission(train, submission, subset=True).score)
+def _score(labels: pd.DataFrame, submission: pd.DataFrame) -> float:
+    """The official score of ``submission``'s studies; ``labels`` from :func:`labels_long`."""
+    return float(score_frames(labels, submission, subset=True).score)
 
 
 def fit_weights(frames: list[pd.DataFrame], train: pd.DataFrame) -> np.ndarray:
@@ -41,10 +43,11 @@ def fit_weights(frames: list[pd.DataFrame], train: pd.DataFrame) -> np.ndarray:
     n = len(frames)
     if n == 1:
         return np.ones(1)
+    labels = labels_long(train)
 
     def objective(z: np.ndarray) -> float:
         w = np.exp(z - z.max())
-        return _score(train, mixed(frames, w / w.sum()))
+        return _score(labels, mixed(frames, w / w.sum()))
 
     start = np.vstack([np.zeros(n), np.eye(n)])  # steps of e in a weight ratio, not of 0.00025
     z = minimize(objective, np.zeros(n), method="Nelder-Mead",
@@ -72,9 +75,10 @@ def choose_weights(frames: list[pd.DataFrame], train: pd.DataFrame, folds: pd.Da
         others = [f[~f.row_id.isin(held)] for f in frames]
         w = fit_weights(others, train[~train.study_id.isin(set(study[inside]))])
         parts.append(mixed([f[f.row_id.isin(held)] for f in frames], w))
-    fitted_score = _score(train, pd.concat(parts))
+    labels = labels_long(train)
+    fitted_score = _score(labels, pd.concat(parts))
     in_folds = study.isin(set(fold_of.index)).to_numpy()  # the rows the cross-fit mixed
-    mean_score = _score(train, mixed([f[f.row_id.isin(rows.row_id[in_folds])] for f in frames], equal))
+    mean_score = _score(labels, mixed([f[f.row_id.isin(rows.row_id[in_folds])] for f in frames], equal))
     fitted = fit_weights(frames, train)
     better = fitted_score < mean_score - MARGIN
     return {"weights": [round(float(w), 4) for w in (fitted if better else equal)],
