@@ -100,6 +100,8 @@ def run_chain(recipe: Recipe, work: str | Path, weights: str | Path, data: str |
         ValueError: no data and a recipe without ``synthetic``, a folder that is not in the
             competition layout, a work folder made from other data or settings, an unknown
             ``until`` stage or device.
+        FileNotFoundError, FileExistsError: a recipe with the packaged localiser on an install
+            without it, or with a localiser trained in ``OUT`` (before any stage runs).
     """
     if until is not None and until not in STAGES:
         raise ValueError(f"--until {until!r}: use one of {', '.join(STAGES)}")
@@ -114,6 +116,7 @@ def run_chain(recipe: Recipe, work: str | Path, weights: str | Path, data: str |
         import torch
 
         torch.set_num_threads(int(recipe.settings["threads"]))
+    _refuse_early(recipe, weights)
     progress = _Progress(until)
     summary: dict = {"recipe": recipe.name, "recipe_source": recipe.source, "work": str(work),
                      "weights": str(weights), "device": device}
@@ -197,6 +200,26 @@ def _data(recipe: Recipe, work: Path, data: str | Path | None) -> Path:
 RUN_RECORD = "run.json"
 
 
+def _refuse_early(recipe: Recipe, weights: Path) -> None:
+    """Before any stage runs: a recipe that asks for the packaged localiser stops when this
+    install lacks it, or when ``OUT/localizer`` holds a localiser trained there (the run would
+    replace it)."""
+    from rsna_lumbar.localize.packaged import packaged
+    from rsna_lumbar.provenance import PACKAGED as PACKAGED_KIND
+    from rsna_lumbar.provenance import read_provenance
+
+    if not recipe.packaged_localiser:
+        return
+    if packaged() is None:
+        msg = "the recipe asks for the packaged localiser, but this install lacks it: reinstall the kit"
+        raise FileNotFoundError(msg)
+    folder = weights / "localizer"
+    if (folder / "config.json").is_file() and (read_provenance(folder) or {}).get("data_kind") != PACKAGED_KIND:
+        msg = (f"{folder} holds a localiser trained here (not the packaged one): the recipe "
+               "would replace it; pass another --weights, or move it away first")
+        raise FileExistsError(msg)
+
+
 def _check_made_from(recipe: Recipe, data: Path, work: Path, weights: Path) -> None:
     """Stop when WORK or OUT holds results made from other data, folds, localiser settings or
     crop geometry (their ``run.json``); record them otherwise."""
@@ -204,11 +227,6 @@ def _check_made_from(recipe: Recipe, data: Path, work: Path, weights: Path) -> N
 
     from rsna_lumbar.crops.recipes import geometry_settings
     from rsna_lumbar.localize.packaged import fingerprint as packaged_fingerprint
-    from rsna_lumbar.localize.packaged import packaged
-
-    if recipe.packaged_localiser and packaged() is None:
-        msg = "the recipe asks for the packaged localiser, but this install lacks it: reinstall the kit"
-        raise FileNotFoundError(msg)
 
     made = {"data_fingerprint": data_fingerprint(data),
             **{k: recipe.settings[k] for k in ("folds", "seed", "localiser")},
@@ -276,16 +294,9 @@ def _packaged_localiser(data: Path, out: Path, folder: Path, work: Path, device:
     from rsna_lumbar.localize.keypoints.train import study_stacks
     from rsna_lumbar.localize.packaged import packaged
     from rsna_lumbar.localize.stage import predict_split
-    from rsna_lumbar.provenance import PACKAGED as PACKAGED_KIND
-    from rsna_lumbar.provenance import read_provenance
     from rsna_lumbar.tables import read_label_coordinates
 
-    source = packaged()  # present: _check_made_from refused the run otherwise
-    made = read_provenance(folder)
-    if (folder / "config.json").is_file() and (made or {}).get("data_kind") != PACKAGED_KIND:
-        msg = (f"{folder} holds a localiser trained here (not the packaged one): the recipe "
-               "would replace it; pass another --weights, or move it away first")
-        raise FileExistsError(msg)
+    source = packaged()  # present, and folder holds no localiser trained here: _refuse_early
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(source, folder)
     (folder / "metrics.json").unlink(missing_ok=True)

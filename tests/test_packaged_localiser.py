@@ -166,7 +166,7 @@ def test_an_install_without_the_packaged_localiser_says_so_and_never_crashes_pre
     work = tmp_path / "work"
     assert cli_main(["run", "--recipe", "tiny", "--work", str(work), "--weights", str(tmp_path / "w"),
                      "--until", "localiser", "localiser=packaged"]) != 0  # fmt: skip
-    assert not (work / "run.json").exists()  # refused before anything was recorded
+    assert not work.exists()  # refused before any stage ran: no data made, nothing recorded
 
 
 def test_a_run_never_replaces_a_localiser_trained_there(tmp_path):
@@ -179,3 +179,4 @@ def test_a_run_never_replaces_a_localiser_trained_there(tmp_path):
     assert cli_main(["run", "--recipe", "tiny", "--work", str(tmp_path / "work"), "--weights",
                      str(tmp_path / "weights"), "--until", "localiser", "localiser=packaged"]) != 0  # fmt: skip
     assert (mine / "config.json").read_text() == "{}"  # kept
+    assert not (tmp_path / "work").exists()  # refused before any stage ran
