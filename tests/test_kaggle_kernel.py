@@ -71,12 +71,18 @@ def kernel_study_ids(demo) -> list[int]:
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory, wheelhouse, venv, demo):
-    """The kernel on trained weights; the wheelhouse also lists a codec with no wheel here."""
+    """The kernel on trained weights; the wheelhouse also lists a codec with no wheel here.
+
+    torch reports a GPU, as Kaggle's cu128 torch does on a P100, but every CUDA call fails (this
+    machine has no driver), so the run also shows the smoke test sending the work to the CPU
+    (the kernel without any GPU: tests/test_kaggle_image.py and the scoring reruns below)."""
     plan, _ = demo
     root = tmp_path_factory.mktemp("kaggle")
     dataset = stage_kaggle(root, wheelhouse, plan.weights, plan.work / "data")
     (dataset / "wheels" / "kaggle-optional.txt").write_text("pylibjpeg-libjpeg==2.4.0\n")
-    return root, run_kernel(venv / "bin" / "python", root)
+    fake = tmp_path_factory.mktemp("fake-gpu")
+    (fake / "sitecustomize.py").write_text("import torch\ntorch.cuda.is_available = lambda: True\n")
+    return root, run_kernel(venv / "bin" / "python", root, PYTHONPATH=str(fake))
 
 
 def test_dry_run_writes_a_complete_submission_from_the_models(dry_run, kernel_study_ids, demo):
@@ -160,25 +166,15 @@ def test_weights_that_cannot_predict_fail_loudly_except_in_the_scoring_rerun(
         assert "predict exit status 3, 75 rows" in done.stderr
 
 
-def test_a_gpu_the_models_cannot_use_is_seen_and_the_cpu_predicts(tmp_path, wheelhouse, venv,
-                                                                  demo, kernel_study_ids):
-    """torch reports a GPU (as Kaggle's cu128 torch does on a P100) but every CUDA call fails
-    (this machine has no driver): the smoke test catches it and the CPU does the work."""
-    plan, _ = demo
-    root = tmp_path / "kaggle"
-    stage_kaggle(root, wheelhouse, plan.weights, plan.work / "data")
-    fake = tmp_path / "fake-gpu"
-    fake.mkdir()
-    (fake / "sitecustomize.py").write_text(
-        "import torch\ntorch.cuda.is_available = lambda: True\n")
-    done = run_kernel(venv / "bin" / "python", root, PYTHONPATH=str(fake))
+def test_a_gpu_the_models_cannot_use_is_seen_and_the_cpu_predicts(dry_run):
+    """The dry run's GPU fails every CUDA call: the smoke test catches it and the CPU does the
+    work (the submission it wrote: the test above)."""
+    root, done = dry_run
     assert done.returncode == 0, done.stdout + done.stderr
     assert "fails the CUDA smoke test" in done.stderr
     summary = run_summary(root)
     assert summary["device"]["device"] == "cpu"
     assert summary["device"]["note"].startswith("GPU unusable, CUDA smoke test failed")
-    assert summary["problems"] == []
-    submission_rows(root, kernel_study_ids)
 
 
 @pytest.mark.parametrize("rerun", [False, True], ids=["commit-run", "scoring-rerun"])
