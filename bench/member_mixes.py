@@ -106,6 +106,9 @@ def member_mixes(ablation: Path, data: Path, folds_csv: Path, pairs: list[str]) 
         raise ValueError("the variants' out-of-fold rows differ: mix only runs of the same studies")
     studies = np.array([parse_row_id(r)[0] for r in index])
     fold_of_row = pd.Series(studies).map(folds.set_index("study_id").fold).to_numpy()
+    if np.isnan(fold_of_row.astype(float)).any():
+        raise ValueError(f"studies of the out-of-fold files are missing from {folds_csv}: "
+                         "pass the folds file the ablation trained with")
     family_of_row = np.array([parse_row_id(r)[1].family.value for r in index])
     out: dict = {"bayes_floor": round(floor.score, 4),
                  "members": {n: _scores(labels, m.rename_axis("row_id").reset_index(), fold_of_row)

@@ -210,13 +210,16 @@ def study_row_ids(study_id: int) -> list[str]:
 _ROW_ID = re.compile(r"^(\d+)_([a-z0-9_]+)$")
 
 
-@functools.lru_cache(maxsize=1 << 16)  # the metric parses the same rows at every call of a fit
 def parse_row_id(text: str) -> tuple[int, Condition, Level]:
     """Split ``{study_id}_{condition}_{level}`` into its parts.
 
     Raises:
         ValueError: naming the malformed id and the expected form.
     """
+    return _parse_row_id_cached(text) if isinstance(text, str) else _parse_row_id(text)
+
+
+def _parse_row_id(text) -> tuple[int, Condition, Level]:
     match = _ROW_ID.match(str(text))
     if match is None:
         msg = f"malformed row_id {text!r}; expected '{{study_id}}_{{condition}}_{{level}}'"
@@ -230,3 +233,7 @@ def parse_row_id(text: str) -> tuple[int, Condition, Level]:
         )
         raise ValueError(msg) from None
     return int(match.group(1)), condition, level
+
+
+# the metric parses the same row ids at every call of a weight fit
+_parse_row_id_cached = functools.lru_cache(maxsize=1 << 16)(_parse_row_id)

@@ -1,5 +1,6 @@
 """The member-mix bench (bench/member_mixes.py): per-family weights find the family where the
-second member knows the grades, and the mixes are scored and paired fold by fold."""
+second member knows the grades, each held fold gets the weights of the other folds, and the
+mixes are scored and paired fold by fold."""
 
 import pandas as pd
 from conftest import make_train_frame
@@ -24,14 +25,18 @@ def test_family_weights_take_the_member_where_it_knows_and_the_pairs_are_paired(
     right, wrong = (submission_from_logits(_oof(train, wrong_share=s)) for s in (0.0, 1.0))
     spinal = right.row_id.str.contains("spinal")
     knows_canal = pd.concat([right[spinal], wrong[~spinal]])  # sure and right only on the canal
+    fold_0 = right.row_id.str.split("_").str[0].astype(int).isin(ids[0::2])  # the folds _oof names
+    canal_in_fold_0 = pd.concat([right[spinal & fold_0], wrong[~(spinal & fold_0)]])
     pd.DataFrame({"study_id": ids, "fold": [n % 2 for n in range(len(ids))]}).to_csv(
         tmp_path / "folds.csv", index=False)  # the folds _oof names
     run = tmp_path / "ablation"
-    for name, frame in (("prior", prior), ("prior_again", prior), ("canal", knows_canal)):
+    for name, frame in (("prior", prior), ("prior_again", prior), ("canal", knows_canal),
+                        ("canal_in_fold_0", canal_in_fold_0)):
         (run / name).mkdir(parents=True)
         frame.to_csv(run / name / "oof_calibrated.csv", index=False)
 
-    result = member_mixes(run, data, tmp_path / "folds.csv", ["prior+prior_again", "prior+canal"])
+    result = member_mixes(run, data, tmp_path / "folds.csv",
+                          ["prior+prior_again", "prior+canal", "prior+canal_in_fold_0"])
 
     floor = score_submission(train, prior).score
     assert abs(result["bayes_floor"] - floor) < 1e-4
@@ -50,3 +55,6 @@ def test_family_weights_take_the_member_where_it_knows_and_the_pairs_are_paired(
     assert len(difference["folds"]) == 2
     expected = [c - p for c, p in zip(mix["mean"]["per_fold"], same["mean"]["per_fold"])]
     assert all(abs(d - e) < 2e-4 for d, e in zip(difference["folds"], expected))
+    # cross-fitted: each held fold gets the weights of the other fold's rows only
+    held_0, held_1 = result["mixes"]["prior+canal_in_fold_0"]["family_weights"]["per_fold"]
+    assert held_0["spinal"] <= 0.1 and held_1["spinal"] >= 0.9

@@ -112,6 +112,9 @@ def test_a_run_with_the_packaged_localiser_copies_it_and_measures_its_points(tmp
         assert (weights / "localizer" / name).read_bytes() == (P.PACKAGED / name).read_bytes()
     assert len(pd.read_csv(work / "localize_oof.csv")) > 0
     assert json.loads((work / "run.json").read_text())["localiser"] == f"packaged {P.fingerprint()}"
+    # run again: the copy it made is the packaged one, not a localiser trained there
+    assert cli_main(["run", "--recipe", "tiny", "--work", str(work), "--weights", str(weights),
+                     "--until", "localiser", "localiser=packaged"]) == 0  # fmt: skip
 
 
 needs_vb3 = pytest.mark.skipif(not [p for p in real_exams() if p.stem.startswith("vb3")],
