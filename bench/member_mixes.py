@@ -33,13 +33,13 @@ import pandas as pd
 from bench.__main__ import _commit
 from rsna_lumbar.atomic import write_text
 from rsna_lumbar.folds import read_folds
-from rsna_lumbar.metric import score_frames
+from rsna_lumbar.metric import GROUPS, score_frames
 from rsna_lumbar.tables import labels_long, read_sample_submission, read_train
 from rsna_lumbar.training.ensemble_weights import choose_weights
-from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS, Family, parse_row_id
+from rsna_lumbar.vocabulary import PROBABILITY_COLUMNS, parse_row_id
 
 COLUMNS = list(PROBABILITY_COLUMNS)
-FAMILIES = [f.value for f in (Family.SPINAL, Family.FORAMINAL, Family.SUBARTICULAR)]
+FAMILIES = [f.value for f in GROUPS]  # the metric's terms, in its order
 GRID = np.round(np.linspace(0.0, 1.0, 11), 2)
 
 
@@ -104,12 +104,13 @@ def member_mixes(ablation: Path, data: Path, folds_csv: Path, pairs: list[str]) 
     index = members[names[0]].index
     if any(not m.index.equals(index) for m in members.values()):
         raise ValueError("the variants' out-of-fold rows differ: mix only runs of the same studies")
-    studies = np.array([parse_row_id(r)[0] for r in index])
+    parsed = [parse_row_id(r) for r in index]
+    studies = np.array([study for study, _, _ in parsed])
     fold_of_row = pd.Series(studies).map(folds.set_index("study_id").fold).to_numpy()
     if np.isnan(fold_of_row.astype(float)).any():
         raise ValueError(f"studies of the out-of-fold files are missing from {folds_csv}: "
                          "pass the folds file the ablation trained with")
-    family_of_row = np.array([parse_row_id(r)[1].family.value for r in index])
+    family_of_row = np.array([condition.family.value for _, condition, _ in parsed])
     out: dict = {"bayes_floor": round(floor.score, 4),
                  "members": {n: _scores(labels, m.rename_axis("row_id").reset_index(), fold_of_row)
                              for n, m in members.items()},
