@@ -10,7 +10,9 @@ floor on the same labels; each row gets ``ratio_to_floor`` (labelled points) and
 fold by fold on its uncalibrated out-of-fold logits (``oof_logits.csv``, and
 ``oof_logits_on_crops.csv`` at the localiser's points), and ``paired`` gives each variant's
 difference from ``baseline`` fold by fold: the mean and its standard error over the folds (the
-same studies on both sides). Written with ``command``, ``commit`` and ``date``.
+same studies on both sides). A variant trained on another seed is named ``NAME_seedS``; where
+``baseline_seedS`` ran too, ``paired_same_seed`` gives the variant's difference from it, so a
+capability is read seed against seed. Written with ``command``, ``commit`` and ``date``.
 """
 
 from __future__ import annotations
@@ -58,11 +60,17 @@ def paired(scores: dict[str, list[float]], baseline: dict[str, list[float]]) -> 
     return out
 
 
+def same_seed_baseline(variant: str) -> str | None:
+    """``baseline_seedS`` for a variant ``NAME_seedS`` (``NAME`` not ``baseline``), else None."""
+    name, _, seed = variant.rpartition("_seed")
+    return f"baseline_seed{seed}" if name and name != "baseline" and seed.isdigit() else None
+
+
 def ablation_tables(data: Path, runs: dict[str, Path]) -> dict:
     """``{"bayes_floor": {...}, "runs": {name: [row, ...]}}`` (module docstring)."""
     train = read_train(data / "train.csv")
     floor = score_submission(train, read_sample_submission(data / "truth" / "bayes_train.csv")).as_dict()
-    tables, folds, differences = {}, {}, {}
+    tables, folds, differences, same_seed = {}, {}, {}, {}
     for name, folder in runs.items():
         table = pd.read_csv(Path(folder) / "comparison.csv")
         table["ratio_to_floor"] = (table["score"] / floor["score"]).round(3)
@@ -74,8 +82,12 @@ def ablation_tables(data: Path, runs: dict[str, Path]) -> dict:
         if "baseline" in folds[name]:
             differences[name] = {v: paired(s, folds[name]["baseline"])
                                  for v, s in folds[name].items() if v != "baseline"}  # fmt: skip
+        same_seed[name] = {v: {"against": same_seed_baseline(v),
+                               **paired(s, folds[name][same_seed_baseline(v)])}
+                           for v, s in folds[name].items()
+                           if same_seed_baseline(v) in folds[name]}  # fmt: skip
     return {"bayes_floor": {k: round(v, 4) for k, v in floor.items()}, "runs": tables,
-            "per_fold": folds, "paired": differences}
+            "per_fold": folds, "paired": differences, "paired_same_seed": same_seed}
 
 
 def main() -> None:

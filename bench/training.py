@@ -8,7 +8,10 @@ three ways:
 * ``inline_disk``: batches prepared in the training process, npz read from disk every time;
 * ``inline_memory``: the same with decoded studies kept in RAM (``data.cache_in_memory``);
 * ``worker_memory``: one background DataLoader worker (``train.workers=1``) preparing the
-  next batch while the model computes.
+  next batch while the model computes;
+* ``inline_memory_ema``: ``inline_memory`` plus the update of an exponential moving average of
+  the weights after every step (``train.ema``, the ``cpu`` recipe's 0.99), so its cost is read
+  beside the same step without it.
 
 For each model (``tiny`` at 16 px, the default ``resnet18_25d`` and ``efficientnet_b0_25d`` at
 5 × 64 px, channels_last, augmentation on) it reports slice images per second (every present
@@ -32,6 +35,7 @@ from rsna_lumbar.models.dataset import StudyDataset, collate, labels_by_study
 from rsna_lumbar.models.folder import build_network
 from rsna_lumbar.models.forward import forward_batch
 from rsna_lumbar.training.config import load_config
+from rsna_lumbar.training.ema import WeightAverage
 from rsna_lumbar.training.loop import model_description
 from rsna_lumbar.training.losses import loss_parts, metric_loss
 from rsna_lumbar.tables import read_train
@@ -40,7 +44,8 @@ STUDIES, BATCH, WARMUP, TIMED = 24, 2, 2, 6
 MODELS = {"tiny": ["model.spec=tiny", "model.slices=2", "model.size=16"],
           "resnet18_25d": ["model.spec=resnet18_25d"],
           "efficientnet_b0_25d": ["model.spec=efficientnet_b0_25d"]}
-MODES = {"inline_disk": (0, False), "inline_memory": (0, True), "worker_memory": (1, True)}
+MODES = {"inline_disk": (0, False, 0.0), "inline_memory": (0, True, 0.0),
+         "worker_memory": (1, True, 0.0), "inline_memory_ema": (0, True, 0.99)}
 
 
 def _cache(work: Path):
@@ -52,7 +57,7 @@ def _cache(work: Path):
     return work / "crops", work / "train.csv"
 
 
-def _measure(config, crops, labels, workers: int, memory: bool) -> dict:
+def _measure(config, crops, labels, workers: int, memory: bool, ema_decay: float) -> dict:
     from rsna_lumbar.models.registry import get_spec
 
     spec = get_spec(config.model.spec)
@@ -67,6 +72,7 @@ def _measure(config, crops, labels, workers: int, memory: bool) -> dict:
     torch.manual_seed(0)
     model = build_network(model_description(config)).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ema = WeightAverage(model, ema_decay) if ema_decay > 0 else None
     order = np.random.default_rng(0).permutation(len(dataset)).tolist()
     steps = WARMUP + TIMED
     batches = [order[(i * BATCH) % len(order):(i * BATCH) % len(order) + BATCH] for i in range(steps)]
@@ -84,6 +90,8 @@ def _measure(config, crops, labels, workers: int, memory: bool) -> dict:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.update(model)
         if i >= WARMUP:
             step_s.append(time.perf_counter() - start)
             wait_s.append(waited)
@@ -104,8 +112,8 @@ def run(work: Path) -> dict:
               "load_average_before": round(os.getloadavg()[0], 2), "models": {}}
     for name, overrides in MODELS.items():
         config = load_config("default", overrides)
-        result["models"][name] = {mode: _measure(config, crops, labels, w, m)
-                                  for mode, (w, m) in MODES.items()}
+        result["models"][name] = {mode: _measure(config, crops, labels, w, m, d)
+                                  for mode, (w, m, d) in MODES.items()}
         print(name, result["models"][name], flush=True)
     result["load_average_after"] = round(os.getloadavg()[0], 2)
     return result

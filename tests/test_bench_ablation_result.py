@@ -43,12 +43,14 @@ def test_variants_are_paired_with_the_baseline_fold_by_fold(tmp_path):
         data / "truth" / "bayes_train.csv", index=False)
     run = tmp_path / "run"
     confident = _oof(train, wrong_share=0.0)  # the true grade named at logit ±2, two folds
-    for variant, scale in (("baseline", 0.25), ("sharper", 1.0)):
+    # a second seed: its baseline sharper than the first seed's, its variant blunter than both
+    variants = {"baseline": 0.25, "sharper": 1.0, "baseline_seed43": 0.5, "sharper_seed43": 0.3}
+    for variant, scale in variants.items():
         (run / variant).mkdir(parents=True)
         frame = confident.copy()
         frame[list(LOGIT_COLUMNS)] *= scale
         frame.to_csv(run / variant / "oof_logits.csv", index=False)
-    pd.DataFrame([{"variant": v, "score": 0.5} for v in ("baseline", "sharper")]).to_csv(
+    pd.DataFrame([{"variant": v, "score": 0.5} for v in variants]).to_csv(
         run / "comparison.csv", index=False)
     result = ablation_tables(data, {"seed42": run})
     folds = result["per_fold"]["seed42"]
@@ -56,3 +58,8 @@ def test_variants_are_paired_with_the_baseline_fold_by_fold(tmp_path):
     difference = result["paired"]["seed42"]["sharper"]["labelled"]
     assert difference["mean"] < 0 and all(d < 0 for d in difference["folds"])  # right more surely
     assert abs(difference["mean"] - (sum(folds["sharper"]["labelled"]) - sum(folds["baseline"]["labelled"])) / 2) < 1e-3
+    # seed against seed: the seed-43 variant is worse than its own baseline, better than seed 42's
+    same_seed = result["paired_same_seed"]["seed42"]
+    assert set(same_seed) == {"sharper_seed43"} and same_seed["sharper_seed43"]["against"] == "baseline_seed43"
+    assert same_seed["sharper_seed43"]["labelled"]["mean"] > 0
+    assert result["paired"]["seed42"]["sharper_seed43"]["labelled"]["mean"] < 0
