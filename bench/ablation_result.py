@@ -61,7 +61,11 @@ def paired(scores: dict[str, list[float]], baseline: dict[str, list[float]]) -> 
 
 
 def same_seed_baseline(variant: str) -> str | None:
-    """``baseline_seedS`` for a variant ``NAME_seedS`` (``NAME`` not ``baseline``), else None."""
+    """``baseline_seedS`` for a variant ``NAME_seedS`` (``NAME`` not ``baseline``), else None.
+
+    The split is at the last ``_seed``; a variant of a seed with no ``baseline_seedS`` in the run
+    (e.g. ``ema_seed42`` beside a ``baseline`` of seed 42) is left unpaired by the caller.
+    """
     name, _, seed = variant.rpartition("_seed")
     return f"baseline_seed{seed}" if name and name != "baseline" and seed.isdigit() else None
 
@@ -82,10 +86,9 @@ def ablation_tables(data: Path, runs: dict[str, Path]) -> dict:
         if "baseline" in folds[name]:
             differences[name] = {v: paired(s, folds[name]["baseline"])
                                  for v, s in folds[name].items() if v != "baseline"}  # fmt: skip
-        same_seed[name] = {v: {"against": same_seed_baseline(v),
-                               **paired(s, folds[name][same_seed_baseline(v)])}
+        same_seed[name] = {v: {"against": base, **paired(s, folds[name][base])}
                            for v, s in folds[name].items()
-                           if same_seed_baseline(v) in folds[name]}  # fmt: skip
+                           if (base := same_seed_baseline(v)) in folds[name]}  # fmt: skip
     return {"bayes_floor": {k: round(v, 4) for k, v in floor.items()}, "runs": tables,
             "per_fold": folds, "paired": differences, "paired_same_seed": same_seed}
 

@@ -10,7 +10,7 @@ three ways:
 * ``worker_memory``: one background DataLoader worker (``train.workers=1``) preparing the
   next batch while the model computes;
 * ``inline_memory_ema``: ``inline_memory`` plus the update of an exponential moving average of
-  the weights after every step (``train.ema``, the ``cpu`` recipe's 0.99), so its cost is read
+  the weights after every step (``train.ema``, the ``cpu`` config's 0.99), so its cost is read
   beside the same step without it.
 
 For each model (``tiny`` at 16 px, the default ``resnet18_25d`` and ``efficientnet_b0_25d`` at

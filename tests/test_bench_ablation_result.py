@@ -1,6 +1,7 @@
 """The ablation result file (bench/ablation_result.py) sets each variant beside the Bayes floor."""
 
 import pandas as pd
+import pytest
 from conftest import make_train_frame
 
 from rsna_lumbar.metric import score_submission
@@ -60,6 +61,17 @@ def test_variants_are_paired_with_the_baseline_fold_by_fold(tmp_path):
     assert abs(difference["mean"] - (sum(folds["sharper"]["labelled"]) - sum(folds["baseline"]["labelled"])) / 2) < 1e-3
     # seed against seed: the seed-43 variant is worse than its own baseline, better than seed 42's
     same_seed = result["paired_same_seed"]["seed42"]
-    assert set(same_seed) == {"sharper_seed43"} and same_seed["sharper_seed43"]["against"] == "baseline_seed43"
+    assert set(same_seed) == {"sharper_seed43"}
+    assert same_seed["sharper_seed43"]["against"] == "baseline_seed43"
     assert same_seed["sharper_seed43"]["labelled"]["mean"] > 0
     assert result["paired"]["seed42"]["sharper_seed43"]["labelled"]["mean"] < 0
+
+
+@pytest.mark.parametrize("variant, expected", [
+    ("ema_seed43", "baseline_seed43"), ("x_seed1_seed43", "baseline_seed43"),
+    ("baseline_seed43", None), ("baseline", None), ("ema", None), ("ema_seed", None),
+    ("ema_seedling", None), ("_seed43", None)])
+def test_a_seed_variant_finds_the_baseline_of_its_seed(variant, expected):
+    from bench.ablation_result import same_seed_baseline
+
+    assert same_seed_baseline(variant) == expected
