@@ -11,7 +11,7 @@ three ways:
   next batch while the model computes;
 * ``inline_memory_ema``: ``inline_memory`` plus the update of an exponential moving average of
   the weights after every step (``train.ema``, the ``cpu`` config's 0.99), so its cost is read
-  beside the same step without it.
+  beside the same step without it, and the update alone (``ema_update_ms``, median).
 
 For each model (``tiny`` at 16 px, the default ``resnet18_25d`` and ``efficientnet_b0_25d`` at
 5 × 64 px, channels_last, augmentation on) it reports slice images per second (every present
@@ -79,7 +79,7 @@ def _measure(config, crops, labels, workers: int, memory: bool, ema_decay: float
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
                                          num_workers=workers)
     iterator = iter(loader)
-    step_s, wait_s, images = [], [], []
+    step_s, wait_s, images, ema_s = [], [], [], []
     model.train()
     for i in range(steps):
         start = time.perf_counter()
@@ -91,15 +91,20 @@ def _measure(config, crops, labels, workers: int, memory: bool, ema_decay: float
         loss.backward()
         optimizer.step()
         if ema is not None:
+            ema_start = time.perf_counter()
             ema.update(model)
+            ema_s.append(time.perf_counter() - ema_start)
         if i >= WARMUP:
             step_s.append(time.perf_counter() - start)
             wait_s.append(waited)
             images.append(sum(int(m.sum()) for m in batch["mask"].values()) * slices)
     step = float(np.median(step_s))
-    return {"images_per_s": round(float(np.median(images)) / step, 1),
-            "studies_per_s": round(BATCH / step, 2), "ms_per_step": round(1000 * step, 1),
-            "data_wait_share": round(float(np.sum(wait_s) / np.sum(step_s)), 3)}
+    result = {"images_per_s": round(float(np.median(images)) / step, 1),
+              "studies_per_s": round(BATCH / step, 2), "ms_per_step": round(1000 * step, 1),
+              "data_wait_share": round(float(np.sum(wait_s) / np.sum(step_s)), 3)}
+    if ema_s:  # the average's own update, timed alone: its share of the step, free of run noise
+        result["ema_update_ms"] = round(1000 * float(np.median(ema_s[WARMUP:])), 2)
+    return result
 
 
 def run(work: Path) -> dict:
