@@ -1,5 +1,6 @@
-"""``python -m bench.ablation_result OUT DATA COMMAND NAME=ABLATION_DIR...``: the result file of
-one or more ``rsna-lumbar ablate`` runs on synthetic data (e.g. two seeds of the same variants).
+"""``python -m bench.ablation_result OUT DATA COMMAND NAME=ABLATION_DIR... [--keep EARLIER.json]``:
+the result file of one or more ``rsna-lumbar ablate`` runs on synthetic data (e.g. two seeds of
+the same variants).
 
 Each ``ABLATION_DIR`` holds ``comparison.csv`` (one row per variant: the official out-of-fold
 score and its terms, balanced accuracy and Moderate recall per family, parameters, training
@@ -13,6 +14,12 @@ difference from ``baseline`` fold by fold: the mean and its standard error over 
 same studies on both sides). A variant trained on another seed is named ``NAME_seedS``; where
 ``baseline_seedS`` ran too, ``paired_same_seed`` gives the variant's difference from it, so a
 capability is read seed against seed. Written with ``command``, ``commit`` and ``date``.
+
+``--keep EARLIER.json`` adds the variants of an earlier result file of the same draw whose
+folders are gone (an ablation's folders are large; a later ``--only`` run overwrites
+``comparison.csv``): their rows and fold scores are kept as stored, a variant run again is taken
+from its folder, and ``paired`` is computed on the merged fold scores. The earlier file must
+hold a run of the same name and the same Bayes floor (the same labels), else it is refused.
 """
 
 from __future__ import annotations
@@ -70,11 +77,15 @@ def same_seed_baseline(variant: str) -> str | None:
     return f"baseline_seed{seed}" if name and name != "baseline" and seed.isdigit() else None
 
 
-def ablation_tables(data: Path, runs: dict[str, Path]) -> dict:
-    """``{"bayes_floor": {...}, "runs": {name: [row, ...]}}`` (module docstring)."""
+def ablation_tables(data: Path, runs: dict[str, Path], keep: dict | None = None) -> dict:
+    """``{"bayes_floor": {...}, "runs": {name: [row, ...]}, "per_fold", "paired", …}``.
+
+    ``keep``: an earlier result file whose variants missing from ``runs`` are kept (module
+    docstring).
+    """
     train = read_train(data / "train.csv")
     floor = score_submission(train, read_sample_submission(data / "truth" / "bayes_train.csv")).as_dict()
-    tables, folds, differences, same_seed = {}, {}, {}, {}
+    tables, folds = {}, {}
     for name, folder in runs.items():
         table = pd.read_csv(Path(folder) / "comparison.csv")
         table["ratio_to_floor"] = (table["score"] / floor["score"]).round(3)
@@ -83,21 +94,60 @@ def ablation_tables(data: Path, runs: dict[str, Path]) -> dict:
         tables[name] = json.loads(table.to_json(orient="records", double_precision=4))
         folds[name] = {v: fold_scores(Path(folder) / v, train) for v in table.variant
                        if (Path(folder) / v).is_dir()}  # fmt: skip
-        if "baseline" in folds[name]:
-            differences[name] = {v: paired(s, folds[name]["baseline"])
-                                 for v, s in folds[name].items() if v != "baseline"}  # fmt: skip
-        same_seed[name] = {v: {"against": base, **paired(s, folds[name][base])}
-                           for v, s in folds[name].items()
-                           if (base := same_seed_baseline(v)) in folds[name]}  # fmt: skip
-    return {"bayes_floor": {k: round(v, 4) for k, v in floor.items()}, "runs": tables,
-            "per_fold": folds, "paired": differences, "paired_same_seed": same_seed}
+    result = {"bayes_floor": {k: round(v, 4) for k, v in floor.items()}, "runs": tables,
+              "per_fold": folds}
+    if keep is not None:
+        result = kept_variants(keep, result)
+    return {**result, **differences(result["per_fold"])}
+
+
+def kept_variants(earlier: dict, fresh: dict) -> dict:
+    """``fresh`` with the variants of ``earlier`` (a result file) that ``fresh`` lacks.
+
+    Rows and fold scores of those variants are copied as stored, earlier rows first; a variant in
+    both is taken from ``fresh``. Raises ValueError when the Bayes floors differ (other labels)
+    or a run of ``fresh`` has no run of the same name in ``earlier``.
+    """
+    if earlier["bayes_floor"] != fresh["bayes_floor"]:
+        raise ValueError(f"the earlier result file's Bayes floor {earlier['bayes_floor']['score']} "
+                         f"is not this data's {fresh['bayes_floor']['score']}: it holds another "
+                         "draw's labels")
+    runs, folds = {}, {}
+    for name, rows in fresh["runs"].items():
+        if name not in earlier["runs"]:
+            raise ValueError(f"the earlier result file has no run {name!r} (it has "
+                             f"{sorted(earlier['runs'])}): name the run as it was named there")
+        ran = {row["variant"] for row in rows}
+        runs[name] = [row for row in earlier["runs"][name] if row["variant"] not in ran] + rows
+        kept = {v: s for v, s in earlier["per_fold"].get(name, {}).items() if v not in ran}
+        folds[name] = {**kept, **fresh["per_fold"][name]}
+    return {**fresh, "runs": runs, "per_fold": folds}
+
+
+def differences(per_fold: dict[str, dict]) -> dict:
+    """``{"paired": …, "paired_same_seed": …}`` of each run's fold scores (module docstring)."""
+    against_baseline, same_seed = {}, {}
+    for name, folds in per_fold.items():
+        if "baseline" in folds:
+            against_baseline[name] = {v: paired(s, folds["baseline"])
+                                      for v, s in folds.items() if v != "baseline"}  # fmt: skip
+        same_seed[name] = {v: {"against": base, **paired(s, folds[base])}
+                           for v, s in folds.items()
+                           if (base := same_seed_baseline(v)) in folds}  # fmt: skip
+    return {"paired": against_baseline, "paired_same_seed": same_seed}
 
 
 def main() -> None:
-    target, data, command = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-    runs = dict(arg.split("=", 1) for arg in sys.argv[4:])
+    args = sys.argv[1:]
+    keep = None
+    if "--keep" in args:
+        at = args.index("--keep")
+        keep = json.loads(Path(args[at + 1]).read_text())
+        del args[at:at + 2]
+    target, data, command = Path(args[0]), Path(args[1]), args[2]
+    runs = dict(arg.split("=", 1) for arg in args[3:])
     result = {"command": command, "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
-              **ablation_tables(data, {k: Path(v) for k, v in runs.items()})}
+              **ablation_tables(data, {k: Path(v) for k, v in runs.items()}, keep)}
     write_text(target, json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 

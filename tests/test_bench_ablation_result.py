@@ -1,5 +1,8 @@
 """The ablation result file (bench/ablation_result.py) sets each variant beside the Bayes floor."""
 
+import json
+import sys
+
 import pandas as pd
 import pytest
 from conftest import make_train_frame
@@ -11,17 +14,36 @@ from rsna_lumbar.training.oof import LOGIT_COLUMNS
 from test_bench_calibration_forms import _oof
 
 
+def _labelled_data(tmp_path, seed):
+    """A competition folder of 30 studies whose "Bayes" probabilities are the class prior."""
+    data = tmp_path / "data"
+    (data / "truth").mkdir(parents=True)
+    make_train_frame(30, seed=seed).to_csv(data / "train.csv", index=False)
+    train = read_train(data / "train.csv")
+    prior_submission(class_priors(train), train.study_id.tolist()).to_csv(
+        data / "truth" / "bayes_train.csv", index=False)
+    return data, train
+
+
+def _ablate(run, train, scales):
+    """What ``ablate`` leaves: a folder per variant with its OOF logits (the true grade named at
+    logit ±2 over two folds, times the variant's scale), and ``comparison.csv`` (score = scale)."""
+    confident = _oof(train, wrong_share=0.0)
+    for variant, scale in scales.items():
+        (run / variant).mkdir(parents=True)
+        frame = confident.copy()
+        frame[list(LOGIT_COLUMNS)] *= scale
+        frame.to_csv(run / variant / "oof_logits.csv", index=False)
+    pd.DataFrame([{"variant": v, "score": s} for v, s in scales.items()]).to_csv(
+        run / "comparison.csv", index=False)
+
+
 def test_each_variant_is_set_beside_the_bayes_floor_of_the_same_labels(tmp_path):
     from bench.ablation_result import ablation_tables
 
-    data = tmp_path / "data"
-    (data / "truth").mkdir(parents=True)
-    train = make_train_frame(30, seed=2)
-    train.to_csv(data / "train.csv", index=False)
-    train = read_train(data / "train.csv")
-    floor = prior_submission(class_priors(train), train.study_id.tolist())  # any probabilities
-    floor.to_csv(data / "truth" / "bayes_train.csv", index=False)
-    expected = score_submission(train, floor).score
+    data, train = _labelled_data(tmp_path, seed=2)
+    expected = score_submission(train, prior_submission(class_priors(train),
+                                                        train.study_id.tolist())).score
     for seed, score in (("seed42", 0.5), ("seed43", 0.6)):
         (tmp_path / seed).mkdir()
         pd.DataFrame([{"variant": "baseline", "score": score, "score_localised": 2 * score}]).to_csv(
@@ -36,23 +58,11 @@ def test_each_variant_is_set_beside_the_bayes_floor_of_the_same_labels(tmp_path)
 def test_variants_are_paired_with_the_baseline_fold_by_fold(tmp_path):
     from bench.ablation_result import ablation_tables
 
-    data = tmp_path / "data"
-    (data / "truth").mkdir(parents=True)
-    make_train_frame(30, seed=3).to_csv(data / "train.csv", index=False)
-    train = read_train(data / "train.csv")
-    prior_submission(class_priors(train), train.study_id.tolist()).to_csv(
-        data / "truth" / "bayes_train.csv", index=False)
+    data, train = _labelled_data(tmp_path, seed=3)
     run = tmp_path / "run"
-    confident = _oof(train, wrong_share=0.0)  # the true grade named at logit ±2, two folds
     # a second seed: its baseline sharper than the first seed's, its variant blunter than both
-    variants = {"baseline": 0.25, "sharper": 1.0, "baseline_seed43": 0.5, "sharper_seed43": 0.3}
-    for variant, scale in variants.items():
-        (run / variant).mkdir(parents=True)
-        frame = confident.copy()
-        frame[list(LOGIT_COLUMNS)] *= scale
-        frame.to_csv(run / variant / "oof_logits.csv", index=False)
-    pd.DataFrame([{"variant": v, "score": 0.5} for v in variants]).to_csv(
-        run / "comparison.csv", index=False)
+    _ablate(run, train, {"baseline": 0.25, "sharper": 1.0, "baseline_seed43": 0.5,
+                         "sharper_seed43": 0.3})
     result = ablation_tables(data, {"seed42": run})
     folds = result["per_fold"]["seed42"]
     assert len(folds["baseline"]["labelled"]) == 2 and "localised" not in folds["baseline"]
@@ -75,3 +85,37 @@ def test_a_seed_variant_finds_the_baseline_of_its_seed(variant, expected):
     from bench.ablation_result import same_seed_baseline
 
     assert same_seed_baseline(variant) == expected
+
+
+def test_an_earlier_result_file_keeps_the_variants_whose_folders_are_gone(tmp_path, monkeypatch):
+    from bench.ablation_result import ablation_tables, main
+
+    data, train = _labelled_data(tmp_path, seed=4)
+    _ablate(tmp_path / "first", train, {"baseline": 0.25, "blunt": 0.1, "sharp": 1.0})
+    earlier = ablation_tables(data, {"draw": tmp_path / "first"})
+    # later: the folders are gone; the baseline runs again beside a new variant
+    _ablate(tmp_path / "later", train, {"baseline": 0.25, "sharper_seed43": 2.0})
+    result = ablation_tables(data, {"draw": tmp_path / "later"}, keep=earlier)
+    assert [row["variant"] for row in result["runs"]["draw"]] == [
+        "blunt", "sharp", "baseline", "sharper_seed43"]
+    folds = result["per_fold"]["draw"]
+    assert folds["blunt"] == earlier["per_fold"]["draw"]["blunt"]
+    assert set(result["paired"]["draw"]) == {"blunt", "sharp", "sharper_seed43"}
+    assert result["paired"]["draw"]["blunt"] == earlier["paired"]["draw"]["blunt"]
+    assert result["paired"]["draw"]["sharper_seed43"]["labelled"]["mean"] < 0
+    assert result["paired_same_seed"]["draw"] == {}  # no baseline_seed43, kept or fresh
+    # the command line: --keep anywhere among the arguments
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    monkeypatch.setattr(sys, "argv", ["ablation_result", str(tmp_path / "out.json"), str(data),
+                                      "CMD", "--keep", str(tmp_path / "earlier.json"),
+                                      f"draw={tmp_path / 'later'}"])
+    main()
+    written = json.loads((tmp_path / "out.json").read_text())
+    assert written["command"] == "CMD" and written["runs"] == result["runs"]
+    assert written["paired"] == result["paired"]
+
+    with pytest.raises(ValueError, match="no run 'other'"):
+        ablation_tables(data, {"other": tmp_path / "later"}, keep=earlier)
+    other_labels = {**earlier, "bayes_floor": {**earlier["bayes_floor"], "score": 0.1}}
+    with pytest.raises(ValueError, match="another draw's labels"):
+        ablation_tables(data, {"draw": tmp_path / "later"}, keep=other_labels)
