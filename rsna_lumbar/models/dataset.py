@@ -80,6 +80,17 @@ def select_slices(stack: np.ndarray, slices: int, shift: int = 0) -> np.ndarray:
     return stack[idx]
 
 
+def resize_slices(stack: np.ndarray, size: int) -> np.ndarray:
+    """``(S, H, W)`` → ``(S, size, size)`` float32, each slice resized alone (area averaging when
+    shrinking, bilinear when growing). Slice by slice because OpenCV's area resize takes at most
+    four channels: a 5- or 7-slice view would not go through in one call."""
+    import cv2
+
+    interpolation = cv2.INTER_AREA if stack.shape[1] > size else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(np.ascontiguousarray(s, dtype=np.float32), (size, size),
+                                interpolation=interpolation) for s in stack])
+
+
 def build_augmentation(config, seed: int | None = None, translate: float | None = None):
     """The albumentations pipeline of an ``AugmentConfig`` (``None`` when disabled);
     ``translate`` (± fraction of the crop) replaces ``config.translate`` when given."""
@@ -193,12 +204,7 @@ class StudyDataset(torch.utils.data.Dataset):
             stack, shift = window(stack, spec, offset, shift), 0  # shifts show anatomy that was cut
         view = select_slices(stack, self.slices, shift).astype(np.float32)
         if view.shape[1:] != (self.size, self.size):
-            import cv2
-
-            view = cv2.resize(view.transpose(1, 2, 0), (self.size, self.size),
-                              interpolation=cv2.INTER_AREA if view.shape[1] > self.size
-                              else cv2.INTER_LINEAR)
-            view = view.reshape(self.size, self.size, -1).transpose(2, 0, 1)
+            view = resize_slices(view, self.size)
         transform = self.transform(family, view_name)
         if transform is not None:
             transform.set_random_seed(int(rng.integers(2**31)))
