@@ -19,7 +19,8 @@ capability is read seed against seed. Written with ``command``, ``commit`` and `
 folders are gone (an ablation's folders are large; a later ``--only`` run overwrites
 ``comparison.csv``): their rows and fold scores are kept as stored, a variant run again is taken
 from its folder, and ``paired`` is computed on the merged fold scores. The earlier file must
-hold a run of the same name and the same Bayes floor (the same labels), else it is refused.
+have the same Bayes floor (the same labels) and each of its runs must be named again (a run it
+lacks is new), else it is refused.
 """
 
 from __future__ import annotations
@@ -105,18 +106,24 @@ def kept_variants(earlier: dict, fresh: dict) -> dict:
     """``fresh`` with the variants of ``earlier`` (a result file) that ``fresh`` lacks.
 
     Rows and fold scores of those variants are copied as stored, earlier rows first; a variant in
-    both is taken from ``fresh``. Raises ValueError when the Bayes floors differ (other labels)
-    or a run of ``fresh`` has no run of the same name in ``earlier``.
+    both is taken from ``fresh``, and a run only ``fresh`` has is new. Raises ValueError when the
+    Bayes floors differ (other labels) or a run of ``earlier`` is not among ``fresh``'s runs (its
+    variants would be lost).
     """
     if earlier["bayes_floor"] != fresh["bayes_floor"]:
         raise ValueError(f"the earlier result file's Bayes floor {earlier['bayes_floor']['score']} "
                          f"is not this data's {fresh['bayes_floor']['score']}: it holds another "
                          "draw's labels")
+    missing = sorted(set(earlier["runs"]) - set(fresh["runs"]))
+    if missing:
+        raise ValueError(f"the earlier result file's runs {missing} are not among these runs "
+                         f"{sorted(fresh['runs'])}: name each run as it was named there, or its "
+                         "variants would be lost")
     runs, folds = {}, {}
     for name, rows in fresh["runs"].items():
         if name not in earlier["runs"]:
-            raise ValueError(f"the earlier result file has no run {name!r} (it has "
-                             f"{sorted(earlier['runs'])}): name the run as it was named there")
+            runs[name], folds[name] = rows, fresh["per_fold"][name]
+            continue
         ran = {row["variant"] for row in rows}
         runs[name] = [row for row in earlier["runs"][name] if row["variant"] not in ran] + rows
         kept = {v: s for v, s in earlier["per_fold"].get(name, {}).items() if v not in ran}

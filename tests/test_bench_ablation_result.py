@@ -114,7 +114,13 @@ def test_an_earlier_result_file_keeps_the_variants_whose_folders_are_gone(tmp_pa
     assert written["command"] == "CMD" and written["runs"] == result["runs"]
     assert written["paired"] == result["paired"]
 
-    with pytest.raises(ValueError, match="no run 'other'"):
+    # a run the earlier file lacks is new; one it has must be named again, or it would be lost
+    _ablate(tmp_path / "again", train, {"baseline": 0.3, "blunt": 0.1})
+    both = ablation_tables(data, {"draw": tmp_path / "later", "again": tmp_path / "again"}, keep=earlier)
+    assert [row["variant"] for row in both["runs"]["again"]] == ["baseline", "blunt"]
+    assert both["runs"]["draw"] == result["runs"]["draw"]
+    assert set(both["paired"]["again"]) == {"blunt"}  # paired with its own run's baseline
+    with pytest.raises(ValueError, match=r"runs \['draw'\] are not among"):
         ablation_tables(data, {"other": tmp_path / "later"}, keep=earlier)
     other_labels = {**earlier, "bayes_floor": {**earlier["bayes_floor"], "score": 0.1}}
     with pytest.raises(ValueError, match="another draw's labels"):
