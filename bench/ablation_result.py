@@ -18,9 +18,10 @@ capability is read seed against seed. Written with ``command``, ``commit`` and `
 ``--keep EARLIER.json`` adds the variants of an earlier result file of the same draw whose
 folders are gone (an ablation's folders are large; a later ``--only`` run overwrites
 ``comparison.csv``): their rows and fold scores are kept as stored, a variant run again is taken
-from its folder, and ``paired`` is computed on the merged fold scores. The earlier file must
-have the same Bayes floor (the same labels) and each of its runs must be named again (a run it
-lacks is new), else it is refused.
+from its folder, and ``paired`` is computed on the merged fold scores; a run not named again is
+kept whole (e.g. beside a rerun of the baseline and new variants under a new run name, paired
+with their own baseline). The earlier file must have the same Bayes floor (the same labels),
+else it is refused.
 """
 
 from __future__ import annotations
@@ -106,20 +107,15 @@ def kept_variants(earlier: dict, fresh: dict) -> dict:
     """``fresh`` with the variants of ``earlier`` (a result file) that ``fresh`` lacks.
 
     Rows and fold scores of those variants are copied as stored, earlier rows first; a variant in
-    both is taken from ``fresh``, and a run only ``fresh`` has is new. Raises ValueError when the
-    Bayes floors differ (other labels) or a run of ``earlier`` is not among ``fresh``'s runs (its
-    variants would be lost).
+    both is taken from ``fresh``. A run only ``earlier`` has is kept whole, one only ``fresh`` has
+    is new. Raises ValueError when the Bayes floors differ (other labels).
     """
     if earlier["bayes_floor"] != fresh["bayes_floor"]:
         raise ValueError(f"the earlier result file's Bayes floor {earlier['bayes_floor']['score']} "
                          f"is not this data's {fresh['bayes_floor']['score']}: it holds another "
                          "draw's labels")
-    missing = sorted(set(earlier["runs"]) - set(fresh["runs"]))
-    if missing:
-        raise ValueError(f"the earlier result file's runs {missing} are not among these runs "
-                         f"{sorted(fresh['runs'])}: name each run as it was named there, or its "
-                         "variants would be lost")
-    runs, folds = {}, {}
+    runs = {name: rows for name, rows in earlier["runs"].items() if name not in fresh["runs"]}
+    folds = {name: earlier["per_fold"].get(name, {}) for name in runs}
     for name, rows in fresh["runs"].items():
         if name not in earlier["runs"]:
             runs[name], folds[name] = rows, fresh["per_fold"][name]

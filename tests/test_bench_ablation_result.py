@@ -114,14 +114,16 @@ def test_an_earlier_result_file_keeps_the_variants_whose_folders_are_gone(tmp_pa
     assert written["command"] == "CMD" and written["runs"] == result["runs"]
     assert written["paired"] == result["paired"]
 
-    # a run the earlier file lacks is new; one it has must be named again, or it would be lost
+    # a run the earlier file lacks is new, paired with its own baseline; one not named again is kept
     _ablate(tmp_path / "again", train, {"baseline": 0.3, "blunt": 0.1})
-    both = ablation_tables(data, {"draw": tmp_path / "later", "again": tmp_path / "again"}, keep=earlier)
+    both = ablation_tables(data, {"again": tmp_path / "again"}, keep=earlier)
+    assert list(both["runs"]) == ["draw", "again"]
+    assert both["runs"]["draw"] == earlier["runs"]["draw"]
+    assert both["per_fold"]["draw"] == earlier["per_fold"]["draw"]
+    assert both["paired"]["draw"] == earlier["paired"]["draw"]
     assert [row["variant"] for row in both["runs"]["again"]] == ["baseline", "blunt"]
-    assert both["runs"]["draw"] == result["runs"]["draw"]
-    assert set(both["paired"]["again"]) == {"blunt"}  # paired with its own run's baseline
-    with pytest.raises(ValueError, match=r"runs \['draw'\] are not among"):
-        ablation_tables(data, {"other": tmp_path / "later"}, keep=earlier)
+    assert set(both["paired"]["again"]) == {"blunt"}
+    assert both["paired"]["again"]["blunt"] != earlier["paired"]["draw"]["blunt"]  # its own baseline
     other_labels = {**earlier, "bayes_floor": {**earlier["bayes_floor"], "score": 0.1}}
     with pytest.raises(ValueError, match="another draw's labels"):
         ablation_tables(data, {"draw": tmp_path / "later"}, keep=other_labels)
