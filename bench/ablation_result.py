@@ -118,6 +118,8 @@ def kept_variants(earlier: dict, fresh: dict) -> dict:
     folds = {name: earlier["per_fold"].get(name, {}) for name in runs}
     for name, rows in fresh["runs"].items():
         if name not in earlier["runs"]:
+            print(f"ablation_result: run {name!r} is new (the earlier file's runs: "
+                  f"{sorted(earlier['runs'])})", file=sys.stderr)
             runs[name], folds[name] = rows, fresh["per_fold"][name]
             continue
         ran = {row["variant"] for row in rows}

@@ -87,7 +87,7 @@ def test_a_seed_variant_finds_the_baseline_of_its_seed(variant, expected):
     assert same_seed_baseline(variant) == expected
 
 
-def test_an_earlier_result_file_keeps_the_variants_whose_folders_are_gone(tmp_path, monkeypatch):
+def test_an_earlier_result_file_keeps_the_variants_whose_folders_are_gone(tmp_path, monkeypatch, capsys):
     from bench.ablation_result import ablation_tables, main
 
     data, train = _labelled_data(tmp_path, seed=4)
@@ -117,6 +117,7 @@ def test_an_earlier_result_file_keeps_the_variants_whose_folders_are_gone(tmp_pa
     # a run the earlier file lacks is new, paired with its own baseline; one not named again is kept
     _ablate(tmp_path / "again", train, {"baseline": 0.3, "blunt": 0.1})
     both = ablation_tables(data, {"again": tmp_path / "again"}, keep=earlier)
+    assert "run 'again' is new (the earlier file's runs: ['draw'])" in capsys.readouterr().err
     assert list(both["runs"]) == ["draw", "again"]
     assert both["runs"]["draw"] == earlier["runs"]["draw"]
     assert both["per_fold"]["draw"] == earlier["per_fold"]["draw"]

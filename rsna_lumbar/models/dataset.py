@@ -82,8 +82,9 @@ def select_slices(stack: np.ndarray, slices: int, shift: int = 0) -> np.ndarray:
 
 def resize_slices(stack: np.ndarray, size: int) -> np.ndarray:
     """``(S, H, W)`` → ``(S, size, size)`` float32, area averaging when shrinking, bilinear when
-    growing, each slice on its own. OpenCV's area resize takes at most four channels, so the
-    slices go through four at a time (a 3-slice view in one call, a 5- or 7-slice view in two)."""
+    growing, each slice on its own. OpenCV's area resize takes at most four channels at a
+    non-integer scale (64 → 48 px), so the slices go through four at a time (a 3-slice view in one
+    call, a 5- or 7-slice view in two)."""
     import cv2
 
     interpolation = cv2.INTER_AREA if stack.shape[1] > size else cv2.INTER_LINEAR
