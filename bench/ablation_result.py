@@ -13,7 +13,10 @@ fold by fold on its uncalibrated out-of-fold logits (``oof_logits.csv``, and
 difference from ``baseline`` fold by fold: the mean and its standard error over the folds (the
 same studies on both sides). A variant trained on another seed is named ``NAME_seedS``; where
 ``baseline_seedS`` ran too, ``paired_same_seed`` gives the variant's difference from it, so a
-capability is read seed against seed. Written with ``command``, ``commit`` and ``date``.
+capability is read seed against seed. Where several runs hold a ``baseline`` (the same variant run again, e.g.
+at another commit or thread count, which changes the training's floating-point path),
+``paired_baselines_mean`` gives every other variant's difference from their fold-by-fold mean,
+which one run's bad fold moves less. Written with ``command``, ``commit`` and ``date``.
 
 ``--keep EARLIER.json`` adds the variants of an earlier result file of the same draw whose
 folders are gone (an ablation's folders are large; a later ``--only`` run overwrites
@@ -130,7 +133,8 @@ def kept_variants(earlier: dict, fresh: dict) -> dict:
 
 
 def differences(per_fold: dict[str, dict]) -> dict:
-    """``{"paired": …, "paired_same_seed": …}`` of each run's fold scores (module docstring)."""
+    """``{"paired": …, "paired_same_seed": …, "paired_baselines_mean": …}`` of each run's fold
+    scores (module docstring)."""
     against_baseline, same_seed = {}, {}
     for name, folds in per_fold.items():
         if "baseline" in folds:
@@ -139,7 +143,15 @@ def differences(per_fold: dict[str, dict]) -> dict:
         same_seed[name] = {v: {"against": base, **paired(s, folds[base])}
                            for v, s in folds.items()
                            if (base := same_seed_baseline(v)) in folds}  # fmt: skip
-    return {"paired": against_baseline, "paired_same_seed": same_seed}
+    result = {"paired": against_baseline, "paired_same_seed": same_seed}
+    baselines = [folds["baseline"] for folds in per_fold.values() if "baseline" in folds]
+    if len(baselines) > 1:  # runs of the same baseline: their fold-by-fold mean is steadier
+        mean = {points: np.mean([b[points] for b in baselines if points in b], axis=0).round(4).tolist()
+                for points in baselines[0]}  # fmt: skip
+        result["paired_baselines_mean"] = {
+            name: {v: paired(s, mean) for v, s in folds.items() if v != "baseline"}
+            for name, folds in per_fold.items()}
+    return result
 
 
 def main() -> None:

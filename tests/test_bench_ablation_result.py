@@ -125,6 +125,17 @@ def test_an_earlier_result_file_keeps_the_variants_whose_folders_are_gone(tmp_pa
     assert [row["variant"] for row in both["runs"]["again"]] == ["baseline", "blunt"]
     assert set(both["paired"]["again"]) == {"blunt"}
     assert both["paired"]["again"]["blunt"] != earlier["paired"]["draw"]["blunt"]  # its own baseline
+    # two runs of the baseline: every other variant also against their fold-by-fold mean
+    mean = {p: [(a + b) / 2 for a, b in zip(earlier["per_fold"]["draw"]["baseline"][p],
+                                            both["per_fold"]["again"]["baseline"][p])]
+            for p in earlier["per_fold"]["draw"]["baseline"]}  # fmt: skip
+    against_mean = both["paired_baselines_mean"]
+    assert set(against_mean["draw"]) == {"blunt", "sharp"} and set(against_mean["again"]) == {"blunt"}
+    for run, variant in (("draw", "sharp"), ("again", "blunt")):
+        for p, diff in against_mean[run][variant].items():
+            expected = [s - m for s, m in zip(both["per_fold"][run][variant][p], mean[p])]
+            assert diff["folds"] == pytest.approx(expected, abs=2e-4)
+    assert "paired_baselines_mean" not in result  # one baseline run: nothing to average
     other_labels = {**earlier, "bayes_floor": {**earlier["bayes_floor"], "score": 0.1}}
     with pytest.raises(ValueError, match="another draw's labels"):
         ablation_tables(data, {"draw": tmp_path / "later"}, keep=other_labels)
