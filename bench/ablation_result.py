@@ -13,10 +13,10 @@ fold by fold on its uncalibrated out-of-fold logits (``oof_logits.csv``, and
 difference from ``baseline`` fold by fold: the mean and its standard error over the folds (the
 same studies on both sides). A variant trained on another seed is named ``NAME_seedS``; where
 ``baseline_seedS`` ran too, ``paired_same_seed`` gives the variant's difference from it, so a
-capability is read seed against seed. Where several runs hold a ``baseline`` (the same variant run again, e.g.
-at another commit or thread count, which changes the training's floating-point path),
-``paired_baselines_mean`` gives every other variant's difference from their fold-by-fold mean,
-which one run's bad fold moves less. Written with ``command``, ``commit`` and ``date``.
+capability is read seed against seed. Where several runs hold a ``baseline`` (the same variant
+run again, e.g. at another commit or thread count, which changes the training's floating-point
+path), ``paired_baselines_mean`` gives every other variant's difference from their fold-by-fold
+mean, which one run's bad fold moves less. Written with ``command``, ``commit`` and ``date``.
 
 ``--keep EARLIER.json`` adds the variants of an earlier result file of the same draw whose
 folders are gone (an ablation's folders are large; a later ``--only`` run overwrites

@@ -80,6 +80,9 @@ def select_slices(stack: np.ndarray, slices: int, shift: int = 0) -> np.ndarray:
     return stack[idx]
 
 
+AREA_RESIZE_MAX_CHANNELS = 4  # OpenCV's area resize at a non-integer scale takes no more
+
+
 def resize_slices(stack: np.ndarray, size: int) -> np.ndarray:
     """``(S, H, W)`` → ``(S, size, size)`` float32, area averaging when shrinking, bilinear when
     growing, each slice on its own. OpenCV's area resize takes at most four channels at a
@@ -88,8 +91,9 @@ def resize_slices(stack: np.ndarray, size: int) -> np.ndarray:
     import cv2
 
     interpolation = cv2.INTER_AREA if stack.shape[1] > size else cv2.INTER_LINEAR
-    chunks = [np.ascontiguousarray(stack[k:k + 4].transpose(1, 2, 0), dtype=np.float32)
-              for k in range(0, len(stack), 4)]
+    step = AREA_RESIZE_MAX_CHANNELS
+    chunks = [np.ascontiguousarray(stack[k:k + step].transpose(1, 2, 0), dtype=np.float32)
+              for k in range(0, len(stack), step)]
     resized = [cv2.resize(chunk, (size, size), interpolation=interpolation).reshape(size, size, -1)
                for chunk in chunks]
     return np.concatenate(resized, axis=2).transpose(2, 0, 1)
