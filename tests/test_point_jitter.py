@@ -98,7 +98,7 @@ def test_dataset_jitters_each_view_by_its_own_amount(tmp_path):
     cache = CropCache(cache_dir)
     augment = load_config("cpu", ["augment.affine_p=1.0", "augment.rotate=0.0", "augment.scale=0.0",
                                   "augment.translate=0.25", "augment.brightness_contrast_p=0.0",
-                                  "augment.gamma_p=0.0", "augment.noise_p=0.0",
+                                  "augment.noise_p=0.0",
                                   "augment.blur_p=0.0"]).augment  # fmt: skip
     common = dict(families=("spinal",), views={"spinal": ("sag_t2", "axial")}, slices=3, size=32)
     plain = StudyDataset(cache, cache.study_ids, None, **common)[0]["x"]["spinal"]
@@ -129,7 +129,7 @@ def test_training_shifts_of_a_view_cut_with_context_recut_real_anatomy():
 
     augment = load_config("cpu", ["augment.affine_p=1.0", "augment.rotate=0.0", "augment.scale=0.0",
                                   "augment.translate=0.25", "augment.brightness_contrast_p=0.0",
-                                  "augment.gamma_p=0.0", "augment.noise_p=0.0",
+                                  "augment.noise_p=0.0",
                                   "augment.blur_p=0.0"]).augment  # fmt: skip
     common = dict(families=("spinal",), views={"spinal": ("sag_t2",)}, slices=3, size=32)
     plain = StudyDataset(Cache(), [1], None, **common)[0]["x"]["spinal"][:, 0].numpy()
@@ -162,7 +162,7 @@ def test_a_share_of_training_draws_reads_the_crops_at_the_localisers_points(tmp_
             return {k: v.astype(np.float32) + 100.0 for k, v in cache.arrays(study_id).items()}
 
     still = load_config("cpu", ["augment.affine_p=0.0", "augment.brightness_contrast_p=0.0",
-                                "augment.gamma_p=0.0", "augment.noise_p=0.0",
+                                "augment.noise_p=0.0",
                                 "augment.blur_p=0.0"]).augment  # fmt: skip
     common = dict(families=("spinal",), views={"spinal": ("sag_t2",)}, slices=3, size=32)
 

@@ -59,3 +59,25 @@ def test_resolved_dump_round_trips():
     again = config_from_dict(yaml.safe_load(text))
     assert again == config
     assert "class_weights" in text and "any_severe_weight" in text
+
+
+def test_a_retired_key_is_refused_in_a_config_but_read_from_a_run_folder(tmp_path):
+    """augment.gamma_p never applied a gamma: setting it fails with why, while a run folder's
+    config.yaml written with it still resumes as the same run and still loads."""
+    from rsna_lumbar.training.loop import _same_config
+
+    with pytest.raises(ConfigError, match="augment.gamma_p was removed .*median-centred"):
+        load_config("cpu", ["augment.gamma_p=0.5"])
+    path = tmp_path / "bad.yaml"
+    path.write_text("augment:\n  gamma_p: 0.3\n")
+    with pytest.raises(ConfigError, match="bad.yaml: augment.gamma_p was removed"):
+        load_config(path)
+
+    config = load_config("cpu", ["train.epochs=3"])
+    saved = yaml.safe_load(dump_config(config))
+    assert "gamma_p" not in saved["augment"]
+    saved["augment"]["gamma_p"] = 0.3  # as run folders written before its removal hold it
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert _same_config(tmp_path / "config.yaml", config)
+    assert load_config(tmp_path / "config.yaml", saved=True) == config
+    assert not _same_config(tmp_path / "config.yaml", load_config("cpu", ["train.epochs=4"]))

@@ -29,6 +29,15 @@ class ConfigError(ValueError):
     """A configuration key, type or value is wrong; the message says how to fix it."""
 
 
+# Keys the schema no longer has, with why. A run folder's ``config.yaml`` written while one
+# existed still reads (the key is dropped: ``saved=True``); a config or override that sets one
+# is refused with the reason.
+RETIRED_KEYS = {
+    "augment.gamma_p": "it never applied a gamma: the crops are median-centred (negative "
+                       "values), where a gamma is undefined",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     spec: str = "resnet18_25d"
@@ -81,7 +90,6 @@ class AugmentConfig:
     scale: float = 0.1  # ± fraction
     translate: float = 0.08  # ± fraction of the crop: the localiser's in-plane error
     brightness_contrast_p: float = 0.5
-    gamma_p: float = 0.3
     noise_p: float = 0.2
     blur_p: float = 0.1
     slice_reverse_p: float = 0.0  # flip slice order (sagittal left–right symmetry)
@@ -249,9 +257,22 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
-def config_from_dict(values: dict | None, overrides=()) -> Config:
-    """Validate ``values`` (+ dotted ``overrides``) into a :class:`Config`."""
-    tree = _merge(values or {}, parse_overrides(list(overrides)))
+def _without_retired(tree: dict, saved: bool) -> dict:
+    """``tree`` without the :data:`RETIRED_KEYS` (when ``saved``), else refused if it sets one."""
+    tree = {section: dict(keys) if isinstance(keys, dict) else keys for section, keys in tree.items()}
+    for dotted, why in RETIRED_KEYS.items():
+        section, key = dotted.split(".")
+        if isinstance(tree.get(section), dict) and key in tree[section]:
+            if not saved:
+                raise ConfigError(f"{dotted} was removed ({why}); delete it from the config")
+            del tree[section][key]
+    return tree
+
+
+def config_from_dict(values: dict | None, overrides=(), *, saved: bool = False) -> Config:
+    """Validate ``values`` (+ dotted ``overrides``) into a :class:`Config`; ``saved``: the
+    values come from a run folder's ``config.yaml``, whose retired keys are dropped."""
+    tree = _without_retired(_merge(values or {}, parse_overrides(list(overrides))), saved)
     config = _build(Config, tree, "")
     validate(config)
     return config
@@ -326,8 +347,9 @@ def config_path(name: str | os.PathLike) -> Path:
     return path
 
 
-def load_config(path: str | os.PathLike | None, overrides=()) -> Config:
-    """Read a YAML config (a path, or the name of a packaged one) and apply overrides."""
+def load_config(path: str | os.PathLike | None, overrides=(), *, saved: bool = False) -> Config:
+    """Read a YAML config (a path, or the name of a packaged one) and apply overrides;
+    ``saved``: a run folder's ``config.yaml`` (:func:`config_from_dict`)."""
     if path is None:
         return config_from_dict({}, overrides)
     path = config_path(path)
@@ -335,7 +357,7 @@ def load_config(path: str | os.PathLike | None, overrides=()) -> Config:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a config is a mapping of sections (model, data, augment, train)")
     try:
-        return config_from_dict(values, overrides)
+        return config_from_dict(values, overrides, saved=saved)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
 

@@ -53,7 +53,7 @@ def held_out_logits(model_dir: str | os.PathLike, crops: str | os.PathLike,
         if not (model_dir / name).is_file():
             msg = f"{model_dir / name} not found: run 'rsna-lumbar train --out {model_dir}' first"
             raise FileNotFoundError(msg)
-    config = load_config(str(model_dir / "config.yaml"), [])
+    config = load_config(str(model_dir / "config.yaml"), [], saved=True)
     description = read_description(model_dir)
     spec = resolved_spec(config)
     folds = read_folds(model_dir / "folds.csv")

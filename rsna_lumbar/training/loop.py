@@ -361,10 +361,11 @@ def train_cv(crops, folds_csv, labels_csv, config: Config, out, *, force: bool =
 def _same_config(path: Path, config: Config) -> bool:
     """Whether the run whose ``config.yaml`` is ``path`` used ``config``. The file is read with
     today's schema, so a key added since (at its default) does not make an old run another one;
-    a key since removed does. ``train.device`` is not compared: a run may resume on another
+    nor does a retired key (``RETIRED_KEYS``, which never changed what trained); any other key
+    since removed does. ``train.device`` is not compared: a run may resume on another
     device (a GPU run finished on the CPU, or the other way)."""
     try:
-        before = config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")))
+        before = config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), saved=True)
     except ConfigError:
         return False
     same_device = dataclasses.replace(before.train, device=config.train.device)
