@@ -161,7 +161,7 @@ localize-weights: $(LOC_MODEL)/config.json  ## train the learned localiser OOF o
 # (required), then fold 0's models in float16 and the model card. On the machine kind that made
 # them the files come out byte for byte; `git status` afterwards shows whether they changed.
 PKG_WORK ?= $(WORK)/localiser-package
-cv200: $(VENV)/.installed  ## the 200-study synthetic CV of the cpu recipe's severity models (5 folds, ~30 min on 2 cores) → docs/results/cv200.json
+cv200: $(VENV)/.installed  ## the 200-study synthetic CV of the cpu recipe's severity models (5 folds, 40 epochs, ~45 min on 2 cores) → docs/results/cv200.json
 	$(VENV)/bin/rsna-lumbar run --recipe cv200 --work $(WORK)/cv200 --weights $(WORK)/cv200/weights $(CV_ARGS)
 	$(PY) -m bench.cv_result $(WORK)/cv200/summary.json docs/results/cv200.json "make cv200 (rsna-lumbar run --recipe cv200 --work $(WORK)/cv200 --weights $(WORK)/cv200/weights $(CV_ARGS))"
 
