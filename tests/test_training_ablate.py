@@ -84,6 +84,21 @@ def test_packaged_variant_files_validate(base):
     assert all(c.data.families == ("spinal",) for c in spinal.values())
 
 
+def test_recorded_cpu_ablations_pin_the_schedule_they_ran_with():
+    """The cpu ablation files back committed result files: their baseline must stay the member
+    they ran against when the `cpu` config's schedule moves on (it went 20 → 40 epochs and took
+    an EMA after them), so each pins both in ``common``."""
+    import yaml
+
+    from rsna_lumbar.training.config import packaged_config
+
+    files = sorted(packaged_config("cpu").parent.glob("ablation_*cpu*.yaml"))
+    assert len(files) >= 4
+    for path in files:
+        common = yaml.safe_load(path.read_text(encoding="utf-8"))["common"]
+        assert {"train.epochs", "train.ema"} <= set(common), f"{path.name}: pin them in common"
+
+
 def test_ablate_grades_at_the_localised_points_too(tmp_path):
     """--localised-crops: a variant with a localised share trains on them, and every variant is
     graded out of fold on them as well; the table is sorted by that honest score."""
