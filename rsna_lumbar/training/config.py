@@ -259,13 +259,13 @@ def _merge(base: dict, update: dict) -> dict:
 
 def _without_retired(tree: dict, saved: bool) -> dict:
     """``tree`` without the :data:`RETIRED_KEYS` (when ``saved``), else refused if it sets one."""
-    tree = {section: dict(keys) if isinstance(keys, dict) else keys for section, keys in tree.items()}
     for dotted, why in RETIRED_KEYS.items():
         section, key = dotted.split(".")
-        if isinstance(tree.get(section), dict) and key in tree[section]:
+        keys = tree.get(section)
+        if isinstance(keys, dict) and key in keys:
             if not saved:
                 raise ConfigError(f"{dotted} was removed ({why}); delete it from the config")
-            del tree[section][key]
+            tree = {**tree, section: {k: v for k, v in keys.items() if k != key}}
     return tree
 
 
