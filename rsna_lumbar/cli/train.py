@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from rsna_lumbar.training.config import load_config
-    from rsna_lumbar.training.loop import train_cv
+    from rsna_lumbar.training.loop import end_process_group, train_cv
 
     overrides = list(args.overrides)
     if args.jitter_from is not None:
@@ -68,9 +68,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: no --data: {args.out} gets no provenance.json, and make push-weights "
               "will refuse it", file=sys.stderr)
     recipe = " ".join([f"--config {args.config}", *overrides])
-    out = train_cv(args.crops, args.folds, args.labels, config, args.out, force=args.force,
-                   stop_after_epochs=args.stop_after_epochs, data=args.data, recipe=recipe,
-                   localised_crops=args.localised_crops)  # fmt: skip
+    try:
+        out = train_cv(args.crops, args.folds, args.labels, config, args.out, force=args.force,
+                       stop_after_epochs=args.stop_after_epochs, data=args.data, recipe=recipe,
+                       localised_crops=args.localised_crops)  # fmt: skip
+    finally:
+        end_process_group()
     if out is None:
         print(f"stopped after {args.stop_after_epochs} epoch(s); rerun the same command to resume")
         return 0

@@ -105,6 +105,14 @@ def setup(config: Config) -> Dist:
     return Dist(rank, world, device)
 
 
+def end_process_group() -> None:
+    """Close the process group :func:`setup` started, if any, once the process's training is
+    over: a gloo group left to the interpreter's exit can abort a rank ("terminate called
+    without an active exception") after its work is done, failing the torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def resolved_spec(config: Config) -> ModelSpec:
     """The registry spec with the config's overrides applied."""
     from dataclasses import replace
